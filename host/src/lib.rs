@@ -1,0 +1,31 @@
+//! sighost runs tenant-scoped signal handlers compiled to WebAssembly
+//! components, each delivery in a fresh sandbox whose only way out is
+//! `request-directive`. See `DESIGN.md` in the project for the contract.
+//!
+//! # Layout
+//!
+//! - [`sandbox`]: the wasmtime engine, handler loading (import allow-list,
+//!   shape detection, manifest), `request-directive` and [`Sandbox::invoke`].
+//!   - `sandbox/loader.rs`: what is decided once per module.
+//!   - `sandbox/directives.rs`: the checks every directive request passes.
+//!   - `sandbox/output.rs`: bounded, redacted capture of guest stdout/stderr.
+//! - [`signal`]: the stored form of a signal, name rules, subscription patterns.
+//! - [`limits`]: every limit, with the host's defaults and manifest overrides.
+//! - [`secrets`]: finding credentials in payloads and redacting them in logs.
+//!
+//! # Errors
+//!
+//! Library functions return typed errors ([`LoadError`], [`SandboxError`]);
+//! what a guest does is never an error of the host: it is an [`Outcome`].
+
+pub mod limits;
+pub mod sandbox;
+pub mod secrets;
+pub mod signal;
+
+pub use limits::Limits;
+pub use sandbox::{
+    DeliveryContext, Handler, Invocation, LoadError, Manifest, Outcome, RequestedDirective,
+    Sandbox, SandboxConfig, SandboxError, Shape,
+};
+pub use signal::Signal;

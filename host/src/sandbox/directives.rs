@@ -1,0 +1,233 @@
+//! `request-directive`: the only door out of the sandbox (DESIGN.md §5).
+//!
+//! Every request is checked at once and answered with a receipt or a
+//! `directive-error` value; a refused request is an answer, not a trap. Accepted
+//! requests are only buffered here: the caller writes them when the delivery
+//! completes, in the same transaction, so a failed attempt leaves none behind.
+
+use chrono::{DateTime, Utc};
+
+use super::bindings::types::{DirectiveError, DirectiveRequest, Receipt, ReceiptStatus};
+use crate::secrets::find_secret;
+use crate::signal::check_name;
+
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// A directive a handler requested and the host accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestedDirective {
+    /// Assigned at request time and returned in the receipt.
+    pub id: String,
+    /// Always the invoking tenant: the guest has no way to name another.
+    pub tenant: String,
+    pub name: String,
+    /// A JSON object.
+    pub payload: serde_json::Value,
+    pub idempotency_key: String,
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+/// The requests of one invocation.
+#[derive(Debug)]
+pub(crate) struct DirectiveBuffer {
+    tenant: String,
+    /// The handler manifest's allow-list.
+    allowed: std::sync::Arc<[String]>,
+    max_count: u32,
+    max_payload_bytes: usize,
+    pub accepted: Vec<RequestedDirective>,
+    pub refused: u32,
+}
+
+impl DirectiveBuffer {
+    pub fn new(
+        tenant: String,
+        allowed: std::sync::Arc<[String]>,
+        max_count: u32,
+        max_payload_bytes: usize,
+    ) -> Self {
+        Self {
+            tenant,
+            allowed,
+            max_count,
+            max_payload_bytes,
+            accepted: Vec::new(),
+            refused: 0,
+        }
+    }
+
+    pub fn request(&mut self, request: DirectiveRequest) -> Result<Receipt, DirectiveError> {
+        let answer = self.check_and_buffer(request);
+        if answer.is_err() {
+            self.refused += 1;
+        }
+        answer
+    }
+
+    fn check_and_buffer(&mut self, request: DirectiveRequest) -> Result<Receipt, DirectiveError> {
+        let DirectiveRequest {
+            name,
+            payload,
+            idempotency_key,
+            scheduled_at,
+        } = request;
+        check_name(&name).map_err(DirectiveError::Invalid)?;
+        if !self.allowed.iter().any(|allowed| *allowed == name) {
+            return Err(DirectiveError::NotPermitted(format!(
+                "the handler's manifest does not allow directive {name}"
+            )));
+        }
+        if idempotency_key.is_empty() || idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+            return Err(DirectiveError::Invalid(format!(
+                "an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes, this one is {}",
+                idempotency_key.len()
+            )));
+        }
+        if payload.len() > self.max_payload_bytes {
+            return Err(DirectiveError::TooLarge(format!(
+                "payload of {name} is {} bytes, the limit is {}",
+                payload.len(),
+                self.max_payload_bytes
+            )));
+        }
+        let payload: serde_json::Value = serde_json::from_str(&payload)
+            .map_err(|e| DirectiveError::Invalid(format!("payload of {name} is not JSON: {e}")))?;
+        if !payload.is_object() {
+            return Err(DirectiveError::Invalid(format!(
+                "payload of {name} must be a JSON object"
+            )));
+        }
+        if let Some(pointer) = find_secret(&payload) {
+            return Err(DirectiveError::SecretDetected(format!(
+                "payload of {name} carries a credential at {pointer}; pass a reference to it instead"
+            )));
+        }
+        let scheduled_at = scheduled_at
+            .map(|at| {
+                DateTime::parse_from_rfc3339(&at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| DirectiveError::Invalid(format!("scheduled-at {at:?}: {e}")))
+            })
+            .transpose()?;
+
+        if let Some(earlier) = self
+            .accepted
+            .iter()
+            .find(|d| d.idempotency_key == idempotency_key)
+        {
+            if earlier.name == name && earlier.payload == payload {
+                return Ok(Receipt {
+                    directive_id: earlier.id.clone(),
+                    status: ReceiptStatus::Duplicate,
+                });
+            }
+            return Err(DirectiveError::Conflict(format!(
+                "idempotency key {idempotency_key:?} was already requested with another directive"
+            )));
+        }
+        if self.accepted.len() >= self.max_count as usize {
+            return Err(DirectiveError::LimitExceeded(format!(
+                "a handler may request at most {} directives per invocation",
+                self.max_count
+            )));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        self.accepted.push(RequestedDirective {
+            id: id.clone(),
+            tenant: self.tenant.clone(),
+            name,
+            payload,
+            idempotency_key,
+            scheduled_at,
+        });
+        Ok(Receipt {
+            directive_id: id,
+            status: ReceiptStatus::Accepted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer() -> DirectiveBuffer {
+        DirectiveBuffer::new("org_a".into(), vec!["mail.send".to_owned()].into(), 2, 64)
+    }
+
+    fn request(name: &str, payload: &str, key: &str) -> DirectiveRequest {
+        DirectiveRequest {
+            name: name.into(),
+            payload: payload.into(),
+            idempotency_key: key.into(),
+            scheduled_at: None,
+        }
+    }
+
+    #[test]
+    fn accepts_then_reports_duplicates_and_conflicts() {
+        let mut b = buffer();
+        let first = b
+            .request(request("mail.send", r#"{"to":"a"}"#, "k"))
+            .expect("accepted");
+        assert_eq!(first.status, ReceiptStatus::Accepted);
+        let again = b
+            .request(request("mail.send", r#"{ "to": "a" }"#, "k"))
+            .expect("duplicate");
+        assert_eq!(again.status, ReceiptStatus::Duplicate);
+        assert_eq!(again.directive_id, first.directive_id);
+        let clash = b.request(request("mail.send", r#"{"to":"b"}"#, "k"));
+        assert!(matches!(clash, Err(DirectiveError::Conflict(_))));
+        assert_eq!(b.accepted.len(), 1);
+        assert_eq!(b.accepted[0].tenant, "org_a");
+    }
+
+    #[test]
+    fn refuses_each_kind_of_bad_request() {
+        let mut b = buffer();
+        assert!(matches!(
+            b.request(request("mail.drop", "{}", "k")),
+            Err(DirectiveError::NotPermitted(_))
+        ));
+        assert!(matches!(
+            b.request(request("Mail", "{}", "k")),
+            Err(DirectiveError::Invalid(_))
+        ));
+        assert!(matches!(
+            b.request(request("mail.send", "[1]", "k")),
+            Err(DirectiveError::Invalid(_))
+        ));
+        assert!(matches!(
+            b.request(request("mail.send", "{", "k")),
+            Err(DirectiveError::Invalid(_))
+        ));
+        assert!(matches!(
+            b.request(request("mail.send", "{}", "")),
+            Err(DirectiveError::Invalid(_))
+        ));
+        let big = format!(r#"{{"x":"{}"}}"#, "y".repeat(100));
+        assert!(matches!(
+            b.request(request("mail.send", &big, "k")),
+            Err(DirectiveError::TooLarge(_))
+        ));
+        let secret = r#"{"password":"x"}"#;
+        assert!(matches!(
+            b.request(request("mail.send", secret, "k")),
+            Err(DirectiveError::SecretDetected(_))
+        ));
+        assert_eq!(b.refused, 7);
+        assert!(b.accepted.is_empty());
+    }
+
+    #[test]
+    fn stops_at_the_per_invocation_limit() {
+        let mut b = buffer();
+        b.request(request("mail.send", "{}", "1")).expect("first");
+        b.request(request("mail.send", "{}", "2")).expect("second");
+        assert!(matches!(
+            b.request(request("mail.send", "{}", "3")),
+            Err(DirectiveError::LimitExceeded(_))
+        ));
+    }
+}

@@ -1,0 +1,132 @@
+//! The handler manifest: the `<name>.toml` sidecar beside `<name>.wasm`.
+//!
+//! ```toml
+//! subscriptions = ["forum.thread.*"]   # default: every signal
+//! package = "forum"                    # default: none, every tenant gets it
+//! directives = ["forum.thread.summarize"]
+//!
+//! [options]                            # passed to the handler in its context
+//! max_words = 120
+//!
+//! [limits]                             # overrides of the host's limits
+//! memory_mib = 32
+//! timeout_ms = 500
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::limits::LimitOverrides;
+use crate::signal::check_name;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Signal name patterns: exact names, `prefix.*` or `*`.
+    #[serde(default = "every_signal")]
+    pub subscriptions: Vec<String>,
+    /// Only tenants that installed this package get deliveries.
+    #[serde(default)]
+    pub package: Option<String>,
+    /// Directive names the handler may request; none if left out.
+    #[serde(default)]
+    pub directives: Vec<String>,
+    /// Handed to the handler as `context.options`.
+    #[serde(default = "empty_object")]
+    pub options: serde_json::Value,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+fn every_signal() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl Default for Manifest {
+    /// What a handler without a sidecar gets: every signal, no package, no
+    /// directives at all.
+    fn default() -> Self {
+        Self {
+            subscriptions: every_signal(),
+            package: None,
+            directives: Vec::new(),
+            options: empty_object(),
+            limits: LimitOverrides::default(),
+        }
+    }
+}
+
+impl Manifest {
+    /// Parses and checks a manifest's text; errors say what is wrong, not where
+    /// (the caller names the file).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    /// Reads `<stem>.toml` beside `wasm`, or the default manifest if there is none.
+    pub fn for_module(wasm: &Path) -> Result<Self, String> {
+        let path = wasm.with_extension("toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for pattern in &self.subscriptions {
+            let name = pattern.strip_suffix(".*").unwrap_or(pattern);
+            if pattern != "*" {
+                check_name(name).map_err(|e| format!("subscription {pattern:?}: {e}"))?;
+            }
+        }
+        for directive in &self.directives {
+            check_name(directive).map_err(|e| format!("directive {directive:?}: {e}"))?;
+        }
+        if let Some(package) = &self.package {
+            check_name(package).map_err(|e| format!("package {package:?}: {e}"))?;
+        }
+        if !self.options.is_object() {
+            return Err("options must be a table".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_manifest() {
+        let m = Manifest::parse(
+            "subscriptions = ['forum.thread.*']\npackage = 'forum'\ndirectives = ['forum.thread.summarize']\n\
+             [options]\nmax_words = 3\n[limits]\nmemory_mib = 8\n",
+        )
+        .expect("valid manifest");
+        assert_eq!(m.package.as_deref(), Some("forum"));
+        assert_eq!(m.options["max_words"], 3);
+        assert_eq!(m.limits.memory_mib, Some(8));
+    }
+
+    #[test]
+    fn errors_name_the_unknown_key() {
+        let err = Manifest::parse("subscriptons = ['a']").expect_err("typo must be refused");
+        assert!(err.contains("subscriptons"), "{err}");
+        let err = Manifest::parse("[limits]\nmemory = 3").expect_err("unknown limit");
+        assert!(err.contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn refuses_malformed_names() {
+        assert!(Manifest::parse("subscriptions = ['Forum.*']").is_err());
+        assert!(Manifest::parse("directives = ['bad name']").is_err());
+    }
+}

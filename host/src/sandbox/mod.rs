@@ -1,0 +1,493 @@
+//! The sandbox: runs one handler on one signal in a fresh wasmtime instance
+//! (DESIGN.md §7).
+//!
+//! One [`Sandbox`] owns the engine (pooling allocator, epoch interruption,
+//! optional fuel), the linker (WASI that grants nothing, plus
+//! `request-directive`) and the epoch ticker. Handlers are compiled and
+//! pre-instantiated once by [`Sandbox::load_file`]/[`Sandbox::load_bytes`];
+//! [`Sandbox::invoke`] then gives every delivery its own store and instance, so
+//! no state survives between signals or tenants.
+//!
+//! `invoke` is synchronous and `&self`: call it from as many threads as you
+//! want invocations in flight. We use wasmtime's synchronous API on a blocking
+//! pool rather than its async support because handlers are short CPU-bound
+//! calls whose one import answers at once; fibers would add a stack switch per
+//! call and buy no concurrency that threads do not already give. Timeouts work
+//! the same either way: the epoch deadline traps the guest.
+
+mod bindings;
+mod directives;
+mod loader;
+pub mod manifest;
+mod outcome;
+mod output;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable, TypedFunc};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::limits::Limits;
+use crate::signal::{Signal, format_timestamp};
+use bindings::types;
+pub use directives::{MAX_IDEMPOTENCY_KEY_BYTES, RequestedDirective};
+pub use loader::{Handler, ImportPolicy, LoadError, Shape, digest};
+pub use manifest::Manifest;
+pub use outcome::{Invocation, Outcome, Report};
+use output::CapturedOutput;
+
+/// How the sandbox is built. The defaults are DESIGN.md's limits.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Limits for handlers whose manifest does not override them.
+    pub limits: Limits,
+    /// The largest memory any handler may be given, in bytes: the size of a
+    /// pooled memory slot. Manifests cannot raise a handler's cap above it.
+    pub max_memory_bytes: u64,
+    /// Instances that may be alive at once; an invocation beyond this fails
+    /// with a retryable host error instead of allocating without bound.
+    pub max_concurrent_instances: u32,
+    /// Turns fuel metering on. Implied by `limits.fuel`; needed for a
+    /// manifest to set a fuel budget.
+    pub fuel_metering: bool,
+    pub import_policy: ImportPolicy,
+    /// How often the epoch advances: the resolution of the wall-clock timeout.
+    pub epoch_tick: Duration,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_memory_bytes: 256 << 20,
+            max_concurrent_instances: 64,
+            fuel_metering: false,
+            import_policy: ImportPolicy::default(),
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Why the sandbox itself could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the wasm engine: {0}")]
+pub struct SandboxError(String);
+
+/// The delivery-specific part of a handler's context: where the delivery
+/// stands and what the invoking tenant has. The rest comes from the signal and
+/// the handler's manifest, so a caller cannot pair a signal with another
+/// tenant's context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryContext {
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// The invoking tenant's settings (a JSON object).
+    pub settings: serde_json::Value,
+    /// The invoking tenant's installed packages.
+    pub packages: Vec<String>,
+}
+
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<InvocationState>,
+    config: SandboxConfig,
+    fuel_metering: bool,
+    /// Advances the engine's epoch; stops when the sandbox is dropped.
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything one invocation's store holds.
+pub(crate) struct InvocationState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryLimiter,
+    directives: directives::DirectiveBuffer,
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::directives::Host for InvocationState {
+    fn request_directive(
+        &mut self,
+        request: types::DirectiveRequest,
+    ) -> Result<types::Receipt, types::DirectiveError> {
+        self.directives.request(request)
+    }
+}
+
+impl types::Host for InvocationState {}
+
+/// Caps linear memory per handler and remembers the peak and whether the cap
+/// was hit, so that the trap that follows a refused growth is reported as
+/// "memory exceeded" rather than as the guest's abort.
+struct MemoryLimiter {
+    cap: usize,
+    peak: usize,
+    exceeded: bool,
+}
+
+/// Table growth is not what a handler needs; this bound only keeps a hostile
+/// guest from using tables as a memory side door.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Advances an engine's epoch on a background thread.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("sighost-epoch".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type HandlerResult = (Result<(), types::HandlerError>,);
+
+/// The handler's export, typed for its shape.
+enum Entry {
+    SignalTenantContext(TypedFunc<(types::Signal, String, types::Context), HandlerResult>),
+    SignalContext(TypedFunc<(types::Signal, types::Context), HandlerResult>),
+    Signal(TypedFunc<(types::Signal,), HandlerResult>),
+}
+
+/// Where an invocation failed, to tell host faults from guest faults.
+enum Failure {
+    /// Instantiation failed: out of pooled slots, or a start function trapped.
+    Instantiate(wasmtime::Error),
+    /// The guest trapped or was interrupted during the call.
+    Call(wasmtime::Error),
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let fuel_metering = config.fuel_metering || config.limits.fuel.is_some();
+        let instances = config.max_concurrent_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .max_core_instances_per_component(16)
+            .total_memories(instances * 2)
+            .max_memories_per_component(2)
+            .total_tables(instances * 8)
+            .max_tables_per_component(8)
+            .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(fuel_metering)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| SandboxError(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| SandboxError(format!("{e:#}")))?;
+        bindings::Imports::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| SandboxError(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)
+            .map_err(|e| SandboxError(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self {
+            engine,
+            linker,
+            config,
+            fuel_metering,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Runs `handler` on `signal` for the signal's tenant. Never panics and
+    /// never fails: whatever the guest does ends up in the outcome.
+    pub fn invoke(
+        &self,
+        handler: &Handler,
+        signal: &Signal,
+        delivery: &DeliveryContext,
+    ) -> Invocation {
+        let started = Instant::now();
+        let output = CapturedOutput::new(handler.limits.output_bytes);
+        let mut store = self.new_store(handler, &signal.tenant, &output);
+        let fuel_budget = store.get_fuel().ok();
+
+        let result = self.call(&mut store, handler, signal, delivery);
+        let wall_time = started.elapsed();
+        let fuel_consumed = fuel_budget
+            .zip(store.get_fuel().ok())
+            .map(|(b, left)| b - left);
+        let state = store.into_data();
+        let outcome = match result {
+            Ok((Ok(()),)) => Outcome::Ok,
+            Ok((Err(types::HandlerError::Transient(m)),)) => Outcome::Transient(m),
+            Ok((Err(types::HandlerError::Permanent(m)),)) => Outcome::Permanent(m),
+            Err(failure) => classify(failure, state.memory.exceeded),
+        };
+        let (output, output_truncated) = output.take();
+        let outcome_ok = outcome.is_ok();
+        Invocation {
+            outcome,
+            report: Report {
+                wall_time,
+                fuel_consumed: fuel_consumed.filter(|_| self.fuel_metering),
+                peak_memory_bytes: state.memory.peak as u64,
+                directive_count: state.directives.accepted.len() as u32,
+                refused_directives: state.directives.refused,
+                output,
+                output_truncated,
+            },
+            // A failed attempt leaves no directive behind (the transactional
+            // outbox of DESIGN.md §5): the requests die with the attempt.
+            directives: if outcome_ok {
+                state.directives.accepted
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn new_store(
+        &self,
+        handler: &Handler,
+        tenant: &str,
+        output: &CapturedOutput,
+    ) -> Store<InvocationState> {
+        // The builder's defaults grant nothing: no arguments, no environment,
+        // no preopened directories, closed stdin, every socket address denied.
+        let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .build();
+        let state = InvocationState {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryLimiter {
+                cap: usize::try_from(handler.limits.memory_bytes).unwrap_or(usize::MAX),
+                peak: 0,
+                exceeded: false,
+            },
+            directives: directives::DirectiveBuffer::new(
+                tenant.to_owned(),
+                handler.allowed_directives.clone(),
+                handler.limits.directives_per_invocation,
+                handler.limits.directive_payload_bytes,
+            ),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.memory);
+        let tick = self.config.epoch_tick.as_nanos().max(1);
+        store.set_epoch_deadline((handler.limits.timeout.as_nanos().div_ceil(tick) + 1) as u64);
+        if self.fuel_metering {
+            // Cannot fail: fuel metering is on for this engine.
+            let _ = store.set_fuel(handler.limits.fuel.unwrap_or(u64::MAX));
+        }
+        store
+    }
+
+    fn entry(
+        &self,
+        store: &mut Store<InvocationState>,
+        handler: &Handler,
+    ) -> wasmtime::Result<Entry> {
+        let instance = handler.pre.instantiate(&mut *store)?;
+        let export = &handler.export;
+        Ok(match handler.shape {
+            Shape::SignalTenantContext => {
+                Entry::SignalTenantContext(instance.get_typed_func(&mut *store, export)?)
+            }
+            Shape::SignalContext => {
+                Entry::SignalContext(instance.get_typed_func(&mut *store, export)?)
+            }
+            Shape::Signal => Entry::Signal(instance.get_typed_func(&mut *store, export)?),
+        })
+    }
+
+    fn call(
+        &self,
+        store: &mut Store<InvocationState>,
+        handler: &Handler,
+        signal: &Signal,
+        delivery: &DeliveryContext,
+    ) -> Result<HandlerResult, Failure> {
+        let entry = self.entry(store, handler).map_err(Failure::Instantiate)?;
+        let wit_signal = wit_signal(signal);
+        let result = match entry {
+            Entry::SignalTenantContext(f) => {
+                let context = wit_context(handler, signal, delivery);
+                f.call(&mut *store, (wit_signal, signal.tenant.clone(), context))
+            }
+            Entry::SignalContext(f) => {
+                let context = wit_context(handler, signal, delivery);
+                f.call(&mut *store, (wit_signal, context))
+            }
+            Entry::Signal(f) => f.call(&mut *store, (wit_signal,)),
+        };
+        result.map_err(Failure::Call)
+    }
+
+    /// Instantiates `handler` once and type-checks its export; see `load_bytes`.
+    fn smoke_test(&self, handler: &Handler) -> Result<(), String> {
+        let output = CapturedOutput::new(0);
+        let mut store = self.new_store(handler, "", &output);
+        match self.entry(&mut store, handler) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    fn check_limits(&self, limits: &Limits) -> Result<(), String> {
+        if limits.memory_bytes > self.config.max_memory_bytes {
+            return Err(format!(
+                "memory cap of {} MiB is above this host's maximum of {} MiB",
+                limits.memory_bytes >> 20,
+                self.config.max_memory_bytes >> 20
+            ));
+        }
+        if limits.timeout.is_zero() {
+            return Err("timeout must be above zero".into());
+        }
+        if limits.fuel.is_some() && !self.fuel_metering {
+            return Err("a fuel budget needs fuel metering, which this host has turned off".into());
+        }
+        Ok(())
+    }
+}
+
+fn classify(failure: Failure, memory_exceeded: bool) -> Outcome {
+    let (error, instantiating) = match failure {
+        Failure::Instantiate(e) => (e, true),
+        Failure::Call(e) => (e, false),
+    };
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Outcome::Timeout,
+        Some(Trap::OutOfFuel) => Outcome::FuelExhausted,
+        _ if memory_exceeded => Outcome::MemoryExceeded,
+        Some(_) => Outcome::Trap(describe_error(&error)),
+        None if instantiating => Outcome::HostError(describe_error(&error)),
+        None => Outcome::Trap(describe_error(&error)),
+    }
+}
+
+/// The error's chain on one line, without the wasm backtrace: a stack of
+/// `<wasm function 20>` frames of a stripped guest says nothing to an operator.
+fn describe_error(error: &wasmtime::Error) -> String {
+    // wasmtime attaches the backtrace as the outermost context.
+    let skip = usize::from(error.downcast_ref::<wasmtime::WasmBacktrace>().is_some());
+    error
+        .chain()
+        .skip(skip)
+        .map(|cause| cause.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn wit_entity(entity: &Option<crate::signal::EntityRef>) -> Option<types::EntityRef> {
+    entity.as_ref().map(|e| types::EntityRef {
+        type_: e.kind.clone(),
+        id: e.id.clone(),
+    })
+}
+
+fn wit_signal(signal: &Signal) -> types::Signal {
+    types::Signal {
+        id: signal.id.clone(),
+        tenant: signal.tenant.clone(),
+        name: signal.name.clone(),
+        payload: signal.payload.to_string(),
+        metadata: signal.metadata.to_string(),
+        dedupe_key: signal.dedupe_key.clone(),
+        occurred_at: format_timestamp(signal.occurred_at),
+        correlation_id: signal.correlation_id.clone(),
+        causation_id: signal.causation_id.clone(),
+        actor: wit_entity(&signal.actor),
+        subject: wit_entity(&signal.subject),
+        source: signal.source.clone(),
+        inserted_at: format_timestamp(signal.inserted_at),
+    }
+}
+
+fn wit_context(handler: &Handler, signal: &Signal, delivery: &DeliveryContext) -> types::Context {
+    types::Context {
+        tenant: signal.tenant.clone(),
+        signal_id: signal.id.clone(),
+        signal_name: signal.name.clone(),
+        correlation_id: signal.correlation_id.clone(),
+        causation_id: signal.causation_id.clone(),
+        attempt: delivery.attempt,
+        max_attempts: delivery.max_attempts,
+        options: handler.options_json.clone(),
+        settings: delivery.settings.to_string(),
+        packages: delivery.packages.clone(),
+    }
+}
