@@ -1,0 +1,68 @@
+//! Shared helpers of the end-to-end tests and benchmarks: where the components
+//! built by `build.rs` are, and how to make signals and sandboxes for them.
+
+use std::path::PathBuf;
+
+use sighost::sandbox::{DeliveryContext, Sandbox, SandboxConfig};
+use sighost::signal::Signal;
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+pub use generated::{GUESTS, HANDLERS};
+
+fn find(list: &[(&str, &str)], name: &str) -> PathBuf {
+    let (_, path) = list
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no component named {name}; see build.rs"));
+    PathBuf::from(path)
+}
+
+/// The built test guest `tests/guests/<name>`.
+pub fn guest(name: &str) -> PathBuf {
+    find(GUESTS, name)
+}
+
+/// The built example handler `handlers/<name>.wasm`.
+pub fn example_handler(name: &str) -> PathBuf {
+    find(HANDLERS, name)
+}
+
+/// A sandbox with the default limits and a quick epoch tick.
+pub fn sandbox() -> Sandbox {
+    Sandbox::new(SandboxConfig::default()).expect("sandbox")
+}
+
+/// A signal of `tenant` with a fixed id and times.
+pub fn signal(tenant: &str, name: &str, payload: serde_json::Value) -> Signal {
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+        .expect("valid time")
+        .with_timezone(&chrono::Utc);
+    Signal {
+        id: format!("sig_{tenant}_1"),
+        tenant: tenant.to_owned(),
+        name: name.to_owned(),
+        payload,
+        metadata: serde_json::json!({}),
+        dedupe_key: None,
+        occurred_at: at,
+        correlation_id: Some("corr_1".to_owned()),
+        causation_id: None,
+        actor: None,
+        subject: None,
+        source: Some("tests".to_owned()),
+        inserted_at: at,
+    }
+}
+
+/// A first attempt for a tenant with these settings and packages.
+pub fn delivery(settings: serde_json::Value, packages: &[&str]) -> DeliveryContext {
+    DeliveryContext {
+        attempt: 1,
+        max_attempts: 10,
+        settings,
+        packages: packages.iter().map(|p| p.to_string()).collect(),
+    }
+}

@@ -1,0 +1,597 @@
+//! The sandbox against real components built from source: every example
+//! handler and every hostile guest, each with the outcome it must get. All tests
+//! share one sandbox, as a host process does, so they also show that nothing a
+//! guest does takes the host down or leaks into the next invocation.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use serde_json::json;
+use sighost::sandbox::{
+    Handler, ImportPolicy, LoadError, Manifest, Outcome, Sandbox, SandboxConfig, Shape,
+};
+use sighost_tests::{GUESTS, HANDLERS, delivery, example_handler, guest, signal};
+
+static SANDBOX: LazyLock<Sandbox> = LazyLock::new(sighost_tests::sandbox);
+
+fn manifest(toml: &str) -> Manifest {
+    Manifest::parse(toml).expect("test manifest")
+}
+
+fn load_guest(name: &str, toml: &str) -> Handler {
+    load_in(&SANDBOX, name, toml)
+}
+
+fn load_in(sandbox: &Sandbox, name: &str, toml: &str) -> Handler {
+    let bytes = std::fs::read(guest(name)).expect("guest built by build.rs");
+    sandbox
+        .load_bytes(name, &bytes, manifest(toml), name)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run(handler: &Handler, tenant: &str) -> sighost::Invocation {
+    SANDBOX.invoke(
+        handler,
+        &signal(tenant, "test.happened", json!({"n": 1})),
+        &delivery(json!({}), &[]),
+    )
+}
+
+/// Every guest under tests/guests and every example handler, with the test
+/// that covers it. A guest added without a line here fails this test.
+#[test]
+fn every_guest_has_a_test() {
+    let covered = [
+        "trivial",
+        "looper",
+        "memory-bomb",
+        "deep-recursion",
+        "panicker",
+        "fs-importer",
+        "socket-importer",
+        "unknown-importer",
+        "snoop",
+        "directive-flood",
+        "oversized-directive",
+        "secret-directive",
+        "forbidden-directive",
+        "cross-tenant",
+        "transient-failure",
+        "permanent-failure",
+        "chatty",
+        "context-shape",
+        "signal-shape",
+        "tenant-shape",
+        // examples
+        "forum-summarizer",
+        "audit-trail",
+        "signal-echo",
+    ];
+    for (name, _) in GUESTS.iter().chain(HANDLERS) {
+        assert!(
+            covered.contains(name),
+            "{name} has no test in tests/sandbox.rs"
+        );
+    }
+    assert_eq!(
+        covered.len(),
+        GUESTS.len() + HANDLERS.len(),
+        "a covered guest no longer exists"
+    );
+}
+
+#[test]
+fn forum_summarizer_requests_a_summary_for_a_tenant_that_turned_it_on() {
+    let handler = SANDBOX
+        .load_file(&example_handler("forum-summarizer"))
+        .expect("loads with its manifest");
+    assert_eq!(handler.shape, Shape::SignalTenantContext);
+    assert_eq!(handler.manifest.package.as_deref(), Some("forum"));
+    let thread = signal(
+        "org_acme",
+        "forum.thread.created",
+        json!({"thread_id": "t42", "title": "Hello"}),
+    );
+    let on = SANDBOX.invoke(
+        &handler,
+        &thread,
+        &delivery(json!({"auto_summaries": true}), &["forum"]),
+    );
+    assert_eq!(on.outcome, Outcome::Ok, "{}", on.report.output);
+    assert_eq!(on.directives.len(), 1);
+    let d = &on.directives[0];
+    assert_eq!(
+        (d.tenant.as_str(), d.name.as_str()),
+        ("org_acme", "forum.thread.summarize")
+    );
+    assert_eq!(d.idempotency_key, "summarize:t42");
+    assert_eq!(
+        d.payload,
+        json!({"thread_id": "t42", "title": "Hello", "max_words": 120})
+    );
+}
+
+#[test]
+fn forum_summarizer_does_nothing_when_not_applicable() {
+    let handler = SANDBOX
+        .load_file(&example_handler("forum-summarizer"))
+        .expect("loads");
+    let thread = signal(
+        "org_acme",
+        "forum.thread.created",
+        json!({"thread_id": "t42", "title": "Hello"}),
+    );
+    for (settings, packages) in [
+        (json!({"auto_summaries": true}), &[][..]),
+        (json!({}), &["forum"][..]),
+    ] {
+        let run = SANDBOX.invoke(&handler, &thread, &delivery(settings, packages));
+        assert_eq!(run.outcome, Outcome::Ok);
+        assert!(run.directives.is_empty());
+    }
+}
+
+#[test]
+fn the_other_example_shapes_run_with_their_manifests() {
+    let audit = SANDBOX
+        .load_file(&example_handler("audit-trail"))
+        .expect("loads");
+    assert_eq!(audit.shape, Shape::SignalContext);
+    let run = run(&audit, "org_acme");
+    assert_eq!(run.outcome, Outcome::Ok);
+    assert_eq!(run.directives[0].name, "audit.record");
+    assert_eq!(run.directives[0].payload["signal_id"], "sig_org_acme_1");
+
+    let echo = SANDBOX
+        .load_file(&example_handler("signal-echo"))
+        .expect("loads");
+    assert_eq!(echo.shape, Shape::Signal);
+    let ping = signal("org_acme", "echo.ping", json!({"n": 7}));
+    let run = SANDBOX.invoke(&echo, &ping, &delivery(json!({}), &[]));
+    assert_eq!(run.outcome, Outcome::Ok);
+    assert_eq!(
+        run.directives[0].payload,
+        json!({"echo": {"n": 7}, "of": "echo.ping"})
+    );
+}
+
+#[test]
+fn each_shape_receives_the_right_arguments() {
+    let tenant = load_guest(
+        "tenant-shape",
+        "directives = ['shape.tenant']\n[options]\nlevel = 3",
+    );
+    assert_eq!(tenant.shape, Shape::SignalTenantContext);
+    let sig = signal(
+        "org_acme",
+        "forum.thread.created",
+        json!({"thread_id": "t1"}),
+    );
+    let mut ctx = delivery(json!({"auto_summaries": true}), &["forum", "billing"]);
+    ctx.attempt = 3;
+    let run = SANDBOX.invoke(&tenant, &sig, &ctx);
+    assert_eq!(run.outcome, Outcome::Ok, "{}", run.report.output);
+    assert_eq!(
+        run.directives[0].payload,
+        json!({
+            "tenant_arg": "org_acme", "context_tenant": "org_acme",
+            "settings": {"auto_summaries": true}, "packages": ["forum", "billing"],
+            "options": {"level": 3}, "attempt": 3, "max_attempts": 10,
+            "signal_name": "forum.thread.created", "payload": {"thread_id": "t1"},
+        })
+    );
+
+    let context = load_guest("context-shape", "directives = ['shape.context']");
+    assert_eq!(context.shape, Shape::SignalContext);
+    let run = SANDBOX.invoke(&context, &sig, &ctx);
+    assert_eq!(
+        run.directives[0].payload,
+        json!({"tenant": "org_acme", "attempt": 3, "signal_id": sig.id})
+    );
+
+    let only_signal = load_guest("signal-shape", "directives = ['shape.signal']");
+    assert_eq!(only_signal.shape, Shape::Signal);
+    let run = SANDBOX.invoke(&only_signal, &sig, &ctx);
+    assert_eq!(
+        run.directives[0].payload,
+        json!({"tenant": "org_acme", "signal_id": sig.id})
+    );
+}
+
+#[test]
+fn the_trivial_guest_gets_a_receipt_for_its_directive() {
+    let handler = load_guest("trivial", "directives = ['bench.noop']");
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::Ok);
+    assert_eq!(run.directives.len(), 1);
+    assert_eq!(run.report.directive_count, 1);
+    assert!(run.report.peak_memory_bytes > 0);
+}
+
+#[test]
+fn a_handler_error_is_reported_as_transient_or_permanent_and_leaves_no_directive() {
+    let flaky = load_guest("transient-failure", "directives = ['flaky.done']");
+    let run = run(&flaky, "org_acme");
+    assert_eq!(
+        run.outcome,
+        Outcome::Transient("upstream unavailable".into())
+    );
+    assert!(run.outcome.is_retryable());
+    assert_eq!(
+        run.report.directive_count, 1,
+        "the request was accepted during the attempt"
+    );
+    assert!(
+        run.directives.is_empty(),
+        "but a failed attempt leaves no directive behind"
+    );
+
+    let recovers = load_guest(
+        "transient-failure",
+        "directives = ['flaky.done']\n[options]\nsucceed_on_attempt = 1",
+    );
+    let ok = self::run(&recovers, "org_acme");
+    assert_eq!(ok.outcome, Outcome::Ok);
+    assert_eq!(ok.directives.len(), 1);
+
+    let broken = load_guest("permanent-failure", "");
+    let run = self::run(&broken, "org_acme");
+    assert_eq!(
+        run.outcome,
+        Outcome::Permanent("payload can never be processed".into())
+    );
+    assert!(!run.outcome.is_retryable());
+}
+
+#[test]
+fn a_panic_is_a_trap() {
+    let handler = load_guest("panicker", "");
+    let run = run(&handler, "org_acme");
+    assert!(
+        matches!(&run.outcome, Outcome::Trap(m) if m.contains("unreachable")),
+        "{:?}",
+        run.outcome
+    );
+    assert!(
+        run.report.output.contains("handler panicked on purpose"),
+        "{}",
+        run.report.output
+    );
+}
+
+#[test]
+fn unbounded_recursion_traps() {
+    // Rust keeps its stack in linear memory: running off its bottom is an
+    // out-of-bounds access, not wasmtime's call-stack exhaustion.
+    let handler = load_guest("deep-recursion", "");
+    let run = run(&handler, "org_acme");
+    assert!(
+        matches!(&run.outcome, Outcome::Trap(m) if m.contains("out of bounds")),
+        "{:?}",
+        run.outcome
+    );
+    assert!(
+        !format!("{:?}", run.outcome).contains("wasm function"),
+        "no backtrace noise"
+    );
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_by_the_timeout() {
+    let handler = load_guest("looper", "[limits]\ntimeout_ms = 200");
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::Timeout);
+    assert!(
+        run.report.wall_time >= Duration::from_millis(200),
+        "{:?}",
+        run.report.wall_time
+    );
+    assert!(
+        run.report.wall_time < Duration::from_secs(10),
+        "{:?}",
+        run.report.wall_time
+    );
+}
+
+#[test]
+fn a_memory_bomb_is_stopped_at_the_cap() {
+    let handler = load_guest("memory-bomb", "[limits]\nmemory_mib = 16");
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::MemoryExceeded);
+    assert!(
+        run.report.peak_memory_bytes <= 16 << 20,
+        "{}",
+        run.report.peak_memory_bytes
+    );
+    assert!(
+        run.report.peak_memory_bytes > 8 << 20,
+        "it did grow: {}",
+        run.report.peak_memory_bytes
+    );
+}
+
+#[test]
+fn an_infinite_loop_runs_out_of_fuel_when_metered() {
+    let metered = Sandbox::new(SandboxConfig {
+        fuel_metering: true,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let handler = load_in(&metered, "looper", "[limits]\nfuel = 5000000");
+    let run = metered.invoke(
+        &handler,
+        &signal("org_acme", "a.b", json!({})),
+        &delivery(json!({}), &[]),
+    );
+    assert_eq!(run.outcome, Outcome::FuelExhausted);
+    assert!(
+        run.report.fuel_consumed.is_some_and(|f| f >= 5_000_000),
+        "{:?}",
+        run.report.fuel_consumed
+    );
+
+    let trivial = load_in(&metered, "trivial", "directives = ['bench.noop']");
+    let ok = metered.invoke(
+        &trivial,
+        &signal("org_acme", "a.b", json!({})),
+        &delivery(json!({}), &[]),
+    );
+    assert_eq!(ok.outcome, Outcome::Ok);
+    assert!(ok.report.fuel_consumed.is_some_and(|f| f > 0));
+}
+
+#[test]
+fn a_fuel_budget_without_metering_is_refused_at_load() {
+    let bytes = std::fs::read(guest("looper")).expect("built");
+    let err = SANDBOX
+        .load_bytes(
+            "looper",
+            &bytes,
+            manifest("[limits]\nfuel = 10"),
+            "looper.wasm",
+        )
+        .expect_err("no metering");
+    assert!(matches!(err, LoadError::Limits { .. }), "{err}");
+    assert!(err.to_string().contains("looper.wasm"), "{err}");
+}
+
+fn refusal(name: &str) -> String {
+    let path = guest(name);
+    let err = SANDBOX.load_file(&path).expect_err("must be refused");
+    assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&path.display().to_string()),
+        "names the file: {message}"
+    );
+    message
+}
+
+#[test]
+fn errors_when_a_handler_imports_the_filesystem() {
+    assert!(refusal("fs-importer").contains("imports wasi:filesystem/"));
+}
+
+#[test]
+fn errors_when_a_handler_imports_sockets() {
+    assert!(refusal("socket-importer").contains("imports wasi:sockets/"));
+}
+
+#[test]
+fn errors_when_a_handler_imports_an_unknown_interface() {
+    assert!(refusal("unknown-importer").contains("imports acme:backdoor/steal"));
+}
+
+#[test]
+fn errors_on_garbage_and_on_core_modules() {
+    for (bytes, what) in [
+        (b"definitely not wasm".to_vec(), "garbage"),
+        (b"\0asm\x01\0\0\0".to_vec(), "an empty core module"),
+        (Vec::new(), "an empty file"),
+    ] {
+        let err = SANDBOX
+            .load_bytes("junk", &bytes, Manifest::default(), "junk.wasm")
+            .expect_err(what);
+        assert!(
+            matches!(err, LoadError::NotAComponent { .. }),
+            "{what}: {err}"
+        );
+        assert!(err.to_string().starts_with("junk.wasm: "), "{err}");
+    }
+}
+
+#[test]
+fn errors_on_a_malformed_manifest_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("sighost-manifest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let wasm = dir.join("trivial.wasm");
+    std::fs::copy(guest("trivial"), &wasm).expect("copy");
+    std::fs::write(dir.join("trivial.toml"), "directivs = ['bench.noop']\n").expect("write");
+    let err = SANDBOX.load_file(&wasm).expect_err("typo in manifest");
+    assert!(matches!(err, LoadError::Manifest { .. }), "{err}");
+    assert!(err.to_string().contains("directivs"), "{err}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn the_snooping_guest_sees_no_environment_no_arguments_and_no_files() {
+    // The import policy is the second wall; let the filesystem import through
+    // to show that the first wall, a WASI context granting nothing, holds.
+    let mut policy = ImportPolicy::default();
+    policy.allowed_prefixes.push("wasi:filesystem/".into());
+    let open = Sandbox::new(SandboxConfig {
+        import_policy: policy,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    // The premise: the host process does have environment
+    // variables and a readable /etc/passwd.
+    assert!(std::env::vars().count() > 0);
+    let handler = load_in(&open, "snoop", "directives = ['snoop.report']");
+    let run = open.invoke(
+        &handler,
+        &signal("org_acme", "a.b", json!({})),
+        &delivery(json!({}), &[]),
+    );
+    assert_eq!(run.outcome, Outcome::Ok, "{}", run.report.output);
+    let report = &run.directives[0].payload;
+    assert_eq!(report["env"], json!([]), "{report}");
+    assert_eq!(report["args"], json!([]), "{report}");
+    for probe in ["/", ".", "/etc/passwd"] {
+        let seen = report["files"][probe].as_str().unwrap_or_default();
+        assert!(seen.starts_with("error:"), "{probe}: {seen}");
+    }
+    // wasi-libc answers "/" when nothing is preopened: its own default, not
+    // the host's working directory.
+    let host_cwd = std::env::current_dir().expect("cwd").display().to_string();
+    assert_ne!(report["cwd"], json!(host_cwd), "{report}");
+}
+
+#[test]
+fn directive_requests_beyond_the_limit_are_refused_without_failing_the_delivery() {
+    let handler = load_guest("directive-flood", "directives = ['flood.item']");
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::Ok);
+    assert_eq!(run.directives.len(), 64);
+    assert_eq!(run.report.refused_directives, 1000 - 64);
+}
+
+#[test]
+fn errors_when_a_directive_is_too_large() {
+    let handler = load_guest("oversized-directive", "directives = ['big.payload']");
+    let run = run(&handler, "org_acme");
+    assert!(
+        matches!(&run.outcome, Outcome::Permanent(m) if m.contains("too large")),
+        "{:?}",
+        run.outcome
+    );
+    assert!(run.directives.is_empty());
+}
+
+#[test]
+fn errors_when_a_directive_carries_a_secret() {
+    let handler = load_guest("secret-directive", "directives = ['leak.secret']");
+    let run = run(&handler, "org_acme");
+    assert!(
+        matches!(&run.outcome, Outcome::Permanent(m) if m.contains("secret detected") && m.contains("/api_key")),
+        "{:?}",
+        run.outcome
+    );
+    assert!(
+        !format!("{:?}", run.outcome).contains("sk_live"),
+        "the secret is not echoed back"
+    );
+}
+
+#[test]
+fn errors_when_directive_is_not_allowed() {
+    let handler = load_guest("forbidden-directive", "directives = ['payments.charge']");
+    let run = run(&handler, "org_acme");
+    assert!(
+        matches!(&run.outcome, Outcome::Permanent(m) if m.contains("not permitted") && m.contains("payments.refund")),
+        "{:?}",
+        run.outcome
+    );
+}
+
+#[test]
+fn a_directive_belongs_to_the_invoking_tenant_whatever_its_payload_says() {
+    let handler = load_guest("cross-tenant", "directives = ['cross.tenant']");
+    let run = run(&handler, "org_attacker");
+    assert_eq!(run.outcome, Outcome::Ok);
+    assert_eq!(run.directives[0].tenant, "org_attacker");
+    assert_eq!(
+        run.directives[0].payload["tenant"], "org_victim",
+        "the payload is data, nothing more"
+    );
+}
+
+#[test]
+fn guest_output_is_captured_bounded_and_redacted() {
+    let handler = load_guest("chatty", "[limits]\noutput_kib = 8");
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::Ok);
+    assert!(
+        run.report.output.starts_with("hello from chatty"),
+        "{}",
+        &run.report.output[..64]
+    );
+    assert!(run.report.output_truncated);
+    assert!(
+        run.report.output.len() <= 8 << 10,
+        "{}",
+        run.report.output.len()
+    );
+    assert!(
+        !run.report.output.contains("abcdefghijklmnop"),
+        "the bearer token is redacted"
+    );
+}
+
+#[test]
+fn the_host_survives_hostile_guests_running_at_once_and_still_runs_a_good_one() {
+    let hostile: Vec<Handler> = [
+        ("looper", "[limits]\ntimeout_ms = 300"),
+        ("memory-bomb", "[limits]\nmemory_mib = 16"),
+        ("deep-recursion", ""),
+        ("panicker", ""),
+    ]
+    .iter()
+    .map(|(name, toml)| load_guest(name, toml))
+    .collect();
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let runs: Vec<_> = hostile
+            .iter()
+            .flat_map(|h| [h, h])
+            .map(|h| scope.spawn(move || run(h, "org_acme").outcome))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("no panic in the host"))
+            .collect()
+    });
+    assert!(outcomes.iter().all(|o| !o.is_ok()), "{outcomes:?}");
+    assert!(outcomes.contains(&Outcome::Timeout) && outcomes.contains(&Outcome::MemoryExceeded));
+
+    let good = SANDBOX
+        .load_file(&example_handler("audit-trail"))
+        .expect("loads");
+    let run = run(&good, "org_acme");
+    assert_eq!(run.outcome, Outcome::Ok);
+    assert_eq!(run.directives.len(), 1);
+}
+
+#[test]
+fn no_state_survives_between_invocations() {
+    // The flood guest fills its directive quota; were the instance reused, the
+    // second run would be refused everything.
+    let handler = load_guest("directive-flood", "directives = ['flood.item']");
+    for _ in 0..2 {
+        assert_eq!(run(&handler, "org_acme").directives.len(), 64);
+    }
+}
+
+#[test]
+fn a_handler_name_must_be_simple() {
+    let bytes = std::fs::read(guest("trivial")).expect("built");
+    let err = SANDBOX
+        .load_bytes("../etc", &bytes, Manifest::default(), "x")
+        .expect_err("bad name");
+    assert!(matches!(err, LoadError::InvalidName { .. }), "{err}");
+}
+
+#[test]
+fn a_manifest_cannot_raise_memory_above_the_host_maximum() {
+    let bytes = std::fs::read(guest("trivial")).expect("built");
+    let err = SANDBOX
+        .load_bytes(
+            "trivial",
+            &bytes,
+            manifest("[limits]\nmemory_mib = 100000"),
+            "trivial.wasm",
+        )
+        .expect_err("too much memory");
+    assert!(
+        err.to_string().contains("above this host's maximum"),
+        "{err}"
+    );
+}
