@@ -2,7 +2,7 @@
 //! test-programs do: the example handlers (`handlers/`) and the test guests
 //! (`tests/guests/`), for wasm32-wasip2, in their own target directory
 //! (`target/guests`, so this nested cargo never waits on the outer one's
-//! lock). The example handlers are also copied to `handlers/<name>.wasm`, the
+//! build lock). The example handlers are also copied to `handlers/<name>.wasm`, the
 //! host's default drop-in directory. `guests.rs` in OUT_DIR lists every
 //! component with its path.
 
@@ -28,39 +28,41 @@ fn main() {
     }
 
     let mut listing = String::new();
-    for (workspace, list_name, copy_to_workspace) in [
-        ("handlers", "HANDLERS", true),
-        ("tests/guests", "GUESTS", false),
-    ] {
-        let workspace = root.join(workspace);
-        let crates = member_crates(&workspace);
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace.join("Cargo.toml").display()
-        );
-        for name in &crates {
-            println!("cargo:rerun-if-changed={}", workspace.join(name).display());
-        }
-        build(&workspace, &target_dir);
-        writeln!(listing, "pub const {list_name}: &[(&str, &str)] = &[").expect("string write");
-        for name in &crates {
-            let built = target_dir
-                .join("wasm32-wasip2/release")
-                .join(format!("{}.wasm", name.replace('-', "_")));
-            let path = if copy_to_workspace {
-                let dropped = workspace.join(format!("{name}.wasm"));
-                std::fs::copy(&built, &dropped).unwrap_or_else(|e| {
-                    panic!("copy {} to {}: {e}", built.display(), dropped.display())
-                });
-                dropped
-            } else {
-                built
-            };
-            writeln!(listing, "    ({name:?}, {:?}),", path.display().to_string())
-                .expect("string write");
-        }
-        writeln!(listing, "];").expect("string write");
+
+    // The example handlers are members of the root workspace; the test guests
+    // are a workspace of their own.
+    let handlers_dir = root.join("handlers");
+    let handlers = member_crates(&handlers_dir);
+    let mut args = vec!["build", "--profile", "wasm", "--target", "wasm32-wasip2"];
+    for name in &handlers {
+        args.extend(["-p", name.as_str()]);
+        println!("cargo:rerun-if-changed={}", handlers_dir.join(name).display());
     }
+    cargo(&root, &target_dir, &args);
+    writeln!(listing, "pub const HANDLERS: &[(&str, &str)] = &[").expect("string write");
+    for name in &handlers {
+        let built = wasm_output(&target_dir, "wasm", name);
+        let dropped = handlers_dir.join(format!("{name}.wasm"));
+        std::fs::copy(&built, &dropped)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), dropped.display()));
+        writeln!(listing, "    ({name:?}, {:?}),", dropped.display().to_string()).expect("string write");
+    }
+    writeln!(listing, "];").expect("string write");
+
+    let guests_dir = root.join("tests").join("guests");
+    let guests = member_crates(&guests_dir);
+    println!("cargo:rerun-if-changed={}", guests_dir.join("Cargo.toml").display());
+    for name in &guests {
+        println!("cargo:rerun-if-changed={}", guests_dir.join(name).display());
+    }
+    cargo(&guests_dir, &target_dir, &["build", "--release", "--target", "wasm32-wasip2", "--workspace"]);
+    writeln!(listing, "pub const GUESTS: &[(&str, &str)] = &[").expect("string write");
+    for name in &guests {
+        let built = wasm_output(&target_dir, "release", name);
+        writeln!(listing, "    ({name:?}, {:?}),", built.display().to_string()).expect("string write");
+    }
+    writeln!(listing, "];").expect("string write");
+
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("guests.rs");
     std::fs::write(&out, listing).expect("write guests.rs");
 }
@@ -77,17 +79,19 @@ fn member_crates(workspace: &Path) -> Vec<String> {
     crates
 }
 
-fn build(workspace: &Path, target_dir: &Path) {
+fn wasm_output(target_dir: &Path, profile: &str, name: &str) -> PathBuf {
+    target_dir
+        .join("wasm32-wasip2")
+        .join(profile)
+        .join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Runs a nested `cargo` in `workspace` with `args`, building into `target_dir`.
+fn cargo(workspace: &Path, target_dir: &Path, args: &[&str]) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--workspace",
-        ])
+        .args(args)
         .env("CARGO_TARGET_DIR", target_dir)
         // The outer build's flags are for the host target, not for wasm.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")

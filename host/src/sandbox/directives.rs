@@ -73,7 +73,7 @@ impl DirectiveBuffer {
             scheduled_at,
         } = request;
         check_name(&name).map_err(DirectiveError::Invalid)?;
-        if !self.allowed.iter().any(|allowed| *allowed == name) {
+        if !self.allowed.contains(&name) {
             return Err(DirectiveError::NotPermitted(format!(
                 "the handler's manifest does not allow directive {name}"
             )));
