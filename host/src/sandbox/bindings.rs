@@ -8,5 +8,5 @@ wasmtime::component::bindgen!({
     anyhow: true,
 });
 
-pub use sighost::handler::directives;
-pub use sighost::handler::types;
+pub use self::sighost::handler::directives;
+pub use self::sighost::handler::types;
