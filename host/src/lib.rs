@@ -18,11 +18,20 @@
 //! Library functions return typed errors ([`LoadError`], [`SandboxError`]);
 //! what a guest does is never an error of the host: it is an [`Outcome`].
 
+pub mod emit;
+mod host;
 pub mod limits;
+pub mod registry;
+pub mod retry;
+pub mod runner;
 pub mod sandbox;
 pub mod secrets;
 pub mod signal;
+pub mod store;
+pub mod wake;
+pub mod worker;
 
+pub use host::{HostConfig, HostError, Running, Sighost};
 pub use limits::Limits;
 pub use sandbox::{
     DeliveryContext, Handler, Invocation, LoadError, Manifest, Outcome, RequestedDirective,

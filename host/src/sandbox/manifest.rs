@@ -4,6 +4,7 @@
 //! subscriptions = ["forum.thread.*"]   # default: every signal
 //! package = "forum"                    # default: none, every tenant gets it
 //! directives = ["forum.thread.summarize"]
+//! max_attempts = 5                     # default: the host's (10)
 //!
 //! [options]                            # passed to the handler in its context
 //! max_words = 120
@@ -35,6 +36,10 @@ pub struct Manifest {
     /// Handed to the handler as `context.options`.
     #[serde(default = "empty_object")]
     pub options: serde_json::Value,
+    /// Attempts before a failing delivery is discarded; the host's default
+    /// (10) if left out.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
     #[serde(default)]
     pub limits: LimitOverrides,
 }
@@ -56,6 +61,7 @@ impl Default for Manifest {
             package: None,
             directives: Vec::new(),
             options: empty_object(),
+            max_attempts: None,
             limits: LimitOverrides::default(),
         }
     }
@@ -92,6 +98,9 @@ impl Manifest {
         }
         if let Some(package) = &self.package {
             check_name(package).map_err(|e| format!("package {package:?}: {e}"))?;
+        }
+        if self.max_attempts == Some(0) {
+            return Err("max_attempts must be at least 1".into());
         }
         if !self.options.is_object() {
             return Err("options must be a table".into());

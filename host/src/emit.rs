@@ -1,0 +1,171 @@
+//! Emit: check a new signal, then store it with one delivery per subscribed
+//! handler, in one transaction, and wake the workers.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::limits::Limits;
+use crate::registry::HandlerRegistry;
+use crate::secrets::find_secret;
+use crate::signal::check_name;
+use crate::store::{Emitted, NewSignal, Store, StoreError, check_tenant_id};
+use crate::wake::Wake;
+
+/// Longest dedupe key, correlation or causation id, source or entity field.
+const MAX_FIELD_BYTES: usize = 255;
+
+/// Why a signal was refused. Nothing is stored when emit fails.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error("invalid signal: {0}")]
+    Invalid(String),
+    #[error("payload of {name} is {size} bytes, over the limit of {limit}")]
+    TooLarge { name: String, size: usize, limit: usize },
+    #[error("{name} carries a credential at {pointer}; signals are kept forever, so pass a reference instead")]
+    SecretDetected { name: String, pointer: String },
+    #[error("{name} would be {depth} causes deep, over the causation-depth limit of {limit}: a loop?")]
+    DepthExceeded { name: String, depth: u32, limit: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks a signal against DESIGN.md §1 without touching the store.
+pub fn validate(signal: &NewSignal, limits: &Limits) -> Result<(), EmitError> {
+    check_tenant_id(&signal.tenant).map_err(|e| EmitError::Invalid(e.to_string()))?;
+    check_name(&signal.name).map_err(EmitError::Invalid)?;
+    let name = &signal.name;
+    if !signal.payload.is_object() {
+        return Err(EmitError::Invalid(format!("payload of {name} must be a JSON object")));
+    }
+    if signal.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return Err(EmitError::Invalid(format!("metadata of {name} must be a JSON object")));
+    }
+    let size = signal.payload.to_string().len();
+    if size > limits.signal_payload_bytes {
+        return Err(EmitError::TooLarge {
+            name: name.clone(),
+            size,
+            limit: limits.signal_payload_bytes,
+        });
+    }
+    for document in [Some(&signal.payload), signal.metadata.as_ref()].into_iter().flatten() {
+        if let Some(pointer) = find_secret(document) {
+            return Err(EmitError::SecretDetected {
+                name: name.clone(),
+                pointer,
+            });
+        }
+    }
+    let fields = [
+        ("dedupe_key", signal.dedupe_key.as_deref()),
+        ("correlation_id", signal.correlation_id.as_deref()),
+        ("causation_id", signal.causation_id.as_deref()),
+        ("source", signal.source.as_deref()),
+        ("actor.type", signal.actor.as_ref().map(|a| a.kind.as_str())),
+        ("actor.id", signal.actor.as_ref().map(|a| a.id.as_str())),
+        ("subject.type", signal.subject.as_ref().map(|s| s.kind.as_str())),
+        ("subject.id", signal.subject.as_ref().map(|s| s.id.as_str())),
+    ];
+    for (field, value) in fields {
+        if let Some(value) = value
+            && (value.is_empty() || value.len() > MAX_FIELD_BYTES)
+        {
+            return Err(EmitError::Invalid(format!(
+                "{field} of {name} must be 1 to {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Emits signals on behalf of the CLI, the HTTP API, the directive runner's
+/// lifecycle signals and library users.
+#[derive(Debug)]
+pub struct Emitter {
+    store: Arc<dyn Store>,
+    registry: Arc<HandlerRegistry>,
+    limits: Limits,
+    /// Wakes this process's delivery workers, so a new delivery starts within
+    /// milliseconds instead of at the next poll.
+    wake: Arc<Wake>,
+}
+
+impl Emitter {
+    pub fn new(store: Arc<dyn Store>, registry: Arc<HandlerRegistry>, limits: Limits, wake: Arc<Wake>) -> Self {
+        Self {
+            store,
+            registry,
+            limits,
+            wake,
+        }
+    }
+
+    pub fn emit(&self, signal: NewSignal, now: DateTime<Utc>) -> Result<Emitted, EmitError> {
+        let mut emitted = self.emit_batch(vec![signal], now)?;
+        Ok(emitted.remove(0))
+    }
+
+    /// Emits all the signals or none: one invalid signal refuses the batch.
+    pub fn emit_batch(&self, signals: Vec<NewSignal>, now: DateTime<Utc>) -> Result<Vec<Emitted>, EmitError> {
+        let mut batch = Vec::with_capacity(signals.len());
+        for signal in signals {
+            validate(&signal, &self.limits)?;
+            if let Some(cause) = &signal.causation_id
+                && let Some(depth) = self.store.signal_depth(cause)?
+                && depth + 1 > self.limits.causation_depth
+            {
+                return Err(EmitError::DepthExceeded {
+                    name: signal.name,
+                    depth: depth + 1,
+                    limit: self.limits.causation_depth,
+                });
+            }
+            let targets = self.registry.targets_for(&signal.name);
+            batch.push((signal, targets));
+        }
+        let emitted = self.store.emit(&batch, now)?;
+        if emitted.iter().any(|e| e.deliveries > 0) {
+            self.wake.notify();
+        }
+        Ok(emitted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn signal(payload: serde_json::Value) -> NewSignal {
+        NewSignal {
+            tenant: "org_acme".into(),
+            name: "forum.thread.created".into(),
+            payload,
+            ..NewSignal::default()
+        }
+    }
+
+    #[test]
+    fn accepts_a_plain_signal() {
+        assert!(validate(&signal(json!({"thread_id": "t1"})), &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_names_non_objects_secrets_and_oversized_payloads() {
+        let limits = Limits::default();
+        let mut bad_name = signal(json!({}));
+        bad_name.name = "Forum Thread".into();
+        assert!(matches!(validate(&bad_name, &limits), Err(EmitError::Invalid(_))));
+        assert!(matches!(validate(&signal(json!([1])), &limits), Err(EmitError::Invalid(_))));
+        assert!(matches!(
+            validate(&signal(json!({"auth": {"refresh_token": "x"}})), &limits),
+            Err(EmitError::SecretDetected { pointer, .. }) if pointer == "/auth/refresh_token"
+        ));
+        let big = signal(json!({"blob": "x".repeat(300 << 10)}));
+        assert!(matches!(validate(&big, &limits), Err(EmitError::TooLarge { .. })));
+        let mut bad_tenant = signal(json!({}));
+        bad_tenant.tenant = "org acme".into();
+        assert!(matches!(validate(&bad_tenant, &limits), Err(EmitError::Invalid(_))));
+    }
+}

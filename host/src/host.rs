@@ -1,0 +1,251 @@
+//! The library entry point: a [`Sighost`] owns a store, a sandbox and the
+//! handler registry; [`Sighost::start`] runs delivery workers and the
+//! directive runner until [`Running::shutdown`].
+//!
+//! ```no_run
+//! use sighost::{HostConfig, Sighost, store::NewSignal};
+//!
+//! let host = Sighost::open(HostConfig::new("./data"))?;
+//! for error in host.load_handlers_dir("./handlers".as_ref())? {
+//!     eprintln!("not loaded: {error}");
+//! }
+//! host.store().create_tenant("org_acme", serde_json::json!({}), chrono::Utc::now())?;
+//! let running = host.start()?;
+//! host.emit(NewSignal {
+//!     tenant: "org_acme".into(),
+//!     name: "forum.thread.created".into(),
+//!     payload: serde_json::json!({"thread_id": "t1", "title": "Hello"}),
+//!     ..NewSignal::default()
+//! })?;
+//! running.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::emit::{EmitError, Emitter};
+use crate::registry::HandlerRegistry;
+use crate::runner::executors::LogExecutor;
+use crate::runner::{Executors, Runner, RunnerConfig, RunnerDeps};
+use crate::sandbox::{LoadError, Sandbox, SandboxConfig, SandboxError};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{DeliveryTarget, Emitted, NewSignal, SignalFilter, Store, StoreError};
+use crate::wake::Wake;
+use crate::worker::{WorkerConfig, WorkerDeps, Workers};
+
+/// Everything a host is built from. `HostConfig::new(data_dir)` gives the
+/// defaults of DESIGN.md.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where the SQLite database (`sighost.db`) lives.
+    pub data_dir: PathBuf,
+    pub sandbox: SandboxConfig,
+    pub workers: WorkerConfig,
+    pub runner: RunnerConfig,
+    /// Directive name → executor; names without one go to the fallback,
+    /// which by default logs the directive to stdout as a JSON line.
+    pub executors: Executors,
+    pub clock: fn() -> DateTime<Utc>,
+}
+
+impl HostConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            sandbox: SandboxConfig::default(),
+            workers: WorkerConfig::default(),
+            runner: RunnerConfig::default(),
+            executors: Executors::new().with_fallback(Arc::new(LogExecutor::stdout())),
+            clock: Utc::now,
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("sighost.db")
+    }
+}
+
+/// Why a host operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+    #[error("no handler named {0:?} is loaded")]
+    UnknownHandler(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug)]
+pub struct Sighost {
+    store: Arc<dyn Store>,
+    sandbox: Arc<Sandbox>,
+    registry: Arc<HandlerRegistry>,
+    emitter: Arc<Emitter>,
+    /// Rung by emit for the delivery workers.
+    wake: Arc<Wake>,
+    /// Rung by the workers for the directive runner.
+    directive_wake: Arc<Wake>,
+    config: HostConfig,
+}
+
+/// The workers and runner of a started host.
+#[derive(Debug)]
+pub struct Running {
+    workers: Workers,
+    runner: Runner,
+}
+
+impl Running {
+    /// Stops claiming; finishes what is running; puts back what has not
+    /// started; returns when every thread is done.
+    pub fn shutdown(self) {
+        self.workers.shutdown();
+        self.runner.shutdown();
+    }
+}
+
+impl Sighost {
+    /// Opens the SQLite store under `config.data_dir` and builds the sandbox.
+    pub fn open(config: HostConfig) -> Result<Self, HostError> {
+        let store = SqliteStore::open(SqliteOptions::new(config.database_path()), (config.clock)())?;
+        Self::with_store(Arc::new(store), config)
+    }
+
+    /// A host on a store of your choosing.
+    pub fn with_store(store: Arc<dyn Store>, config: HostConfig) -> Result<Self, HostError> {
+        let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
+        let registry = Arc::new(HandlerRegistry::new(config.workers.retry.max_attempts));
+        let wake = Arc::new(Wake::default());
+        let emitter = Arc::new(Emitter::new(
+            store.clone(),
+            registry.clone(),
+            config.sandbox.limits.clone(),
+            wake.clone(),
+        ));
+        Ok(Self {
+            store,
+            sandbox,
+            registry,
+            emitter,
+            wake,
+            directive_wake: Arc::new(Wake::default()),
+            config,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    pub fn registry(&self) -> &Arc<HandlerRegistry> {
+        &self.registry
+    }
+
+    pub fn emitter(&self) -> &Arc<Emitter> {
+        &self.emitter
+    }
+
+    /// Loads one handler file and its manifest, replacing any handler of
+    /// the same name.
+    pub fn load_handler(&self, wasm: &Path) -> Result<(), LoadError> {
+        let handler = self.sandbox.load_file(wasm)?;
+        if let Err(error) = self.store.record_handler_version(&handler.name, &handler.digest, (self.config.clock)()) {
+            tracing::warn!(%error, handler = %handler.name, "could not record the handler version");
+        }
+        tracing::info!(handler = %handler.name, digest = %handler.digest, shape = handler.shape.describe(), "handler loaded");
+        self.registry.insert(handler);
+        Ok(())
+    }
+
+    /// Loads every `*.wasm` in `dir`; returns the ones that failed, each
+    /// naming its file. The others load whatever the failures.
+    pub fn load_handlers_dir(&self, dir: &Path) -> Result<Vec<LoadError>, HostError> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "wasm") && path.is_file())
+            .collect();
+        paths.sort();
+        Ok(paths.iter().filter_map(|path| self.load_handler(path).err()).collect())
+    }
+
+    pub fn emit(&self, signal: NewSignal) -> Result<Emitted, EmitError> {
+        self.emitter.emit(signal, (self.config.clock)())
+    }
+
+    pub fn emit_batch(&self, signals: Vec<NewSignal>) -> Result<Vec<Emitted>, EmitError> {
+        self.emitter.emit_batch(signals, (self.config.clock)())
+    }
+
+    /// Delivers persisted signals again to the handlers loaded now (only to
+    /// `handler` if given), in batches, calling `progress(done, total)` after
+    /// each. Safe to repeat: directives deduplicate by idempotency key.
+    pub fn replay(
+        &self,
+        filter: &SignalFilter,
+        handler: Option<&str>,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<u64, HostError> {
+        if let Some(name) = handler
+            && self.registry.get(name).is_none()
+        {
+            return Err(HostError::UnknownHandler(name.to_owned()));
+        }
+        let signals = self.store.signals(filter)?;
+        let mut created = 0;
+        for (done, chunk) in signals.chunks(500).enumerate() {
+            let batch: Vec<(String, Vec<DeliveryTarget>)> = chunk
+                .iter()
+                .map(|signal| {
+                    let mut targets = self.registry.targets_for(&signal.name);
+                    targets.retain(|t| handler.is_none_or(|name| t.handler == name));
+                    (signal.id.clone(), targets)
+                })
+                .collect();
+            created += self.store.replay(&batch, (self.config.clock)())?;
+            progress((done * 500 + chunk.len()).min(signals.len()), signals.len());
+        }
+        if created > 0 {
+            self.wake.notify();
+        }
+        Ok(created)
+    }
+
+    /// Starts the delivery workers and the directive runner.
+    pub fn start(&self) -> Result<Running, HostError> {
+        let workers = Workers::start(
+            WorkerDeps {
+                store: self.store.clone(),
+                sandbox: self.sandbox.clone(),
+                registry: self.registry.clone(),
+                wake: self.wake.clone(),
+                directive_wake: self.directive_wake.clone(),
+                clock: self.config.clock,
+            },
+            self.config.workers.clone(),
+        )?;
+        let runner = Runner::start(
+            RunnerDeps {
+                store: self.store.clone(),
+                emitter: self.emitter.clone(),
+                executors: Arc::new(self.config.executors.clone()),
+                wake: self.directive_wake.clone(),
+                clock: self.config.clock,
+            },
+            self.config.runner.clone(),
+        )?;
+        Ok(Running { workers, runner })
+    }
+}

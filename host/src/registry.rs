@@ -1,0 +1,81 @@
+//! The handlers this host runs, by name. Emit reads it to create deliveries;
+//! workers read it to find the code for a delivery. Swapping an entry is
+//! atomic: a delivery runs on the `Arc<Handler>` it looked up, whatever is
+//! swapped in meanwhile.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use crate::sandbox::{Handler, LoadError, Sandbox};
+use crate::signal::name_matches;
+use crate::store::DeliveryTarget;
+
+#[derive(Debug, Default)]
+pub struct HandlerRegistry {
+    handlers: RwLock<BTreeMap<String, Arc<Handler>>>,
+    /// Attempts for handlers whose manifest sets none.
+    default_max_attempts: u32,
+}
+
+impl HandlerRegistry {
+    pub fn new(default_max_attempts: u32) -> Self {
+        Self {
+            handlers: RwLock::default(),
+            default_max_attempts,
+        }
+    }
+
+    /// Adds or replaces the handler of that name; returns the one it replaced.
+    pub fn insert(&self, handler: Handler) -> Option<Arc<Handler>> {
+        let mut handlers = self.handlers.write().unwrap_or_else(|p| p.into_inner());
+        handlers.insert(handler.name.clone(), Arc::new(handler))
+    }
+
+    pub fn remove(&self, name: &str) -> Option<Arc<Handler>> {
+        self.handlers.write().unwrap_or_else(|p| p.into_inner()).remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Handler>> {
+        self.handlers.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Handler>> {
+        self.handlers.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// The handlers subscribed to `signal_name`, as delivery targets.
+    pub fn targets_for(&self, signal_name: &str) -> Vec<DeliveryTarget> {
+        let handlers = self.handlers.read().unwrap_or_else(|p| p.into_inner());
+        handlers
+            .values()
+            .filter(|h| h.manifest.subscriptions.iter().any(|p| name_matches(p, signal_name)))
+            .map(|h| DeliveryTarget {
+                handler: h.name.clone(),
+                package: h.manifest.package.clone(),
+                max_attempts: h.manifest.max_attempts.unwrap_or(self.default_max_attempts),
+            })
+            .collect()
+    }
+
+    /// Loads every `*.wasm` of `dir` (with its `<name>.toml`), in name order.
+    /// A module that fails to load is reported and skipped; the others load.
+    pub fn load_dir(&self, sandbox: &Sandbox, dir: &Path) -> std::io::Result<Vec<LoadError>> {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "wasm") && path.is_file())
+            .collect();
+        paths.sort();
+        let mut errors = Vec::new();
+        for path in paths {
+            match sandbox.load_file(&path) {
+                Ok(handler) => {
+                    self.insert(handler);
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        Ok(errors)
+    }
+}

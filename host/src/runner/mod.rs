@@ -1,0 +1,243 @@
+//! The directive runner (DESIGN.md §5): claims due directives, performs each
+//! with the executor configured for its name, and records the result.
+//!
+//! An executor failure is retried with backoff until the attempts run out,
+//! then the directive is `failed`; a succeeded directive is never claimed
+//! again (claims take `requested` rows only). A runner that dies mid-directive
+//! loses its lease and the directive runs again, which is why executors get
+//! the idempotency key. With lifecycle signals on, each start, success and
+//! final failure is emitted back as `directive.started|succeeded|failed`
+//! (deduplicated), caused by the directive's signal, so that the
+//! causation-depth limit ends handler → directive → signal loops.
+
+pub mod executor;
+pub mod executors;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::emit::{EmitError, Emitter};
+use crate::retry::RetryPolicy;
+use crate::store::{Directive, DirectiveDecision, NewSignal, Store};
+use crate::wake::Wake;
+pub use executor::{Executor, ExecutorError};
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub threads: usize,
+    /// Directives claimed in one query, per thread.
+    pub batch_size: usize,
+    /// How long a claim holds a directive; must cover the slowest executor.
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub retry: RetryPolicy,
+    /// Emit `directive.started|succeeded|failed` signals.
+    pub lifecycle_signals: bool,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            batch_size: 16,
+            lease: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(200),
+            retry: RetryPolicy::default(),
+            lifecycle_signals: false,
+        }
+    }
+}
+
+/// The executor for each directive name, and the one for every other name.
+#[derive(Default, Clone)]
+pub struct Executors {
+    by_name: HashMap<String, Arc<dyn Executor>>,
+    fallback: Option<Arc<dyn Executor>>,
+}
+
+impl std::fmt::Debug for Executors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executors")
+            .field("names", &self.by_name.keys().collect::<Vec<_>>())
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
+}
+
+impl Executors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, directive_name: impl Into<String>, executor: Arc<dyn Executor>) -> Self {
+        self.by_name.insert(directive_name.into(), executor);
+        self
+    }
+
+    /// The executor for names with none of their own.
+    pub fn with_fallback(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.fallback = Some(executor);
+        self
+    }
+
+    pub fn get(&self, directive_name: &str) -> Option<&Arc<dyn Executor>> {
+        self.by_name.get(directive_name).or(self.fallback.as_ref())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerDeps {
+    pub store: Arc<dyn Store>,
+    pub emitter: Arc<Emitter>,
+    pub executors: Arc<Executors>,
+    /// Rung when deliveries complete with new directives.
+    pub wake: Arc<Wake>,
+    pub clock: fn() -> DateTime<Utc>,
+}
+
+/// The running directive runner of one process.
+#[derive(Debug)]
+pub struct Runner {
+    threads: Vec<JoinHandle<()>>,
+    stopping: Arc<AtomicBool>,
+    wake: Arc<Wake>,
+}
+
+impl Runner {
+    pub fn start(deps: RunnerDeps, config: RunnerConfig) -> std::io::Result<Self> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let name = format!("{}:runner", crate::worker::worker_name());
+        let threads = (0..config.threads.max(1))
+            .map(|i| {
+                let (deps, config, stopping) = (deps.clone(), config.clone(), stopping.clone());
+                let name = format!("{name}{i}");
+                std::thread::Builder::new()
+                    .name(format!("sighost-runner-{i}"))
+                    .spawn(move || run_loop(&deps, &config, &name, &stopping))
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self {
+            threads,
+            stopping,
+            wake: deps.wake,
+        })
+    }
+
+    /// Finishes the directives in hand, then stops.
+    pub fn shutdown(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify();
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a runner thread panicked during shutdown");
+            }
+        }
+    }
+}
+
+fn run_loop(deps: &RunnerDeps, config: &RunnerConfig, name: &str, stopping: &AtomicBool) {
+    while !stopping.load(Ordering::SeqCst) {
+        let claimed = match deps.store.claim_directives(name, config.batch_size, config.lease, (deps.clock)()) {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%error, "claiming directives failed; trying again");
+                Vec::new()
+            }
+        };
+        let full = claimed.len() == config.batch_size;
+        for directive in claimed {
+            run_one(deps, config, name, &directive);
+        }
+        if !full {
+            deps.wake.wait(config.poll_interval);
+        }
+    }
+}
+
+fn run_one(deps: &RunnerDeps, config: &RunnerConfig, name: &str, directive: &Directive) {
+    if config.lifecycle_signals {
+        lifecycle(deps, directive, "started", json!({"attempt": directive.attempt}));
+    }
+    let result = match deps.executors.get(&directive.name) {
+        Some(executor) => std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(directive)))
+            .unwrap_or_else(|_| Err(ExecutorError::Retryable("the executor panicked".into()))),
+        None => Err(ExecutorError::Retryable(format!(
+            "no executor is configured for directive {}",
+            directive.name
+        ))),
+    };
+    let now = (deps.clock)();
+    let decision = match result {
+        Ok(value) => DirectiveDecision::Succeeded(value),
+        Err(ExecutorError::Permanent(error)) => DirectiveDecision::Failed(error),
+        Err(ExecutorError::Retryable(error)) => {
+            match config.retry.next_attempt_at(directive.attempt, config.retry.max_attempts, now) {
+                Some(at) => DirectiveDecision::Retry { at, error },
+                None => DirectiveDecision::Failed(format!("{error} (after {} attempts)", directive.attempt)),
+            }
+        }
+    };
+    match &decision {
+        DirectiveDecision::Succeeded(_) => {}
+        DirectiveDecision::Retry { error, .. } | DirectiveDecision::Failed(error) => tracing::warn!(
+            tenant = %directive.tenant, directive = %directive.id, name = %directive.name,
+            attempt = directive.attempt, %error, "directive attempt failed"
+        ),
+    }
+    match deps.store.finish_directive(&directive.id, directive.attempt, name, &decision, now) {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(directive = %directive.id, "lease lost before the result was recorded"),
+        Err(error) => {
+            // The lease will expire and the directive run again.
+            tracing::error!(directive = %directive.id, %error, "recording a directive result failed");
+            return;
+        }
+    }
+    if config.lifecycle_signals {
+        match &decision {
+            DirectiveDecision::Succeeded(result) => lifecycle(deps, directive, "succeeded", json!({"result": result})),
+            DirectiveDecision::Failed(error) => lifecycle(deps, directive, "failed", json!({"error": error})),
+            DirectiveDecision::Retry { .. } => {}
+        }
+    }
+}
+
+/// Emits `directive.<event>` for `directive`, caused by its signal.
+fn lifecycle(deps: &RunnerDeps, directive: &Directive, event: &str, extra: serde_json::Value) {
+    let mut payload = json!({
+        "directive_id": directive.id,
+        "name": directive.name,
+        "idempotency_key": directive.idempotency_key,
+    });
+    if let (Some(payload), Some(extra)) = (payload.as_object_mut(), extra.as_object()) {
+        payload.extend(extra.clone());
+    }
+    // `started` happens once per attempt; the others once per directive.
+    let dedupe_key = match event {
+        "started" => format!("directive.started:{}:{}", directive.id, directive.attempt),
+        _ => format!("directive.{event}:{}", directive.id),
+    };
+    let signal = NewSignal {
+        tenant: directive.tenant.clone(),
+        name: format!("directive.{event}"),
+        payload,
+        dedupe_key: Some(dedupe_key),
+        causation_id: Some(directive.signal_id.clone()),
+        source: Some("sighost.runner".into()),
+        ..NewSignal::default()
+    };
+    match deps.emitter.emit(signal, (deps.clock)()) {
+        Ok(_) => {}
+        Err(error @ EmitError::DepthExceeded { .. }) => {
+            tracing::warn!(directive = %directive.id, %error, "lifecycle signal not emitted");
+        }
+        Err(error) => tracing::error!(directive = %directive.id, %error, "emitting a lifecycle signal failed"),
+    }
+}

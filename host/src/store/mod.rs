@@ -1,0 +1,439 @@
+//! The store contract (DESIGN.md §8): everything sighost keeps durably, behind
+//! one trait with one implementation per database.
+//!
+//! The contract is synchronous: the hot path runs on worker threads (the
+//! sandbox is synchronous too, see `sandbox/mod.rs`), and the async HTTP
+//! front end calls it through `spawn_blocking`. Every method that depends on
+//! the time takes `now`, so tests can pin it and so one clock (the caller's)
+//! decides scheduling.
+//!
+//! Leaky spots, documented where they leak:
+//! - Leases are fenced by `(delivery id, attempt, worker)`: a worker whose
+//!   lease expired and whose delivery was claimed again cannot record a
+//!   result for it ([`FinishOutcome::LeaseLost`]).
+//! - Deliveries are created at emit time for the handlers loaded *then*; a
+//!   handler added later sees only new signals, or old ones through replay.
+
+pub mod sqlite;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::RequestedDirective;
+use crate::signal::{EntityRef, Signal};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown tenant {0:?}; create it first (sighost tenants create)")]
+    UnknownTenant(String),
+    #[error("tenant {0:?} already exists")]
+    TenantExists(String),
+    #[error("no {kind} with id {id:?}")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database: {0}")]
+    Database(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    /// A JSON object, handed to handlers as `context.settings`.
+    pub settings: serde_json::Value,
+    /// Sorted.
+    pub packages: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A signal as emitted, before the store gives it an id and timestamps.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NewSignal {
+    pub tenant: String,
+    pub name: String,
+    pub payload: serde_json::Value,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub dedupe_key: Option<String>,
+    #[serde(default)]
+    pub occurred_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    pub causation_id: Option<String>,
+    #[serde(default)]
+    pub actor: Option<EntityRef>,
+    #[serde(default)]
+    pub subject: Option<EntityRef>,
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// A handler a signal may be delivered to, as the emitter's registry sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryTarget {
+    pub handler: String,
+    /// Only tenants with this package installed get the delivery.
+    pub package: Option<String>,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmitStatus {
+    /// A new signal, with its deliveries.
+    Created,
+    /// The tenant already had a signal with this dedupe key; nothing was written.
+    Existing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Emitted {
+    pub status: EmitStatus,
+    pub signal: Signal,
+    /// Deliveries created by this emit (0 when `Existing`).
+    pub deliveries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Waiting for its scheduled time, then for a worker.
+    Available,
+    /// Held by a worker under a lease.
+    Running,
+    /// Failed, waiting for its retry.
+    Retryable,
+    Completed,
+    /// Permanent error or attempts exhausted; kept for an operator.
+    Discarded,
+    Canceled,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 6] = [
+        Self::Available,
+        Self::Running,
+        Self::Retryable,
+        Self::Completed,
+        Self::Discarded,
+        Self::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Running => "running",
+            Self::Retryable => "retryable",
+            Self::Completed => "completed",
+            Self::Discarded => "discarded",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(text: &str) -> StoreResult<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown delivery state {text:?}")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub signal_id: String,
+    pub tenant: String,
+    pub handler: String,
+    pub state: DeliveryState,
+    /// Attempts started so far.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub scheduled_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// Digest of the code that ran the last attempt.
+    pub handler_digest: Option<String>,
+    pub inserted_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One attempt of a delivery, kept whatever its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub delivery_id: i64,
+    pub attempt: u32,
+    pub worker: String,
+    pub handler_digest: String,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub duration_us: u64,
+    pub fuel: Option<u64>,
+    pub directive_count: u32,
+    pub output: String,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A delivery a worker holds, with what it needs to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDelivery {
+    pub delivery: Delivery,
+    pub signal: Signal,
+    pub settings: serde_json::Value,
+    pub packages: Vec<String>,
+}
+
+/// What a worker decided for a delivery it ran.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Mark completed and write these directives, atomically.
+    Complete(Vec<RequestedDirective>),
+    /// Try again at this time.
+    Retry { at: DateTime<Utc> },
+    /// Give up; kept as discarded.
+    Discard,
+    /// Put back without counting the attempt (its handler is not loaded
+    /// here), to be looked at again at this time.
+    Snooze { at: DateTime<Utc> },
+}
+
+/// A finished attempt, as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryResult {
+    pub delivery_id: i64,
+    /// The attempt number the claim gave; fences late results.
+    pub attempt: u32,
+    pub worker: String,
+    pub decision: Decision,
+    pub handler_digest: String,
+    pub outcome: String,
+    pub error: Option<String>,
+    /// When the handler started: the end of the emit→start latency.
+    pub started_at: DateTime<Utc>,
+    pub duration: Duration,
+    pub fuel: Option<u64>,
+    pub directive_count: u32,
+    pub output: String,
+}
+
+/// What became of one result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Completed { directives_created: u32, duplicates: u32 },
+    Retrying,
+    Discarded,
+    Snoozed,
+    /// A directive's idempotency key exists with another payload: the
+    /// delivery is discarded with that reason and none of its directives is
+    /// written (never guess which one is right).
+    Conflict { key: String },
+    /// The lease expired and another worker holds the delivery now; this
+    /// result was dropped.
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectiveState {
+    Requested,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl DirectiveState {
+    pub const ALL: [DirectiveState; 5] =
+        [Self::Requested, Self::Running, Self::Succeeded, Self::Failed, Self::Canceled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(text: &str) -> StoreResult<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown directive state {text:?}")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Directive {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub payload: serde_json::Value,
+    pub idempotency_key: String,
+    pub state: DirectiveState,
+    pub signal_id: String,
+    pub delivery_id: i64,
+    pub handler: String,
+    pub scheduled_at: DateTime<Utc>,
+    /// Executor attempts started so far.
+    pub attempt: u32,
+    pub last_error: Option<String>,
+    pub result: Option<serde_json::Value>,
+    /// Causation depth of the signal that led to it.
+    pub depth: u32,
+    pub inserted_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the runner decided for a directive it ran.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DirectiveDecision {
+    Succeeded(serde_json::Value),
+    Retry { at: DateTime<Utc>, error: String },
+    Failed(String),
+}
+
+/// Which signals to list or replay. Empty fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SignalFilter {
+    pub tenant: Option<String>,
+    pub ids: Vec<String>,
+    pub name: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryFilter {
+    pub tenant: Option<String>,
+    pub state: Option<DeliveryState>,
+    pub handler: Option<String>,
+    pub signal_id: Option<String>,
+    pub ids: Vec<i64>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DirectiveFilter {
+    pub tenant: Option<String>,
+    pub state: Option<DirectiveState>,
+    pub name: Option<String>,
+    pub signal_id: Option<String>,
+    pub ids: Vec<String>,
+    pub limit: Option<u32>,
+}
+
+/// Counts for `sighost status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub deliveries: Vec<(DeliveryState, u64)>,
+    pub directives: Vec<(DirectiveState, u64)>,
+}
+
+/// A tenant id: 1 to 128 characters of ASCII letters, digits, `_`, `-`, `.`.
+pub fn check_tenant_id(id: &str) -> StoreResult<()> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "a tenant id is 1 to 128 ASCII letters, digits, '_', '-' or '.'; {id:?} is not"
+        )))
+    }
+}
+
+/// Tenant settings are a JSON object without credentials: they are handed to
+/// every handler the tenant runs.
+pub fn check_settings(settings: &serde_json::Value) -> StoreResult<()> {
+    if !settings.is_object() {
+        return Err(StoreError::Invalid("tenant settings must be a JSON object".into()));
+    }
+    if let Some(pointer) = crate::secrets::find_secret(settings) {
+        return Err(StoreError::Invalid(format!(
+            "tenant settings carry a credential at {pointer}; handlers see settings, so keep secrets out"
+        )));
+    }
+    Ok(())
+}
+
+/// The store contract. Implementations: [`sqlite::SqliteStore`].
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // Tenants.
+    fn create_tenant(&self, id: &str, settings: serde_json::Value, now: DateTime<Utc>) -> StoreResult<Tenant>;
+    fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
+    fn tenants(&self) -> StoreResult<Vec<Tenant>>;
+    fn set_settings(&self, id: &str, settings: serde_json::Value) -> StoreResult<Tenant>;
+    fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant>;
+    fn uninstall_package(&self, id: &str, package: &str) -> StoreResult<Tenant>;
+
+    /// Remembers that this code ran under this name (handler identity is
+    /// name plus digest).
+    fn record_handler_version(&self, name: &str, digest: &str, now: DateTime<Utc>) -> StoreResult<()>;
+
+    // Signals.
+    /// Inserts each signal with a delivery per matching target, one
+    /// transaction per call: all of them or none. A dedupe key the tenant
+    /// already used yields the existing signal, status `Existing`.
+    fn emit(&self, batch: &[(NewSignal, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<Vec<Emitted>>;
+    fn signals(&self, filter: &SignalFilter) -> StoreResult<Vec<Signal>>;
+    /// Causation depth of a signal: 0 unless it was caused by another one.
+    fn signal_depth(&self, id: &str) -> StoreResult<Option<u32>>;
+
+    // Deliveries.
+    /// Leases up to `limit` due deliveries (available or retryable and due, or
+    /// running with an expired lease) to `worker`, starting a new attempt.
+    fn claim_deliveries(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records results, one transaction for the whole batch.
+    fn finish_deliveries(&self, results: &[DeliveryResult], now: DateTime<Utc>) -> StoreResult<Vec<FinishOutcome>>;
+    fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>>;
+    fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<Attempt>>;
+    /// Makes discarded (or canceled) deliveries available again with a fresh
+    /// attempt budget. Returns how many were.
+    fn retry_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Cancels deliveries not yet running or finished. Returns how many.
+    fn cancel_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// New deliveries of the given signals to the given targets (already
+    /// filtered by subscription). Returns how many were created.
+    /// `batch` pairs a signal id with its targets.
+    fn replay(&self, batch: &[(String, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<u64>;
+
+    // Directives.
+    fn claim_directives(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Directive>>;
+    /// Records the result of one executor attempt, fenced by attempt and
+    /// worker. Returns false when the lease was lost.
+    fn finish_directive(
+        &self,
+        id: &str,
+        attempt: u32,
+        worker: &str,
+        decision: &DirectiveDecision,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    fn directives(&self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>>;
+    /// Cancels directives not yet running or finished. Returns how many.
+    fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    fn stats(&self) -> StoreResult<QueueStats>;
+}

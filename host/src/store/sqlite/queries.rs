@@ -1,0 +1,708 @@
+//! The SQL of the SQLite store. Each function runs inside the transaction
+//! (or on the read connection) its caller in `mod.rs` provides.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use super::{from_micros, micros};
+use crate::store::*;
+
+const SIGNAL_COLUMNS: &str = "id, tenant, name, payload, metadata, dedupe_key, occurred_at, correlation_id, \
+     causation_id, actor_type, actor_id, subject_type, subject_id, source, inserted_at";
+
+const DELIVERY_COLUMNS: &str = "id, signal_id, tenant, handler, state, attempt, max_attempts, scheduled_at, \
+     last_error, handler_digest, inserted_at, finished_at";
+
+const DIRECTIVE_COLUMNS: &str = "id, tenant, name, payload, idempotency_key, state, signal_id, delivery_id, \
+     handler, scheduled_at, attempt, last_error, result, depth, inserted_at, updated_at";
+
+fn json_column(row: &Row<'_>, index: usize) -> rusqlite::Result<serde_json::Value> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn entity(kind: Option<String>, id: Option<String>) -> Option<EntityRef> {
+    Some(EntityRef { kind: kind?, id: id? })
+}
+
+fn signal_from_row(row: &Row<'_>) -> rusqlite::Result<Signal> {
+    Ok(Signal {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        name: row.get(2)?,
+        payload: json_column(row, 3)?,
+        metadata: json_column(row, 4)?,
+        dedupe_key: row.get(5)?,
+        occurred_at: from_micros(row.get(6)?),
+        correlation_id: row.get(7)?,
+        causation_id: row.get(8)?,
+        actor: entity(row.get(9)?, row.get(10)?),
+        subject: entity(row.get(11)?, row.get(12)?),
+        source: row.get(13)?,
+        inserted_at: from_micros(row.get(14)?),
+    })
+}
+
+fn state_column<T>(row: &Row<'_>, index: usize, parse: fn(&str) -> StoreResult<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    parse(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into()))
+}
+
+fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: row.get(0)?,
+        signal_id: row.get(1)?,
+        tenant: row.get(2)?,
+        handler: row.get(3)?,
+        state: state_column(row, 4, DeliveryState::parse)?,
+        attempt: row.get(5)?,
+        max_attempts: row.get(6)?,
+        scheduled_at: from_micros(row.get(7)?),
+        last_error: row.get(8)?,
+        handler_digest: row.get(9)?,
+        inserted_at: from_micros(row.get(10)?),
+        finished_at: row.get::<_, Option<i64>>(11)?.map(from_micros),
+    })
+}
+
+fn directive_from_row(row: &Row<'_>) -> rusqlite::Result<Directive> {
+    Ok(Directive {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        name: row.get(2)?,
+        payload: json_column(row, 3)?,
+        idempotency_key: row.get(4)?,
+        state: state_column(row, 5, DirectiveState::parse)?,
+        signal_id: row.get(6)?,
+        delivery_id: row.get(7)?,
+        handler: row.get(8)?,
+        scheduled_at: from_micros(row.get(9)?),
+        attempt: row.get(10)?,
+        last_error: row.get(11)?,
+        result: row
+            .get::<_, Option<String>>(12)?
+            .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
+        depth: row.get(13)?,
+        inserted_at: from_micros(row.get(14)?),
+        updated_at: from_micros(row.get(15)?),
+    })
+}
+
+/// A WHERE clause built from optional filters, with its parameters.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    values: Vec<SqlValue>,
+}
+
+impl Conditions {
+    fn push(&mut self, clause: &str, value: impl Into<SqlValue>) {
+        self.values.push(value.into());
+        self.clauses.push(clause.replace('?', &format!("?{}", self.values.len())));
+    }
+
+    fn eq(&mut self, column: &str, value: Option<impl Into<SqlValue>>) {
+        if let Some(value) = value {
+            self.push(&format!("{column} = ?"), value);
+        }
+    }
+
+    fn one_of<V: Clone + Into<SqlValue>>(&mut self, column: &str, values: &[V]) {
+        if values.is_empty() {
+            return;
+        }
+        let start = self.values.len();
+        self.values.extend(values.iter().cloned().map(Into::into));
+        let placeholders: Vec<String> = (start + 1..=self.values.len()).map(|i| format!("?{i}")).collect();
+        self.clauses.push(format!("{column} IN ({})", placeholders.join(", ")));
+    }
+
+    /// Binds a parameter used outside the WHERE clause; returns its placeholder.
+    fn bind(&mut self, value: impl Into<SqlValue>) -> String {
+        self.values.push(value.into());
+        format!("?{}", self.values.len())
+    }
+
+    fn raw(&mut self, clause: &str) {
+        self.clauses.push(clause.to_owned());
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+fn limit(limit: Option<u32>) -> String {
+    limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
+}
+
+pub fn tenant(c: &Connection, id: &str) -> StoreResult<Option<Tenant>> {
+    let row = c
+        .prepare_cached("SELECT settings, created_at FROM tenants WHERE id = ?1")?
+        .query_row([id], |r| Ok((json_column(r, 0)?, r.get::<_, i64>(1)?)))
+        .optional()?;
+    let Some((settings, created_at)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Tenant {
+        id: id.to_owned(),
+        settings,
+        packages: packages(c, id)?,
+        created_at: from_micros(created_at),
+    }))
+}
+
+fn packages(c: &Connection, tenant: &str) -> StoreResult<Vec<String>> {
+    Ok(c.prepare_cached("SELECT package FROM tenant_packages WHERE tenant = ?1 ORDER BY package")?
+        .query_map([tenant], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// A tenant's packages, or `UnknownTenant`.
+fn known_tenant_packages(c: &Connection, tenant: &str) -> StoreResult<Vec<String>> {
+    let exists = c
+        .prepare_cached("SELECT 1 FROM tenants WHERE id = ?1")?
+        .query_row([tenant], |_| Ok(()))
+        .optional()?;
+    if exists.is_none() {
+        return Err(StoreError::UnknownTenant(tenant.to_owned()));
+    }
+    packages(c, tenant)
+}
+
+fn insert_deliveries(
+    c: &Connection,
+    signal_id: &str,
+    tenant: &str,
+    packages: &[String],
+    targets: &[DeliveryTarget],
+    now: DateTime<Utc>,
+) -> StoreResult<u32> {
+    let mut insert = c.prepare_cached(
+        "INSERT INTO deliveries (signal_id, tenant, handler, state, max_attempts, scheduled_at, inserted_at) \
+         VALUES (?1, ?2, ?3, 'available', ?4, ?5, ?5)",
+    )?;
+    let mut created = 0;
+    for target in targets {
+        let installed = target.package.as_ref().is_none_or(|p| packages.contains(p));
+        if installed {
+            insert.execute(params![signal_id, tenant, target.handler, target.max_attempts, micros(now)])?;
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
+pub fn emit(c: &Connection, batch: &[(NewSignal, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<Vec<Emitted>> {
+    let mut packages_of: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut emitted = Vec::with_capacity(batch.len());
+    for (new, targets) in batch {
+        if !packages_of.contains_key(new.tenant.as_str()) {
+            packages_of.insert(&new.tenant, known_tenant_packages(c, &new.tenant)?);
+        }
+        if let Some(key) = &new.dedupe_key {
+            let existing = c
+                .prepare_cached(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE tenant = ?1 AND dedupe_key = ?2"))?
+                .query_row(params![new.tenant, key], signal_from_row)
+                .optional()?;
+            if let Some(signal) = existing {
+                emitted.push(Emitted {
+                    status: EmitStatus::Existing,
+                    signal,
+                    deliveries: 0,
+                });
+                continue;
+            }
+        }
+        let depth: u32 = match &new.causation_id {
+            Some(cause) => c
+                .prepare_cached("SELECT depth + 1 FROM signals WHERE id = ?1 AND tenant = ?2")?
+                .query_row(params![cause, new.tenant], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0),
+            None => 0,
+        };
+        let signal = Signal {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: new.tenant.clone(),
+            name: new.name.clone(),
+            payload: new.payload.clone(),
+            metadata: new.metadata.clone().unwrap_or_else(|| serde_json::json!({})),
+            dedupe_key: new.dedupe_key.clone(),
+            occurred_at: new.occurred_at.unwrap_or(now),
+            correlation_id: new.correlation_id.clone(),
+            causation_id: new.causation_id.clone(),
+            actor: new.actor.clone(),
+            subject: new.subject.clone(),
+            source: new.source.clone(),
+            inserted_at: now,
+        };
+        c.prepare_cached(&format!(
+            "INSERT INTO signals ({SIGNAL_COLUMNS}, depth) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ))?
+        .execute(params![
+            signal.id,
+            signal.tenant,
+            signal.name,
+            signal.payload.to_string(),
+            signal.metadata.to_string(),
+            signal.dedupe_key,
+            micros(signal.occurred_at),
+            signal.correlation_id,
+            signal.causation_id,
+            signal.actor.as_ref().map(|a| &a.kind),
+            signal.actor.as_ref().map(|a| &a.id),
+            signal.subject.as_ref().map(|s| &s.kind),
+            signal.subject.as_ref().map(|s| &s.id),
+            signal.source,
+            micros(now),
+            depth,
+        ])?;
+        let deliveries = insert_deliveries(c, &signal.id, &signal.tenant, &packages_of[new.tenant.as_str()], targets, now)?;
+        emitted.push(Emitted {
+            status: EmitStatus::Created,
+            signal,
+            deliveries,
+        });
+    }
+    Ok(emitted)
+}
+
+pub fn signals(c: &Connection, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
+    let mut conditions = Conditions::default();
+    conditions.eq("tenant", filter.tenant.clone());
+    conditions.one_of("id", &filter.ids);
+    conditions.eq("name", filter.name.clone());
+    if let Some(since) = filter.since {
+        conditions.push("inserted_at >= ?", micros(since));
+    }
+    if let Some(until) = filter.until {
+        conditions.push("inserted_at < ?", micros(until));
+    }
+    let sql = format!(
+        "SELECT {SIGNAL_COLUMNS} FROM signals{} ORDER BY seq{}",
+        conditions.sql(),
+        limit(filter.limit)
+    );
+    Ok(c.prepare(&sql)?
+        .query_map(params_from_iter(conditions.values), signal_from_row)?
+        .collect::<Result<_, _>>()?)
+}
+
+fn lease_until(now: DateTime<Utc>, lease: Duration) -> i64 {
+    micros(now) + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2)
+}
+
+/// Leases held by workers that stopped: record the lost attempt, then make
+/// the delivery retryable (or discarded, if that was its last attempt).
+fn rescue_deliveries(c: &Connection, now: DateTime<Utc>) -> StoreResult<()> {
+    let expired = "state = 'running' AND leased_until < ?1";
+    c.prepare_cached(&format!(
+        "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, duration_us, \
+         fuel, directive_count, output, finished_at) \
+         SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), 'lease_expired', \
+         'the worker holding the lease stopped before finishing', 0, NULL, 0, '', ?1 \
+         FROM deliveries WHERE {expired} ON CONFLICT DO NOTHING"
+    ))?
+    .execute([micros(now)])?;
+    c.prepare_cached(&format!(
+        "UPDATE deliveries SET \
+         state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'retryable' END, \
+         finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END, \
+         last_error = 'lease expired: the worker holding it stopped before finishing', \
+         worker = NULL, leased_until = NULL, scheduled_at = ?1 \
+         WHERE {expired}"
+    ))?
+    .execute([micros(now)])?;
+    Ok(())
+}
+
+pub fn claim_deliveries(
+    c: &Connection,
+    worker: &str,
+    limit: usize,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    rescue_deliveries(c, now)?;
+    let deliveries: Vec<Delivery> = c
+        .prepare_cached(&format!(
+            "UPDATE deliveries SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2 \
+             WHERE id IN (SELECT id FROM deliveries WHERE state IN ('available', 'retryable') \
+                          AND scheduled_at <= ?3 ORDER BY scheduled_at LIMIT ?4) \
+             RETURNING {DELIVERY_COLUMNS}"
+        ))?
+        .query_map(
+            params![worker, lease_until(now, lease), micros(now), limit as i64],
+            delivery_from_row,
+        )?
+        .collect::<Result<_, _>>()?;
+    let mut tenants: HashMap<String, (serde_json::Value, Vec<String>)> = HashMap::new();
+    let mut signal_query = c.prepare_cached(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = ?1"))?;
+    let mut claimed = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let signal = signal_query.query_row([&delivery.signal_id], signal_from_row)?;
+        if !tenants.contains_key(&delivery.tenant) {
+            let tenant = tenant(c, &delivery.tenant)?.ok_or_else(|| StoreError::UnknownTenant(delivery.tenant.clone()))?;
+            tenants.insert(delivery.tenant.clone(), (tenant.settings, tenant.packages));
+        }
+        let (settings, packages) = tenants[&delivery.tenant].clone();
+        claimed.push(ClaimedDelivery {
+            delivery,
+            signal,
+            settings,
+            packages,
+        });
+    }
+    Ok(claimed)
+}
+
+const FENCE: &str = "WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 'running'";
+
+fn record_attempt(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
+         duration_us, fuel, directive_count, output, finished_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![
+        r.delivery_id,
+        r.attempt,
+        r.worker,
+        r.handler_digest,
+        r.outcome,
+        r.error,
+        micros(r.started_at),
+        i64::try_from(r.duration.as_micros()).unwrap_or(i64::MAX),
+        r.fuel.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
+        r.directive_count,
+        r.output,
+        micros(now),
+    ])?;
+    Ok(())
+}
+
+/// Sets the delivery's final or retry state, fenced by the lease. Returns
+/// false when the lease was lost.
+fn settle(c: &Connection, r: &DeliveryResult, state: &str, scheduled_at: Option<DateTime<Utc>>, error: Option<&str>, now: DateTime<Utc>) -> StoreResult<bool> {
+    let finished = matches!(state, "completed" | "discarded").then(|| micros(now));
+    let changed = c
+        .prepare_cached(&format!(
+            "UPDATE deliveries SET state = ?4, scheduled_at = COALESCE(?5, scheduled_at), last_error = ?6, \
+             handler_digest = ?7, finished_at = ?8, worker = NULL, leased_until = NULL {FENCE}"
+        ))?
+        .execute(params![
+            r.delivery_id,
+            r.attempt,
+            r.worker,
+            state,
+            scheduled_at.map(micros),
+            error,
+            r.handler_digest,
+            finished,
+        ])?;
+    Ok(changed == 1)
+}
+
+/// Inserts a completed delivery's directives. `Err(key)` names the first key
+/// that exists with another payload.
+fn insert_directives(
+    c: &Connection,
+    delivery_id: i64,
+    directives: &[RequestedDirective],
+    now: DateTime<Utc>,
+) -> StoreResult<Result<(u32, u32), String>> {
+    let (signal_id, tenant, handler, depth): (String, String, String, u32) = c
+        .prepare_cached(
+            "SELECT d.signal_id, d.tenant, d.handler, s.depth FROM deliveries d \
+             JOIN signals s ON s.id = d.signal_id WHERE d.id = ?1",
+        )?
+        .query_row([delivery_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO directives (id, tenant, name, payload, idempotency_key, state, signal_id, delivery_id, \
+         handler, scheduled_at, depth, inserted_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'requested', ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+         ON CONFLICT (tenant, idempotency_key) DO NOTHING",
+    )?;
+    let mut existing = c.prepare_cached("SELECT name, payload FROM directives WHERE tenant = ?1 AND idempotency_key = ?2")?;
+    let (mut created, mut duplicates) = (0, 0);
+    for d in directives {
+        // The tenant is the delivery's, from the database; a directive cannot
+        // name another.
+        let inserted = insert.execute(params![
+            d.id,
+            tenant,
+            d.name,
+            d.payload.to_string(),
+            d.idempotency_key,
+            signal_id,
+            delivery_id,
+            handler,
+            micros(d.scheduled_at.unwrap_or(now)),
+            depth,
+            micros(now),
+        ])?;
+        if inserted == 1 {
+            created += 1;
+            continue;
+        }
+        let (name, payload): (String, serde_json::Value) =
+            existing.query_row(params![tenant, d.idempotency_key], |r| Ok((r.get(0)?, json_column(r, 1)?)))?;
+        if name == d.name && payload == d.payload {
+            duplicates += 1;
+        } else {
+            return Ok(Err(d.idempotency_key.clone()));
+        }
+    }
+    Ok(Ok((created, duplicates)))
+}
+
+pub fn finish_delivery(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> StoreResult<FinishOutcome> {
+    let outcome = match &r.decision {
+        Decision::Snooze { at } => {
+            // Not an attempt: the handler never ran.
+            let changed = c
+                .prepare_cached(&format!(
+                    "UPDATE deliveries SET state = 'available', attempt = attempt - 1, scheduled_at = ?4, \
+                     worker = NULL, leased_until = NULL {FENCE}"
+                ))?
+                .execute(params![r.delivery_id, r.attempt, r.worker, micros(*at)])?;
+            return Ok(if changed == 1 { FinishOutcome::Snoozed } else { FinishOutcome::LeaseLost });
+        }
+        Decision::Retry { at } => {
+            if settle(c, r, "retryable", Some(*at), r.error.as_deref(), now)? {
+                FinishOutcome::Retrying
+            } else {
+                FinishOutcome::LeaseLost
+            }
+        }
+        Decision::Discard => {
+            if settle(c, r, "discarded", None, r.error.as_deref(), now)? {
+                FinishOutcome::Discarded
+            } else {
+                FinishOutcome::LeaseLost
+            }
+        }
+        Decision::Complete(directives) => {
+            c.execute_batch("SAVEPOINT complete")?;
+            if !settle(c, r, "completed", None, None, now)? {
+                c.execute_batch("RELEASE complete")?;
+                FinishOutcome::LeaseLost
+            } else {
+                match insert_directives(c, r.delivery_id, directives, now)? {
+                    Ok((directives_created, duplicates)) => {
+                        c.execute_batch("RELEASE complete")?;
+                        FinishOutcome::Completed {
+                            directives_created,
+                            duplicates,
+                        }
+                    }
+                    Err(key) => {
+                        c.execute_batch("ROLLBACK TO complete; RELEASE complete")?;
+                        let error = format!(
+                            "directive conflict: idempotency key {key:?} already belongs to a directive \
+                             with another payload"
+                        );
+                        settle(c, r, "discarded", None, Some(&error), now)?;
+                        FinishOutcome::Conflict { key }
+                    }
+                }
+            }
+        }
+    };
+    record_attempt(c, r, now)?;
+    Ok(outcome)
+}
+
+fn delivery_conditions(filter: &DeliveryFilter) -> Conditions {
+    let mut conditions = Conditions::default();
+    conditions.eq("tenant", filter.tenant.clone());
+    conditions.eq("state", filter.state.map(|s| s.as_str().to_owned()));
+    conditions.eq("handler", filter.handler.clone());
+    conditions.eq("signal_id", filter.signal_id.clone());
+    conditions.one_of("id", &filter.ids);
+    conditions
+}
+
+pub fn deliveries(c: &Connection, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+    let conditions = delivery_conditions(filter);
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}", conditions.sql(), limit(filter.limit));
+    Ok(c.prepare(&sql)?
+        .query_map(params_from_iter(conditions.values), delivery_from_row)?
+        .collect::<Result<_, _>>()?)
+}
+
+pub fn attempts(c: &Connection, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
+    Ok(c.prepare_cached(
+        "SELECT delivery_id, attempt, worker, handler_digest, outcome, error, started_at, duration_us, fuel, \
+         directive_count, output, finished_at FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
+    )?
+    .query_map([delivery_id], |r| {
+        Ok(Attempt {
+            delivery_id: r.get(0)?,
+            attempt: r.get(1)?,
+            worker: r.get(2)?,
+            handler_digest: r.get(3)?,
+            outcome: r.get(4)?,
+            error: r.get(5)?,
+            started_at: from_micros(r.get(6)?),
+            duration_us: r.get::<_, i64>(7)?.max(0) as u64,
+            fuel: r.get::<_, Option<i64>>(8)?.map(|f| f.max(0) as u64),
+            directive_count: r.get(9)?,
+            output: r.get(10)?,
+            finished_at: from_micros(r.get(11)?),
+        })
+    })?
+    .collect::<Result<_, _>>()?)
+}
+
+pub fn retry_deliveries(c: &Connection, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+    let mut conditions = delivery_conditions(filter);
+    conditions.raw("state IN ('discarded', 'canceled', 'retryable')");
+    let now_param = conditions.bind(micros(now));
+    // A discarded delivery gets a fresh budget of the size it had.
+    let sql = format!(
+        "UPDATE deliveries SET \
+         max_attempts = CASE WHEN state = 'retryable' THEN max_attempts ELSE attempt + max_attempts END, \
+         state = 'available', scheduled_at = {now_param}, finished_at = NULL{}",
+        conditions.sql()
+    );
+    Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
+}
+
+pub fn cancel_deliveries(c: &Connection, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+    let mut conditions = delivery_conditions(filter);
+    conditions.raw("state IN ('available', 'retryable')");
+    let now_param = conditions.bind(micros(now));
+    let sql = format!(
+        "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
+         last_error = 'canceled by an operator'{}",
+        conditions.sql()
+    );
+    Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
+}
+
+pub fn replay(c: &Connection, batch: &[(String, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<u64> {
+    let mut created = 0u64;
+    for (signal_id, targets) in batch {
+        let tenant: String = c
+            .prepare_cached("SELECT tenant FROM signals WHERE id = ?1")?
+            .query_row([signal_id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "signal",
+                id: signal_id.clone(),
+            })?;
+        let packages = known_tenant_packages(c, &tenant)?;
+        created += u64::from(insert_deliveries(c, signal_id, &tenant, &packages, targets, now)?);
+    }
+    Ok(created)
+}
+
+pub fn claim_directives(
+    c: &Connection,
+    worker: &str,
+    limit: usize,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Directive>> {
+    // A runner that stopped mid-directive: run it again (executors are told
+    // to expect at-least-once calls).
+    c.prepare_cached(
+        "UPDATE directives SET state = 'requested', scheduled_at = ?1, updated_at = ?1, worker = NULL, \
+         leased_until = NULL, last_error = 'lease expired: the runner holding it stopped before finishing' \
+         WHERE state = 'running' AND leased_until < ?1",
+    )?
+    .execute([micros(now)])?;
+    Ok(c.prepare_cached(&format!(
+        "UPDATE directives SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2, \
+         updated_at = ?3 \
+         WHERE seq IN (SELECT seq FROM directives WHERE state = 'requested' AND scheduled_at <= ?3 \
+                       ORDER BY scheduled_at LIMIT ?4) \
+         RETURNING {DIRECTIVE_COLUMNS}"
+    ))?
+    .query_map(
+        params![worker, lease_until(now, lease), micros(now), limit as i64],
+        directive_from_row,
+    )?
+    .collect::<Result<_, _>>()?)
+}
+
+pub fn finish_directive(
+    c: &Connection,
+    id: &str,
+    attempt: u32,
+    worker: &str,
+    decision: &DirectiveDecision,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let (state, scheduled_at, error, result) = match decision {
+        DirectiveDecision::Succeeded(result) => ("succeeded", None, None, Some(result.to_string())),
+        DirectiveDecision::Retry { at, error } => ("requested", Some(micros(*at)), Some(error.as_str()), None),
+        DirectiveDecision::Failed(error) => ("failed", None, Some(error.as_str()), None),
+    };
+    let changed = c
+        .prepare_cached(
+            "UPDATE directives SET state = ?4, scheduled_at = COALESCE(?5, scheduled_at), last_error = ?6, \
+             result = ?7, updated_at = ?8, worker = NULL, leased_until = NULL \
+             WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 'running'",
+        )?
+        .execute(params![id, attempt, worker, state, scheduled_at, error, result, micros(now)])?;
+    Ok(changed == 1)
+}
+
+fn directive_conditions(filter: &DirectiveFilter) -> Conditions {
+    let mut conditions = Conditions::default();
+    conditions.eq("tenant", filter.tenant.clone());
+    conditions.eq("state", filter.state.map(|s| s.as_str().to_owned()));
+    conditions.eq("name", filter.name.clone());
+    conditions.eq("signal_id", filter.signal_id.clone());
+    conditions.one_of("id", &filter.ids);
+    conditions
+}
+
+pub fn directives(c: &Connection, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
+    let conditions = directive_conditions(filter);
+    let sql = format!("SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}", conditions.sql(), limit(filter.limit));
+    Ok(c.prepare(&sql)?
+        .query_map(params_from_iter(conditions.values), directive_from_row)?
+        .collect::<Result<_, _>>()?)
+}
+
+pub fn cancel_directives(c: &Connection, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+    let mut conditions = directive_conditions(filter);
+    conditions.raw("state = 'requested'");
+    let now_param = conditions.bind(micros(now));
+    let sql = format!(
+        "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
+         last_error = 'canceled by an operator'{}",
+        conditions.sql()
+    );
+    Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
+}
+
+pub fn stats(c: &Connection) -> StoreResult<QueueStats> {
+    let mut stats = QueueStats::default();
+    let mut deliveries = c.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+    for row in deliveries.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (state, count) = row?;
+        stats.deliveries.push((DeliveryState::parse(&state)?, count as u64));
+    }
+    let mut directives = c.prepare_cached("SELECT state, COUNT(*) FROM directives GROUP BY state")?;
+    for row in directives.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (state, count) = row?;
+        stats.directives.push((DirectiveState::parse(&state)?, count as u64));
+    }
+    Ok(stats)
+}

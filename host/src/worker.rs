@@ -1,0 +1,356 @@
+//! Delivery workers: claim due deliveries in batches, run each in the sandbox,
+//! and record the results in batches (DESIGN.md §4).
+//!
+//! Three kinds of thread share the work, so that neither the database nor the
+//! sandbox waits on the other:
+//!
+//! ```text
+//! fetcher ──claimed deliveries──► invokers (N) ──results──► completer
+//!    ▲  claims up to `max_in_flight`     │ Sandbox::invoke     │ one transaction
+//!    └──────── wake (emit, completions) ◄┴─────────────────────┘ per batch
+//! ```
+//!
+//! Retries are decided here ([`decide`]): ok completes the delivery with its
+//! directives, a permanent error discards it, anything else is retried with
+//! backoff until the attempts run out. A worker that dies holds its
+//! deliveries only until their lease expires; the next claim rescues them.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use crate::registry::HandlerRegistry;
+use crate::retry::RetryPolicy;
+use crate::sandbox::{DeliveryContext, Invocation, Outcome, Sandbox};
+use crate::store::{ClaimedDelivery, Decision, DeliveryResult, FinishOutcome, Store};
+use crate::wake::Wake;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Threads that run handlers; the number of cores by default.
+    pub threads: usize,
+    /// Deliveries claimed in one query.
+    pub batch_size: usize,
+    /// Deliveries claimed but not yet finished, at most.
+    pub max_in_flight: usize,
+    /// How long a claim holds a delivery. It must cover the wait in this
+    /// process's queue plus a run, or another worker may run it too.
+    pub lease: Duration,
+    /// How often to look for due deliveries when nothing rings the bell
+    /// (retries coming due, signals emitted by other processes).
+    pub poll_interval: Duration,
+    /// How long a handler stays away when it is not loaded here.
+    pub snooze: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch_size: 256,
+            max_in_flight: 1024,
+            lease: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(200),
+            snooze: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What the workers need from the host.
+#[derive(Debug, Clone)]
+pub struct WorkerDeps {
+    pub store: Arc<dyn Store>,
+    pub sandbox: Arc<Sandbox>,
+    pub registry: Arc<HandlerRegistry>,
+    pub wake: Arc<Wake>,
+    /// Rung when completed deliveries wrote directives, for the runner.
+    pub directive_wake: Arc<Wake>,
+    pub clock: fn() -> DateTime<Utc>,
+}
+
+/// The running workers of one process.
+#[derive(Debug)]
+pub struct Workers {
+    threads: Vec<JoinHandle<()>>,
+    stopping: Arc<AtomicBool>,
+    wake: Arc<Wake>,
+}
+
+/// A unique name for this process's workers, recorded on claims and attempts.
+pub fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let nonce = uuid::Uuid::now_v7().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &nonce[nonce.len() - 6..])
+}
+
+impl Workers {
+    pub fn start(deps: WorkerDeps, config: WorkerConfig) -> std::io::Result<Self> {
+        let name = worker_name();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (jobs_tx, jobs_rx) = bounded::<(ClaimedDelivery, DateTime<Utc>)>(config.max_in_flight);
+        let (results_tx, results_rx) = unbounded::<DeliveryResult>();
+        let mut threads = Vec::new();
+
+        threads.push(spawn("sighost-fetch", {
+            let (deps, config, name, stopping, in_flight) =
+                (deps.clone(), config.clone(), name.clone(), stopping.clone(), in_flight.clone());
+            move || fetch(&deps, &config, &name, &stopping, &in_flight, jobs_tx)
+        })?);
+        for i in 0..config.threads.max(1) {
+            threads.push(spawn(&format!("sighost-invoke-{i}"), {
+                let (deps, config, name, stopping) = (deps.clone(), config.clone(), name.clone(), stopping.clone());
+                let (jobs_rx, results_tx) = (jobs_rx.clone(), results_tx.clone());
+                move || invoke_loop(&deps, &config, &name, &stopping, jobs_rx, results_tx)
+            })?);
+        }
+        drop(results_tx);
+        threads.push(spawn("sighost-complete", {
+            let (deps, config) = (deps.clone(), config.clone());
+            move || complete(&deps, &config, &in_flight, results_rx)
+        })?);
+        Ok(Self {
+            threads,
+            stopping,
+            wake: deps.wake,
+        })
+    }
+
+    /// Stops claiming, lets running handlers finish, puts claimed deliveries
+    /// that have not started back without counting an attempt, records every
+    /// result, and returns when all threads are done.
+    pub fn shutdown(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify();
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a worker thread panicked during shutdown");
+            }
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(f)
+}
+
+fn fetch(
+    deps: &WorkerDeps,
+    config: &WorkerConfig,
+    name: &str,
+    stopping: &AtomicBool,
+    in_flight: &AtomicUsize,
+    jobs: Sender<(ClaimedDelivery, DateTime<Utc>)>,
+) {
+    while !stopping.load(Ordering::SeqCst) {
+        let room = config.max_in_flight.saturating_sub(in_flight.load(Ordering::SeqCst));
+        let want = room.min(config.batch_size);
+        let mut claimed = 0;
+        if want > 0 {
+            let now = (deps.clock)();
+            match deps.store.claim_deliveries(name, want, config.lease, now) {
+                Ok(batch) => {
+                    claimed = batch.len();
+                    in_flight.fetch_add(claimed, Ordering::SeqCst);
+                    for delivery in batch {
+                        if jobs.send((delivery, now)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "claiming deliveries failed; trying again"),
+            }
+        }
+        // A full batch means more may be due: claim again at once.
+        if claimed < want || want == 0 {
+            deps.wake.wait(config.poll_interval);
+        }
+    }
+}
+
+fn invoke_loop(
+    deps: &WorkerDeps,
+    config: &WorkerConfig,
+    name: &str,
+    stopping: &AtomicBool,
+    jobs: Receiver<(ClaimedDelivery, DateTime<Utc>)>,
+    results: Sender<DeliveryResult>,
+) {
+    // Ends when the fetcher is gone and the queue is empty.
+    for (claimed, _claimed_at) in jobs {
+        let result = if stopping.load(Ordering::SeqCst) {
+            release(&claimed, name, (deps.clock)())
+        } else {
+            run(deps, config, name, &claimed)
+        };
+        if results.send(result).is_err() {
+            return;
+        }
+    }
+}
+
+/// Puts a claimed delivery back untouched (shutdown, or handler not loaded).
+fn release(claimed: &ClaimedDelivery, worker: &str, at: DateTime<Utc>) -> DeliveryResult {
+    DeliveryResult {
+        delivery_id: claimed.delivery.id,
+        attempt: claimed.delivery.attempt,
+        worker: worker.to_owned(),
+        decision: Decision::Snooze { at },
+        handler_digest: String::new(),
+        outcome: "released".into(),
+        error: None,
+        started_at: at,
+        duration: Duration::ZERO,
+        fuel: None,
+        directive_count: 0,
+        output: String::new(),
+    }
+}
+
+fn run(deps: &WorkerDeps, config: &WorkerConfig, worker: &str, claimed: &ClaimedDelivery) -> DeliveryResult {
+    let delivery = &claimed.delivery;
+    let Some(handler) = deps.registry.get(&delivery.handler) else {
+        // Kept, not lost: it runs when a handler of that name is back.
+        tracing::debug!(handler = %delivery.handler, delivery = delivery.id, "handler not loaded; snoozing");
+        return release(claimed, worker, (deps.clock)() + config.snooze);
+    };
+    let context = DeliveryContext {
+        attempt: delivery.attempt,
+        max_attempts: delivery.max_attempts,
+        settings: claimed.settings.clone(),
+        packages: claimed.packages.clone(),
+    };
+    let started_at = (deps.clock)();
+    let started = Instant::now();
+    let invocation = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        deps.sandbox.invoke(&handler, &claimed.signal, &context)
+    }))
+    .unwrap_or_else(|_| Invocation {
+        outcome: Outcome::HostError("the host panicked while running the handler".into()),
+        directives: Vec::new(),
+        report: crate::sandbox::Report {
+            wall_time: started.elapsed(),
+            fuel_consumed: None,
+            peak_memory_bytes: 0,
+            directive_count: 0,
+            refused_directives: 0,
+            output: String::new(),
+            output_truncated: false,
+        },
+    });
+    let now = (deps.clock)();
+    let error = (!invocation.outcome.is_ok()).then(|| invocation.outcome.describe());
+    if let Some(error) = &error {
+        tracing::info!(
+            tenant = %claimed.signal.tenant, signal = %claimed.signal.id, handler = %handler.name,
+            attempt = delivery.attempt, %error, "delivery attempt failed"
+        );
+    }
+    let outcome = outcome_label(&invocation.outcome);
+    DeliveryResult {
+        delivery_id: delivery.id,
+        attempt: delivery.attempt,
+        worker: worker.to_owned(),
+        decision: decide(&config.retry, delivery.attempt, delivery.max_attempts, invocation.outcome, invocation.directives, now),
+        handler_digest: handler.digest.clone(),
+        outcome: outcome.into(),
+        error,
+        started_at,
+        duration: invocation.report.wall_time,
+        fuel: invocation.report.fuel_consumed,
+        directive_count: invocation.report.directive_count,
+        output: invocation.report.output,
+    }
+}
+
+/// The short name of an outcome, as stored on the attempt.
+pub fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ok => "ok",
+        Outcome::Transient(_) => "transient",
+        Outcome::Permanent(_) => "permanent",
+        Outcome::Trap(_) => "trap",
+        Outcome::Timeout => "timeout",
+        Outcome::MemoryExceeded => "memory_exceeded",
+        Outcome::FuelExhausted => "fuel_exhausted",
+        Outcome::HostError(_) => "host_error",
+    }
+}
+
+/// What becomes of a delivery after an attempt with this outcome.
+pub fn decide(
+    retry: &RetryPolicy,
+    attempt: u32,
+    max_attempts: u32,
+    outcome: Outcome,
+    directives: Vec<crate::sandbox::RequestedDirective>,
+    now: DateTime<Utc>,
+) -> Decision {
+    match outcome {
+        Outcome::Ok => Decision::Complete(directives),
+        Outcome::Permanent(_) => Decision::Discard,
+        _ => match retry.next_attempt_at(attempt, max_attempts, now) {
+            Some(at) => Decision::Retry { at },
+            None => Decision::Discard,
+        },
+    }
+}
+
+fn complete(deps: &WorkerDeps, config: &WorkerConfig, in_flight: &AtomicUsize, results: Receiver<DeliveryResult>) {
+    let mut batch: Vec<DeliveryResult> = Vec::new();
+    loop {
+        if batch.is_empty() {
+            match results.recv() {
+                Ok(result) => batch.push(result),
+                Err(_) => return, // every invoker is gone and everything is recorded
+            }
+        }
+        while batch.len() < config.batch_size {
+            match results.try_recv() {
+                Ok(result) => batch.push(result),
+                Err(_) => break,
+            }
+        }
+        match deps.store.finish_deliveries(&batch, (deps.clock)()) {
+            Ok(outcomes) => {
+                in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
+                batch.clear();
+                deps.wake.notify();
+                let wrote_directives = outcomes
+                    .iter()
+                    .any(|o| matches!(o, FinishOutcome::Completed { directives_created, .. } if *directives_created > 0));
+                if wrote_directives {
+                    deps.directive_wake.notify();
+                }
+            }
+            Err(error) => {
+                // Keep the results and try again; if this never succeeds the
+                // leases expire and the deliveries run again elsewhere.
+                tracing::warn!(%error, results = batch.len(), "recording results failed; trying again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decides_complete_discard_or_retry() {
+        let policy = RetryPolicy::fast(3);
+        let now = Utc::now();
+        assert_eq!(decide(&policy, 1, 3, Outcome::Ok, vec![], now), Decision::Complete(vec![]));
+        assert_eq!(decide(&policy, 1, 3, Outcome::Permanent("no".into()), vec![], now), Decision::Discard);
+        assert!(matches!(decide(&policy, 1, 3, Outcome::Timeout, vec![], now), Decision::Retry { .. }));
+        assert_eq!(decide(&policy, 3, 3, Outcome::Trap("x".into()), vec![], now), Decision::Discard);
+    }
+}
