@@ -36,7 +36,10 @@ fn main() {
     let mut args = vec!["build", "--profile", "wasm", "--target", "wasm32-wasip2"];
     for name in &handlers {
         args.extend(["-p", name.as_str()]);
-        println!("cargo:rerun-if-changed={}", handlers_dir.join(name).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            handlers_dir.join(name).display()
+        );
     }
     cargo(&root, &target_dir, &args);
     writeln!(listing, "pub const HANDLERS: &[(&str, &str)] = &[").expect("string write");
@@ -45,21 +48,44 @@ fn main() {
         let dropped = handlers_dir.join(format!("{name}.wasm"));
         std::fs::copy(&built, &dropped)
             .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), dropped.display()));
-        writeln!(listing, "    ({name:?}, {:?}),", dropped.display().to_string()).expect("string write");
+        writeln!(
+            listing,
+            "    ({name:?}, {:?}),",
+            dropped.display().to_string()
+        )
+        .expect("string write");
     }
     writeln!(listing, "];").expect("string write");
 
     let guests_dir = root.join("tests").join("guests");
     let guests = member_crates(&guests_dir);
-    println!("cargo:rerun-if-changed={}", guests_dir.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests_dir.join("Cargo.toml").display()
+    );
     for name in &guests {
         println!("cargo:rerun-if-changed={}", guests_dir.join(name).display());
     }
-    cargo(&guests_dir, &target_dir, &["build", "--release", "--target", "wasm32-wasip2", "--workspace"]);
+    cargo(
+        &guests_dir,
+        &target_dir,
+        &[
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--workspace",
+        ],
+    );
     writeln!(listing, "pub const GUESTS: &[(&str, &str)] = &[").expect("string write");
     for name in &guests {
         let built = wasm_output(&target_dir, "release", name);
-        writeln!(listing, "    ({name:?}, {:?}),", built.display().to_string()).expect("string write");
+        writeln!(
+            listing,
+            "    ({name:?}, {:?}),",
+            built.display().to_string()
+        )
+        .expect("string write");
     }
     writeln!(listing, "];").expect("string write");
 

@@ -21,11 +21,23 @@ pub enum EmitError {
     #[error("invalid signal: {0}")]
     Invalid(String),
     #[error("payload of {name} is {size} bytes, over the limit of {limit}")]
-    TooLarge { name: String, size: usize, limit: usize },
-    #[error("{name} carries a credential at {pointer}; signals are kept forever, so pass a reference instead")]
+    TooLarge {
+        name: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error(
+        "{name} carries a credential at {pointer}; signals are kept forever, so pass a reference instead"
+    )]
     SecretDetected { name: String, pointer: String },
-    #[error("{name} would be {depth} causes deep, over the causation-depth limit of {limit}: a loop?")]
-    DepthExceeded { name: String, depth: u32, limit: u32 },
+    #[error(
+        "{name} would be {depth} causes deep, over the causation-depth limit of {limit}: a loop?"
+    )]
+    DepthExceeded {
+        name: String,
+        depth: u32,
+        limit: u32,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -36,10 +48,14 @@ pub fn validate(signal: &NewSignal, limits: &Limits) -> Result<(), EmitError> {
     check_name(&signal.name).map_err(EmitError::Invalid)?;
     let name = &signal.name;
     if !signal.payload.is_object() {
-        return Err(EmitError::Invalid(format!("payload of {name} must be a JSON object")));
+        return Err(EmitError::Invalid(format!(
+            "payload of {name} must be a JSON object"
+        )));
     }
     if signal.metadata.as_ref().is_some_and(|m| !m.is_object()) {
-        return Err(EmitError::Invalid(format!("metadata of {name} must be a JSON object")));
+        return Err(EmitError::Invalid(format!(
+            "metadata of {name} must be a JSON object"
+        )));
     }
     let size = signal.payload.to_string().len();
     if size > limits.signal_payload_bytes {
@@ -49,7 +65,10 @@ pub fn validate(signal: &NewSignal, limits: &Limits) -> Result<(), EmitError> {
             limit: limits.signal_payload_bytes,
         });
     }
-    for document in [Some(&signal.payload), signal.metadata.as_ref()].into_iter().flatten() {
+    for document in [Some(&signal.payload), signal.metadata.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         if let Some(pointer) = find_secret(document) {
             return Err(EmitError::SecretDetected {
                 name: name.clone(),
@@ -64,7 +83,10 @@ pub fn validate(signal: &NewSignal, limits: &Limits) -> Result<(), EmitError> {
         ("source", signal.source.as_deref()),
         ("actor.type", signal.actor.as_ref().map(|a| a.kind.as_str())),
         ("actor.id", signal.actor.as_ref().map(|a| a.id.as_str())),
-        ("subject.type", signal.subject.as_ref().map(|s| s.kind.as_str())),
+        (
+            "subject.type",
+            signal.subject.as_ref().map(|s| s.kind.as_str()),
+        ),
         ("subject.id", signal.subject.as_ref().map(|s| s.id.as_str())),
     ];
     for (field, value) in fields {
@@ -92,7 +114,12 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    pub fn new(store: Arc<dyn Store>, registry: Arc<HandlerRegistry>, limits: Limits, wake: Arc<Wake>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<HandlerRegistry>,
+        limits: Limits,
+        wake: Arc<Wake>,
+    ) -> Self {
         Self {
             store,
             registry,
@@ -107,7 +134,11 @@ impl Emitter {
     }
 
     /// Emits all the signals or none: one invalid signal refuses the batch.
-    pub fn emit_batch(&self, signals: Vec<NewSignal>, now: DateTime<Utc>) -> Result<Vec<Emitted>, EmitError> {
+    pub fn emit_batch(
+        &self,
+        signals: Vec<NewSignal>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Emitted>, EmitError> {
         let mut batch = Vec::with_capacity(signals.len());
         for signal in signals {
             validate(&signal, &self.limits)?;
@@ -156,16 +187,28 @@ mod tests {
         let limits = Limits::default();
         let mut bad_name = signal(json!({}));
         bad_name.name = "Forum Thread".into();
-        assert!(matches!(validate(&bad_name, &limits), Err(EmitError::Invalid(_))));
-        assert!(matches!(validate(&signal(json!([1])), &limits), Err(EmitError::Invalid(_))));
+        assert!(matches!(
+            validate(&bad_name, &limits),
+            Err(EmitError::Invalid(_))
+        ));
+        assert!(matches!(
+            validate(&signal(json!([1])), &limits),
+            Err(EmitError::Invalid(_))
+        ));
         assert!(matches!(
             validate(&signal(json!({"auth": {"refresh_token": "x"}})), &limits),
             Err(EmitError::SecretDetected { pointer, .. }) if pointer == "/auth/refresh_token"
         ));
         let big = signal(json!({"blob": "x".repeat(300 << 10)}));
-        assert!(matches!(validate(&big, &limits), Err(EmitError::TooLarge { .. })));
+        assert!(matches!(
+            validate(&big, &limits),
+            Err(EmitError::TooLarge { .. })
+        ));
         let mut bad_tenant = signal(json!({}));
         bad_tenant.tenant = "org acme".into();
-        assert!(matches!(validate(&bad_tenant, &limits), Err(EmitError::Invalid(_))));
+        assert!(matches!(
+            validate(&bad_tenant, &limits),
+            Err(EmitError::Invalid(_))
+        ));
     }
 }

@@ -40,7 +40,8 @@ use crate::worker::{WorkerConfig, WorkerDeps, Workers};
 /// defaults of DESIGN.md.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// Where the SQLite database (`sighost.db`) lives.
+    /// Where the SQLite database (`sighost.db`) and the compiled-code cache
+    /// (`cache/`) live.
     pub data_dir: PathBuf,
     pub sandbox: SandboxConfig,
     pub workers: WorkerConfig,
@@ -53,9 +54,13 @@ pub struct HostConfig {
 
 impl HostConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         Self {
-            data_dir: data_dir.into(),
-            sandbox: SandboxConfig::default(),
+            sandbox: SandboxConfig {
+                cache_dir: Some(data_dir.join("cache")),
+                ..SandboxConfig::default()
+            },
+            data_dir,
             workers: WorkerConfig::default(),
             runner: RunnerConfig::default(),
             executors: Executors::new().with_fallback(Arc::new(LogExecutor::stdout())),
@@ -115,7 +120,8 @@ impl Running {
 impl Sighost {
     /// Opens the SQLite store under `config.data_dir` and builds the sandbox.
     pub fn open(config: HostConfig) -> Result<Self, HostError> {
-        let store = SqliteStore::open(SqliteOptions::new(config.database_path()), (config.clock)())?;
+        let store =
+            SqliteStore::open(SqliteOptions::new(config.database_path()), (config.clock)())?;
         Self::with_store(Arc::new(store), config)
     }
 
@@ -161,7 +167,10 @@ impl Sighost {
     /// the same name.
     pub fn load_handler(&self, wasm: &Path) -> Result<(), LoadError> {
         let handler = self.sandbox.load_file(wasm)?;
-        if let Err(error) = self.store.record_handler_version(&handler.name, &handler.digest, (self.config.clock)()) {
+        if let Err(error) =
+            self.store
+                .record_handler_version(&handler.name, &handler.digest, (self.config.clock)())
+        {
             tracing::warn!(%error, handler = %handler.name, "could not record the handler version");
         }
         tracing::info!(handler = %handler.name, digest = %handler.digest, shape = handler.shape.describe(), "handler loaded");
@@ -178,7 +187,10 @@ impl Sighost {
             .filter(|path| path.extension().is_some_and(|e| e == "wasm") && path.is_file())
             .collect();
         paths.sort();
-        Ok(paths.iter().filter_map(|path| self.load_handler(path).err()).collect())
+        Ok(paths
+            .iter()
+            .filter_map(|path| self.load_handler(path).err())
+            .collect())
     }
 
     pub fn emit(&self, signal: NewSignal) -> Result<Emitted, EmitError> {

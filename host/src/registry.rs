@@ -33,15 +33,27 @@ impl HandlerRegistry {
     }
 
     pub fn remove(&self, name: &str) -> Option<Arc<Handler>> {
-        self.handlers.write().unwrap_or_else(|p| p.into_inner()).remove(name)
+        self.handlers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Handler>> {
-        self.handlers.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<Handler>> {
-        self.handlers.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The handlers subscribed to `signal_name`, as delivery targets.
@@ -49,7 +61,12 @@ impl HandlerRegistry {
         let handlers = self.handlers.read().unwrap_or_else(|p| p.into_inner());
         handlers
             .values()
-            .filter(|h| h.manifest.subscriptions.iter().any(|p| name_matches(p, signal_name)))
+            .filter(|h| {
+                h.manifest
+                    .subscriptions
+                    .iter()
+                    .any(|p| name_matches(p, signal_name))
+            })
             .map(|h| DeliveryTarget {
                 handler: h.name.clone(),
                 package: h.manifest.package.clone(),

@@ -39,14 +39,21 @@ impl RetryPolicy {
 
     /// The delay before the retry that follows failed attempt `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exponential = self.unit.saturating_mul(1u32.checked_shl(attempt.min(24)).unwrap_or(u32::MAX));
+        let exponential = self
+            .unit
+            .saturating_mul(1u32.checked_shl(attempt.min(24)).unwrap_or(u32::MAX));
         let delay = self.base.saturating_add(exponential);
         delay.saturating_add(delay.mul_f64(self.jitter * fastrand::f64()))
     }
 
     /// When to retry after failed attempt `attempt`, or `None` when the budget
     /// `max_attempts` is spent.
-    pub fn next_attempt_at(&self, attempt: u32, max_attempts: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn next_attempt_at(
+        &self,
+        attempt: u32,
+        max_attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         (attempt < max_attempts).then(|| now + self.backoff(attempt))
     }
 }
@@ -61,7 +68,10 @@ mod tests {
         for attempt in 1..=9 {
             let floor = Duration::from_secs(15 + (1 << attempt));
             let delay = policy.backoff(attempt);
-            assert!(delay >= floor && delay <= floor.mul_f64(1.1), "attempt {attempt}: {delay:?}");
+            assert!(
+                delay >= floor && delay <= floor.mul_f64(1.1),
+                "attempt {attempt}: {delay:?}"
+            );
         }
     }
 
@@ -69,7 +79,11 @@ mod tests {
     fn stops_when_the_budget_is_spent() {
         let policy = RetryPolicy::fast(3);
         let now = Utc::now();
-        assert!(policy.next_attempt_at(2, 3, now).is_some_and(|at| at >= now));
+        assert!(
+            policy
+                .next_attempt_at(2, 3, now)
+                .is_some_and(|at| at >= now)
+        );
         assert_eq!(policy.next_attempt_at(3, 3, now), None);
     }
 }

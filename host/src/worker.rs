@@ -87,7 +87,11 @@ pub struct Workers {
 pub fn worker_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
     let nonce = uuid::Uuid::now_v7().simple().to_string();
-    format!("{host}:{}:{}", std::process::id(), &nonce[nonce.len() - 6..])
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &nonce[nonce.len() - 6..]
+    )
 }
 
 impl Workers {
@@ -100,13 +104,19 @@ impl Workers {
         let mut threads = Vec::new();
 
         threads.push(spawn("sighost-fetch", {
-            let (deps, config, name, stopping, in_flight) =
-                (deps.clone(), config.clone(), name.clone(), stopping.clone(), in_flight.clone());
+            let (deps, config, name, stopping, in_flight) = (
+                deps.clone(),
+                config.clone(),
+                name.clone(),
+                stopping.clone(),
+                in_flight.clone(),
+            );
             move || fetch(&deps, &config, &name, &stopping, &in_flight, jobs_tx)
         })?);
         for i in 0..config.threads.max(1) {
             threads.push(spawn(&format!("sighost-invoke-{i}"), {
-                let (deps, config, name, stopping) = (deps.clone(), config.clone(), name.clone(), stopping.clone());
+                let (deps, config, name, stopping) =
+                    (deps.clone(), config.clone(), name.clone(), stopping.clone());
                 let (jobs_rx, results_tx) = (jobs_rx.clone(), results_tx.clone());
                 move || invoke_loop(&deps, &config, &name, &stopping, jobs_rx, results_tx)
             })?);
@@ -150,7 +160,9 @@ fn fetch(
     jobs: Sender<(ClaimedDelivery, DateTime<Utc>)>,
 ) {
     while !stopping.load(Ordering::SeqCst) {
-        let room = config.max_in_flight.saturating_sub(in_flight.load(Ordering::SeqCst));
+        let room = config
+            .max_in_flight
+            .saturating_sub(in_flight.load(Ordering::SeqCst));
         let want = room.min(config.batch_size);
         let mut claimed = 0;
         if want > 0 {
@@ -214,7 +226,12 @@ fn release(claimed: &ClaimedDelivery, worker: &str, at: DateTime<Utc>) -> Delive
     }
 }
 
-fn run(deps: &WorkerDeps, config: &WorkerConfig, worker: &str, claimed: &ClaimedDelivery) -> DeliveryResult {
+fn run(
+    deps: &WorkerDeps,
+    config: &WorkerConfig,
+    worker: &str,
+    claimed: &ClaimedDelivery,
+) -> DeliveryResult {
     let delivery = &claimed.delivery;
     let Some(handler) = deps.registry.get(&delivery.handler) else {
         // Kept, not lost: it runs when a handler of that name is back.
@@ -258,7 +275,14 @@ fn run(deps: &WorkerDeps, config: &WorkerConfig, worker: &str, claimed: &Claimed
         delivery_id: delivery.id,
         attempt: delivery.attempt,
         worker: worker.to_owned(),
-        decision: decide(&config.retry, delivery.attempt, delivery.max_attempts, invocation.outcome, invocation.directives, now),
+        decision: decide(
+            &config.retry,
+            delivery.attempt,
+            delivery.max_attempts,
+            invocation.outcome,
+            invocation.directives,
+            now,
+        ),
         handler_digest: handler.digest.clone(),
         outcome: outcome.into(),
         error,
@@ -303,7 +327,12 @@ pub fn decide(
     }
 }
 
-fn complete(deps: &WorkerDeps, config: &WorkerConfig, in_flight: &AtomicUsize, results: Receiver<DeliveryResult>) {
+fn complete(
+    deps: &WorkerDeps,
+    config: &WorkerConfig,
+    in_flight: &AtomicUsize,
+    results: Receiver<DeliveryResult>,
+) {
     let mut batch: Vec<DeliveryResult> = Vec::new();
     loop {
         if batch.is_empty() {
@@ -348,9 +377,21 @@ mod tests {
     fn decides_complete_discard_or_retry() {
         let policy = RetryPolicy::fast(3);
         let now = Utc::now();
-        assert_eq!(decide(&policy, 1, 3, Outcome::Ok, vec![], now), Decision::Complete(vec![]));
-        assert_eq!(decide(&policy, 1, 3, Outcome::Permanent("no".into()), vec![], now), Decision::Discard);
-        assert!(matches!(decide(&policy, 1, 3, Outcome::Timeout, vec![], now), Decision::Retry { .. }));
-        assert_eq!(decide(&policy, 3, 3, Outcome::Trap("x".into()), vec![], now), Decision::Discard);
+        assert_eq!(
+            decide(&policy, 1, 3, Outcome::Ok, vec![], now),
+            Decision::Complete(vec![])
+        );
+        assert_eq!(
+            decide(&policy, 1, 3, Outcome::Permanent("no".into()), vec![], now),
+            Decision::Discard
+        );
+        assert!(matches!(
+            decide(&policy, 1, 3, Outcome::Timeout, vec![], now),
+            Decision::Retry { .. }
+        ));
+        assert_eq!(
+            decide(&policy, 3, 3, Outcome::Trap("x".into()), vec![], now),
+            Decision::Discard
+        );
     }
 }

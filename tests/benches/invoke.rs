@@ -50,7 +50,10 @@ impl WasiView for BareState {
 impl types::Host for BareState {}
 
 impl bare::sighost::handler::directives::Host for BareState {
-    fn request_directive(&mut self, _: types::DirectiveRequest) -> Result<types::Receipt, types::DirectiveError> {
+    fn request_directive(
+        &mut self,
+        _: types::DirectiveRequest,
+    ) -> Result<types::Receipt, types::DirectiveError> {
         self.directives += 1;
         Ok(types::Receipt {
             directive_id: "d".into(),
@@ -90,14 +93,17 @@ fn measure(mut call: impl FnMut()) -> Figure {
 fn bare_wasmtime(bytes: &[u8], pooling: bool) -> Figure {
     let mut config = Config::new();
     if pooling {
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(PoolingAllocationConfig::new()));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(
+            PoolingAllocationConfig::new(),
+        ));
     }
     let engine = Engine::new(&config).expect("engine");
     let component = Component::new(&engine, bytes).expect("component");
     let mut linker = Linker::<BareState>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
     bare::TenantHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).expect("directives");
-    let pre = bare::TenantHandlerPre::new(linker.instantiate_pre(&component).expect("pre")).expect("typed pre");
+    let pre = bare::TenantHandlerPre::new(linker.instantiate_pre(&component).expect("pre"))
+        .expect("typed pre");
     let signal = types::Signal {
         id: "sig_1".into(),
         tenant: "org_acme".into(),
@@ -143,12 +149,18 @@ fn bare_wasmtime(bytes: &[u8], pooling: bool) -> Figure {
 fn sighost(bytes: &[u8]) -> Figure {
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
     let manifest = Manifest::parse("directives = ['bench.noop']").expect("manifest");
-    let handler = sandbox.load_bytes("trivial", bytes, manifest, "trivial").expect("load");
+    let handler = sandbox
+        .load_bytes("trivial", bytes, manifest, "trivial")
+        .expect("load");
     let signal = signal("org_acme", "test.happened", json!({"n": 1}));
     let delivery = delivery(json!({}), &[]);
     measure(|| {
         let run = sandbox.invoke(&handler, &signal, &delivery);
-        assert!(run.outcome.is_ok() && run.directives.len() == 1, "{:?}", run.outcome);
+        assert!(
+            run.outcome.is_ok() && run.directives.len() == 1,
+            "{:?}",
+            run.outcome
+        );
     })
 }
 
@@ -158,7 +170,9 @@ fn trivial_native(
     _tenant: String,
     _context: sighost_sdk::Context,
 ) -> Result<(), sighost_sdk::HandlerError> {
-    sighost_sdk::directive("bench.noop").payload(&json!({ "n": 1 })).request(&signal)?;
+    sighost_sdk::directive("bench.noop")
+        .payload(&json!({ "n": 1 }))
+        .request(&signal)?;
     Ok(())
 }
 
@@ -173,7 +187,9 @@ fn native() -> Figure {
 
 fn main() {
     let bytes = std::fs::read(guest("trivial")).expect("trivial guest built by build.rs");
-    println!("invocation cost of a trivial handler: {ROUNDS} rounds of {CALLS_PER_ROUND} calls, median (min..max)");
+    println!(
+        "invocation cost of a trivial handler: {ROUNDS} rounds of {CALLS_PER_ROUND} calls, median (min..max)"
+    );
     let rows = [
         ("sighost Sandbox::invoke", sighost(&bytes)),
         ("bare wasmtime (pooling)", bare_wasmtime(&bytes, true)),
@@ -189,7 +205,10 @@ fn main() {
         );
     }
     let ratio = |i: usize| micros(rows[0].1.median) / micros(rows[i].1.median);
-    println!("  sighost / bare wasmtime (pooling):   {:.2}x (goal <= 1.5x)", ratio(1));
+    println!(
+        "  sighost / bare wasmtime (pooling):   {:.2}x (goal <= 1.5x)",
+        ratio(1)
+    );
     println!("  sighost / bare wasmtime (on-demand): {:.2}x", ratio(2));
     println!("  sighost / native:                    {:.0}x", ratio(3));
 }

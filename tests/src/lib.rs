@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use sighost::sandbox::{DeliveryContext, Sandbox, SandboxConfig};
 use sighost::signal::Signal;
 
+pub mod conformance;
+
+pub mod host_helpers;
+
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
@@ -65,4 +69,33 @@ pub fn delivery(settings: serde_json::Value, packages: &[&str]) -> DeliveryConte
         settings,
         packages: packages.iter().map(|p| p.to_string()).collect(),
     }
+}
+
+/// The `sighost` binary, built on first use by the same cargo that runs the
+/// tests (it is another package's binary, so cargo does not build it for us).
+pub fn sighost_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut command = std::process::Command::new(cargo);
+            command
+                .current_dir(&root)
+                .args(["build", "-p", "sighost", "--bin", "sighost"]);
+            // Tests run in the profile they were built with; build the binary in it too.
+            let profile_dir = std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent()?.parent().map(|p| p.to_path_buf()))
+                .expect("test binary lives in target/<profile>/deps");
+            if profile_dir.ends_with("release") {
+                command.arg("--release");
+            }
+            let status = command
+                .status()
+                .expect("run cargo build for the sighost binary");
+            assert!(status.success(), "building the sighost binary failed");
+            profile_dir.join("sighost")
+        })
+        .clone()
 }

@@ -144,13 +144,17 @@ impl Runner {
 
 fn run_loop(deps: &RunnerDeps, config: &RunnerConfig, name: &str, stopping: &AtomicBool) {
     while !stopping.load(Ordering::SeqCst) {
-        let claimed = match deps.store.claim_directives(name, config.batch_size, config.lease, (deps.clock)()) {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                tracing::warn!(%error, "claiming directives failed; trying again");
-                Vec::new()
-            }
-        };
+        let claimed =
+            match deps
+                .store
+                .claim_directives(name, config.batch_size, config.lease, (deps.clock)())
+            {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(%error, "claiming directives failed; trying again");
+                    Vec::new()
+                }
+            };
         let full = claimed.len() == config.batch_size;
         for directive in claimed {
             run_one(deps, config, name, &directive);
@@ -163,11 +167,18 @@ fn run_loop(deps: &RunnerDeps, config: &RunnerConfig, name: &str, stopping: &Ato
 
 fn run_one(deps: &RunnerDeps, config: &RunnerConfig, name: &str, directive: &Directive) {
     if config.lifecycle_signals {
-        lifecycle(deps, directive, "started", json!({"attempt": directive.attempt}));
+        lifecycle(
+            deps,
+            directive,
+            "started",
+            json!({"attempt": directive.attempt}),
+        );
     }
     let result = match deps.executors.get(&directive.name) {
-        Some(executor) => std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(directive)))
-            .unwrap_or_else(|_| Err(ExecutorError::Retryable("the executor panicked".into()))),
+        Some(executor) => {
+            std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(directive)))
+                .unwrap_or_else(|_| Err(ExecutorError::Retryable("the executor panicked".into())))
+        }
         None => Err(ExecutorError::Retryable(format!(
             "no executor is configured for directive {}",
             directive.name
@@ -178,22 +189,35 @@ fn run_one(deps: &RunnerDeps, config: &RunnerConfig, name: &str, directive: &Dir
         Ok(value) => DirectiveDecision::Succeeded(value),
         Err(ExecutorError::Permanent(error)) => DirectiveDecision::Failed(error),
         Err(ExecutorError::Retryable(error)) => {
-            match config.retry.next_attempt_at(directive.attempt, config.retry.max_attempts, now) {
+            match config
+                .retry
+                .next_attempt_at(directive.attempt, config.retry.max_attempts, now)
+            {
                 Some(at) => DirectiveDecision::Retry { at, error },
-                None => DirectiveDecision::Failed(format!("{error} (after {} attempts)", directive.attempt)),
+                None => DirectiveDecision::Failed(format!(
+                    "{error} (after {} attempts)",
+                    directive.attempt
+                )),
             }
         }
     };
     match &decision {
         DirectiveDecision::Succeeded(_) => {}
-        DirectiveDecision::Retry { error, .. } | DirectiveDecision::Failed(error) => tracing::warn!(
-            tenant = %directive.tenant, directive = %directive.id, name = %directive.name,
-            attempt = directive.attempt, %error, "directive attempt failed"
-        ),
+        DirectiveDecision::Retry { error, .. } | DirectiveDecision::Failed(error) => {
+            tracing::warn!(
+                tenant = %directive.tenant, directive = %directive.id, name = %directive.name,
+                attempt = directive.attempt, %error, "directive attempt failed"
+            )
+        }
     }
-    match deps.store.finish_directive(&directive.id, directive.attempt, name, &decision, now) {
+    match deps
+        .store
+        .finish_directive(&directive.id, directive.attempt, name, &decision, now)
+    {
         Ok(true) => {}
-        Ok(false) => tracing::warn!(directive = %directive.id, "lease lost before the result was recorded"),
+        Ok(false) => {
+            tracing::warn!(directive = %directive.id, "lease lost before the result was recorded")
+        }
         Err(error) => {
             // The lease will expire and the directive run again.
             tracing::error!(directive = %directive.id, %error, "recording a directive result failed");
@@ -202,8 +226,12 @@ fn run_one(deps: &RunnerDeps, config: &RunnerConfig, name: &str, directive: &Dir
     }
     if config.lifecycle_signals {
         match &decision {
-            DirectiveDecision::Succeeded(result) => lifecycle(deps, directive, "succeeded", json!({"result": result})),
-            DirectiveDecision::Failed(error) => lifecycle(deps, directive, "failed", json!({"error": error})),
+            DirectiveDecision::Succeeded(result) => {
+                lifecycle(deps, directive, "succeeded", json!({"result": result}))
+            }
+            DirectiveDecision::Failed(error) => {
+                lifecycle(deps, directive, "failed", json!({"error": error}))
+            }
             DirectiveDecision::Retry { .. } => {}
         }
     }
@@ -238,6 +266,8 @@ fn lifecycle(deps: &RunnerDeps, directive: &Directive, event: &str, extra: serde
         Err(error @ EmitError::DepthExceeded { .. }) => {
             tracing::warn!(directive = %directive.id, %error, "lifecycle signal not emitted");
         }
-        Err(error) => tracing::error!(directive = %directive.id, %error, "emitting a lifecycle signal failed"),
+        Err(error) => {
+            tracing::error!(directive = %directive.id, %error, "emitting a lifecycle signal failed")
+        }
     }
 }

@@ -59,6 +59,10 @@ pub struct SandboxConfig {
     pub import_policy: ImportPolicy,
     /// How often the epoch advances: the resolution of the wall-clock timeout.
     pub epoch_tick: Duration,
+    /// Where compiled code is cached, keyed by the module's bytes and the
+    /// engine's settings, so a restart does not compile again. No cache if
+    /// `None`.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -70,6 +74,7 @@ impl Default for SandboxConfig {
             fuel_metering: false,
             import_policy: ImportPolicy::default(),
             epoch_tick: Duration::from_millis(5),
+            cache_dir: None,
         }
     }
 }
@@ -247,6 +252,17 @@ impl Sandbox {
             .epoch_interruption(true)
             .consume_fuel(fuel_metering)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = &config.cache_dir {
+            let dir = std::path::absolute(dir).map_err(|e| {
+                SandboxError(format!("compiled-code cache in {}: {e}", dir.display()))
+            })?;
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(&dir);
+            let cache = wasmtime::Cache::new(cache).map_err(|e| {
+                SandboxError(format!("compiled-code cache in {}: {e:#}", dir.display()))
+            })?;
+            wasm.cache(Some(cache));
+        }
         let engine = Engine::new(&wasm).map_err(|e| SandboxError(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);

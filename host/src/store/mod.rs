@@ -225,14 +225,19 @@ pub struct DeliveryResult {
 /// What became of one result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FinishOutcome {
-    Completed { directives_created: u32, duplicates: u32 },
+    Completed {
+        directives_created: u32,
+        duplicates: u32,
+    },
     Retrying,
     Discarded,
     Snoozed,
     /// A directive's idempotency key exists with another payload: the
     /// delivery is discarded with that reason and none of its directives is
     /// written (never guess which one is right).
-    Conflict { key: String },
+    Conflict {
+        key: String,
+    },
     /// The lease expired and another worker holds the delivery now; this
     /// result was dropped.
     LeaseLost,
@@ -249,8 +254,13 @@ pub enum DirectiveState {
 }
 
 impl DirectiveState {
-    pub const ALL: [DirectiveState; 5] =
-        [Self::Requested, Self::Running, Self::Succeeded, Self::Failed, Self::Canceled];
+    pub const ALL: [DirectiveState; 5] = [
+        Self::Requested,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Canceled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -342,7 +352,9 @@ pub struct QueueStats {
 pub fn check_tenant_id(id: &str) -> StoreResult<()> {
     let valid = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if valid {
         Ok(())
     } else {
@@ -356,7 +368,9 @@ pub fn check_tenant_id(id: &str) -> StoreResult<()> {
 /// every handler the tenant runs.
 pub fn check_settings(settings: &serde_json::Value) -> StoreResult<()> {
     if !settings.is_object() {
-        return Err(StoreError::Invalid("tenant settings must be a JSON object".into()));
+        return Err(StoreError::Invalid(
+            "tenant settings must be a JSON object".into(),
+        ));
     }
     if let Some(pointer) = crate::secrets::find_secret(settings) {
         return Err(StoreError::Invalid(format!(
@@ -369,7 +383,12 @@ pub fn check_settings(settings: &serde_json::Value) -> StoreResult<()> {
 /// The store contract. Implementations: [`sqlite::SqliteStore`].
 pub trait Store: Send + Sync + std::fmt::Debug {
     // Tenants.
-    fn create_tenant(&self, id: &str, settings: serde_json::Value, now: DateTime<Utc>) -> StoreResult<Tenant>;
+    fn create_tenant(
+        &self,
+        id: &str,
+        settings: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Tenant>;
     fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
     fn tenants(&self) -> StoreResult<Vec<Tenant>>;
     fn set_settings(&self, id: &str, settings: serde_json::Value) -> StoreResult<Tenant>;
@@ -378,13 +397,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Remembers that this code ran under this name (handler identity is
     /// name plus digest).
-    fn record_handler_version(&self, name: &str, digest: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    fn record_handler_version(
+        &self,
+        name: &str,
+        digest: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     // Signals.
     /// Inserts each signal with a delivery per matching target, one
     /// transaction per call: all of them or none. A dedupe key the tenant
     /// already used yields the existing signal, status `Existing`.
-    fn emit(&self, batch: &[(NewSignal, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<Vec<Emitted>>;
+    fn emit(
+        &self,
+        batch: &[(NewSignal, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Emitted>>;
     fn signals(&self, filter: &SignalFilter) -> StoreResult<Vec<Signal>>;
     /// Causation depth of a signal: 0 unless it was caused by another one.
     fn signal_depth(&self, id: &str) -> StoreResult<Option<u32>>;
@@ -400,7 +428,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Records results, one transaction for the whole batch.
-    fn finish_deliveries(&self, results: &[DeliveryResult], now: DateTime<Utc>) -> StoreResult<Vec<FinishOutcome>>;
+    fn finish_deliveries(
+        &self,
+        results: &[DeliveryResult],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishOutcome>>;
     fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>>;
     fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<Attempt>>;
     /// Makes discarded (or canceled) deliveries available again with a fresh
@@ -411,7 +443,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// New deliveries of the given signals to the given targets (already
     /// filtered by subscription). Returns how many were created.
     /// `batch` pairs a signal id with its targets.
-    fn replay(&self, batch: &[(String, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<u64>;
+    fn replay(
+        &self,
+        batch: &[(String, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
 
     // Directives.
     fn claim_directives(

@@ -84,7 +84,15 @@ fn open_connection(options: &SqliteOptions) -> StoreResult<Connection> {
     })?;
     connection.busy_timeout(Duration::from_secs(10))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", if options.synchronous_full { "FULL" } else { "NORMAL" })?;
+    connection.pragma_update(
+        None,
+        "synchronous",
+        if options.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        },
+    )?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     // 64 MiB of page cache per connection: the working set of the queue.
     connection.pragma_update(None, "cache_size", -65536)?;
@@ -97,7 +105,11 @@ fn migrate(connection: &mut Connection, now: DateTime<Utc>) -> StoreResult<()> {
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    let applied: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let applied: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     if applied > MIGRATIONS.len() as i64 {
         return Err(StoreError::Database(format!(
             "the database is at schema version {applied}, newer than this sighost knows ({}); \
@@ -120,8 +132,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub fn open(options: SqliteOptions, now: DateTime<Utc>) -> StoreResult<Self> {
         if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Database(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let mut writer = open_connection(&options)?;
         migrate(&mut writer, now)?;
@@ -137,7 +150,10 @@ impl SqliteStore {
         &self.path
     }
 
-    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let mut connection = lock(&self.writer);
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
@@ -151,7 +167,12 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn create_tenant(&self, id: &str, settings: serde_json::Value, now: DateTime<Utc>) -> StoreResult<Tenant> {
+    fn create_tenant(
+        &self,
+        id: &str,
+        settings: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Tenant> {
         check_tenant_id(id)?;
         check_settings(&settings)?;
         self.write(|tx| {
@@ -177,7 +198,9 @@ impl Store for SqliteStore {
                 .query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             ids.iter()
-                .map(|id| queries::tenant(c, id)?.ok_or_else(|| StoreError::UnknownTenant(id.clone())))
+                .map(|id| {
+                    queries::tenant(c, id)?.ok_or_else(|| StoreError::UnknownTenant(id.clone()))
+                })
                 .collect()
         })
     }
@@ -185,7 +208,10 @@ impl Store for SqliteStore {
     fn set_settings(&self, id: &str, settings: serde_json::Value) -> StoreResult<Tenant> {
         check_settings(&settings)?;
         self.write(|tx| {
-            let changed = tx.execute("UPDATE tenants SET settings = ?2 WHERE id = ?1", params![id, settings.to_string()])?;
+            let changed = tx.execute(
+                "UPDATE tenants SET settings = ?2 WHERE id = ?1",
+                params![id, settings.to_string()],
+            )?;
             if changed == 0 {
                 return Err(StoreError::UnknownTenant(id.to_owned()));
             }
@@ -194,7 +220,8 @@ impl Store for SqliteStore {
     }
 
     fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
-        crate::signal::check_name(package).map_err(|e| StoreError::Invalid(format!("package: {e}")))?;
+        crate::signal::check_name(package)
+            .map_err(|e| StoreError::Invalid(format!("package: {e}")))?;
         self.write(|tx| {
             queries::tenant(tx, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))?;
             tx.execute(
@@ -208,12 +235,20 @@ impl Store for SqliteStore {
     fn uninstall_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
         self.write(|tx| {
             queries::tenant(tx, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))?;
-            tx.execute("DELETE FROM tenant_packages WHERE tenant = ?1 AND package = ?2", params![id, package])?;
+            tx.execute(
+                "DELETE FROM tenant_packages WHERE tenant = ?1 AND package = ?2",
+                params![id, package],
+            )?;
             queries::tenant(tx, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
         })
     }
 
-    fn record_handler_version(&self, name: &str, digest: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    fn record_handler_version(
+        &self,
+        name: &str,
+        digest: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO handler_versions (name, digest, first_seen_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
@@ -223,7 +258,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn emit(&self, batch: &[(NewSignal, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<Vec<Emitted>> {
+    fn emit(
+        &self,
+        batch: &[(NewSignal, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Emitted>> {
         self.write(|tx| queries::emit(tx, batch, now))
     }
 
@@ -249,8 +288,17 @@ impl Store for SqliteStore {
         self.write(|tx| queries::claim_deliveries(tx, worker, limit, lease, now))
     }
 
-    fn finish_deliveries(&self, results: &[DeliveryResult], now: DateTime<Utc>) -> StoreResult<Vec<FinishOutcome>> {
-        self.write(|tx| results.iter().map(|r| queries::finish_delivery(tx, r, now)).collect())
+    fn finish_deliveries(
+        &self,
+        results: &[DeliveryResult],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishOutcome>> {
+        self.write(|tx| {
+            results
+                .iter()
+                .map(|r| queries::finish_delivery(tx, r, now))
+                .collect()
+        })
     }
 
     fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
@@ -269,7 +317,11 @@ impl Store for SqliteStore {
         self.write(|tx| queries::cancel_deliveries(tx, filter, now))
     }
 
-    fn replay(&self, batch: &[(String, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<u64> {
+    fn replay(
+        &self,
+        batch: &[(String, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
         self.write(|tx| queries::replay(tx, batch, now))
     }
 

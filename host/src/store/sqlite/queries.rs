@@ -22,12 +22,16 @@ const DIRECTIVE_COLUMNS: &str = "id, tenant, name, payload, idempotency_key, sta
 
 fn json_column(row: &Row<'_>, index: usize) -> rusqlite::Result<serde_json::Value> {
     let text: String = row.get(index)?;
-    serde_json::from_str(&text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn entity(kind: Option<String>, id: Option<String>) -> Option<EntityRef> {
-    Some(EntityRef { kind: kind?, id: id? })
+    Some(EntityRef {
+        kind: kind?,
+        id: id?,
+    })
 }
 
 fn signal_from_row(row: &Row<'_>) -> rusqlite::Result<Signal> {
@@ -48,9 +52,15 @@ fn signal_from_row(row: &Row<'_>) -> rusqlite::Result<Signal> {
     })
 }
 
-fn state_column<T>(row: &Row<'_>, index: usize, parse: fn(&str) -> StoreResult<T>) -> rusqlite::Result<T> {
+fn state_column<T>(
+    row: &Row<'_>,
+    index: usize,
+    parse: fn(&str) -> StoreResult<T>,
+) -> rusqlite::Result<T> {
     let text: String = row.get(index)?;
-    parse(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into()))
+    parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
@@ -103,7 +113,8 @@ struct Conditions {
 impl Conditions {
     fn push(&mut self, clause: &str, value: impl Into<SqlValue>) {
         self.values.push(value.into());
-        self.clauses.push(clause.replace('?', &format!("?{}", self.values.len())));
+        self.clauses
+            .push(clause.replace('?', &format!("?{}", self.values.len())));
     }
 
     fn eq(&mut self, column: &str, value: Option<impl Into<SqlValue>>) {
@@ -118,8 +129,11 @@ impl Conditions {
         }
         let start = self.values.len();
         self.values.extend(values.iter().cloned().map(Into::into));
-        let placeholders: Vec<String> = (start + 1..=self.values.len()).map(|i| format!("?{i}")).collect();
-        self.clauses.push(format!("{column} IN ({})", placeholders.join(", ")));
+        let placeholders: Vec<String> = (start + 1..=self.values.len())
+            .map(|i| format!("?{i}"))
+            .collect();
+        self.clauses
+            .push(format!("{column} IN ({})", placeholders.join(", ")));
     }
 
     /// Binds a parameter used outside the WHERE clause; returns its placeholder.
@@ -162,9 +176,11 @@ pub fn tenant(c: &Connection, id: &str) -> StoreResult<Option<Tenant>> {
 }
 
 fn packages(c: &Connection, tenant: &str) -> StoreResult<Vec<String>> {
-    Ok(c.prepare_cached("SELECT package FROM tenant_packages WHERE tenant = ?1 ORDER BY package")?
-        .query_map([tenant], |r| r.get(0))?
-        .collect::<Result<_, _>>()?)
+    Ok(
+        c.prepare_cached("SELECT package FROM tenant_packages WHERE tenant = ?1 ORDER BY package")?
+            .query_map([tenant], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+    )
 }
 
 /// A tenant's packages, or `UnknownTenant`.
@@ -195,14 +211,24 @@ fn insert_deliveries(
     for target in targets {
         let installed = target.package.as_ref().is_none_or(|p| packages.contains(p));
         if installed {
-            insert.execute(params![signal_id, tenant, target.handler, target.max_attempts, micros(now)])?;
+            insert.execute(params![
+                signal_id,
+                tenant,
+                target.handler,
+                target.max_attempts,
+                micros(now)
+            ])?;
             created += 1;
         }
     }
     Ok(created)
 }
 
-pub fn emit(c: &Connection, batch: &[(NewSignal, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<Vec<Emitted>> {
+pub fn emit(
+    c: &Connection,
+    batch: &[(NewSignal, Vec<DeliveryTarget>)],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Emitted>> {
     let mut packages_of: HashMap<&str, Vec<String>> = HashMap::new();
     let mut emitted = Vec::with_capacity(batch.len());
     for (new, targets) in batch {
@@ -211,7 +237,9 @@ pub fn emit(c: &Connection, batch: &[(NewSignal, Vec<DeliveryTarget>)], now: Dat
         }
         if let Some(key) = &new.dedupe_key {
             let existing = c
-                .prepare_cached(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE tenant = ?1 AND dedupe_key = ?2"))?
+                .prepare_cached(&format!(
+                    "SELECT {SIGNAL_COLUMNS} FROM signals WHERE tenant = ?1 AND dedupe_key = ?2"
+                ))?
                 .query_row(params![new.tenant, key], signal_from_row)
                 .optional()?;
             if let Some(signal) = existing {
@@ -236,7 +264,10 @@ pub fn emit(c: &Connection, batch: &[(NewSignal, Vec<DeliveryTarget>)], now: Dat
             tenant: new.tenant.clone(),
             name: new.name.clone(),
             payload: new.payload.clone(),
-            metadata: new.metadata.clone().unwrap_or_else(|| serde_json::json!({})),
+            metadata: new
+                .metadata
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({})),
             dedupe_key: new.dedupe_key.clone(),
             occurred_at: new.occurred_at.unwrap_or(now),
             correlation_id: new.correlation_id.clone(),
@@ -268,7 +299,14 @@ pub fn emit(c: &Connection, batch: &[(NewSignal, Vec<DeliveryTarget>)], now: Dat
             micros(now),
             depth,
         ])?;
-        let deliveries = insert_deliveries(c, &signal.id, &signal.tenant, &packages_of[new.tenant.as_str()], targets, now)?;
+        let deliveries = insert_deliveries(
+            c,
+            &signal.id,
+            &signal.tenant,
+            &packages_of[new.tenant.as_str()],
+            targets,
+            now,
+        )?;
         emitted.push(Emitted {
             status: EmitStatus::Created,
             signal,
@@ -308,10 +346,10 @@ fn lease_until(now: DateTime<Utc>, lease: Duration) -> i64 {
 fn rescue_deliveries(c: &Connection, now: DateTime<Utc>) -> StoreResult<()> {
     let expired = "state = 'running' AND leased_until < ?1";
     c.prepare_cached(&format!(
-        "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, duration_us, \
-         fuel, directive_count, output, finished_at) \
+        "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
+         duration_us, fuel, directive_count, output, finished_at) \
          SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), 'lease_expired', \
-         'the worker holding the lease stopped before finishing', 0, NULL, 0, '', ?1 \
+         'the worker holding the lease stopped before finishing', ?1, 0, NULL, 0, '', ?1 \
          FROM deliveries WHERE {expired} ON CONFLICT DO NOTHING"
     ))?
     .execute([micros(now)])?;
@@ -348,12 +386,15 @@ pub fn claim_deliveries(
         )?
         .collect::<Result<_, _>>()?;
     let mut tenants: HashMap<String, (serde_json::Value, Vec<String>)> = HashMap::new();
-    let mut signal_query = c.prepare_cached(&format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = ?1"))?;
+    let mut signal_query = c.prepare_cached(&format!(
+        "SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = ?1"
+    ))?;
     let mut claimed = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         let signal = signal_query.query_row([&delivery.signal_id], signal_from_row)?;
         if !tenants.contains_key(&delivery.tenant) {
-            let tenant = tenant(c, &delivery.tenant)?.ok_or_else(|| StoreError::UnknownTenant(delivery.tenant.clone()))?;
+            let tenant = tenant(c, &delivery.tenant)?
+                .ok_or_else(|| StoreError::UnknownTenant(delivery.tenant.clone()))?;
             tenants.insert(delivery.tenant.clone(), (tenant.settings, tenant.packages));
         }
         let (settings, packages) = tenants[&delivery.tenant].clone();
@@ -395,7 +436,14 @@ fn record_attempt(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> Sto
 
 /// Sets the delivery's final or retry state, fenced by the lease. Returns
 /// false when the lease was lost.
-fn settle(c: &Connection, r: &DeliveryResult, state: &str, scheduled_at: Option<DateTime<Utc>>, error: Option<&str>, now: DateTime<Utc>) -> StoreResult<bool> {
+fn settle(
+    c: &Connection,
+    r: &DeliveryResult,
+    state: &str,
+    scheduled_at: Option<DateTime<Utc>>,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
     let finished = matches!(state, "completed" | "discarded").then(|| micros(now));
     let changed = c
         .prepare_cached(&format!(
@@ -428,14 +476,18 @@ fn insert_directives(
             "SELECT d.signal_id, d.tenant, d.handler, s.depth FROM deliveries d \
              JOIN signals s ON s.id = d.signal_id WHERE d.id = ?1",
         )?
-        .query_row([delivery_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        .query_row([delivery_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
     let mut insert = c.prepare_cached(
         "INSERT INTO directives (id, tenant, name, payload, idempotency_key, state, signal_id, delivery_id, \
          handler, scheduled_at, depth, inserted_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, 'requested', ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
          ON CONFLICT (tenant, idempotency_key) DO NOTHING",
     )?;
-    let mut existing = c.prepare_cached("SELECT name, payload FROM directives WHERE tenant = ?1 AND idempotency_key = ?2")?;
+    let mut existing = c.prepare_cached(
+        "SELECT name, payload FROM directives WHERE tenant = ?1 AND idempotency_key = ?2",
+    )?;
     let (mut created, mut duplicates) = (0, 0);
     for d in directives {
         // The tenant is the delivery's, from the database; a directive cannot
@@ -457,8 +509,10 @@ fn insert_directives(
             created += 1;
             continue;
         }
-        let (name, payload): (String, serde_json::Value) =
-            existing.query_row(params![tenant, d.idempotency_key], |r| Ok((r.get(0)?, json_column(r, 1)?)))?;
+        let (name, payload): (String, serde_json::Value) = existing
+            .query_row(params![tenant, d.idempotency_key], |r| {
+                Ok((r.get(0)?, json_column(r, 1)?))
+            })?;
         if name == d.name && payload == d.payload {
             duplicates += 1;
         } else {
@@ -468,7 +522,11 @@ fn insert_directives(
     Ok(Ok((created, duplicates)))
 }
 
-pub fn finish_delivery(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> StoreResult<FinishOutcome> {
+pub fn finish_delivery(
+    c: &Connection,
+    r: &DeliveryResult,
+    now: DateTime<Utc>,
+) -> StoreResult<FinishOutcome> {
     let outcome = match &r.decision {
         Decision::Snooze { at } => {
             // Not an attempt: the handler never ran.
@@ -478,7 +536,11 @@ pub fn finish_delivery(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -
                      worker = NULL, leased_until = NULL {FENCE}"
                 ))?
                 .execute(params![r.delivery_id, r.attempt, r.worker, micros(*at)])?;
-            return Ok(if changed == 1 { FinishOutcome::Snoozed } else { FinishOutcome::LeaseLost });
+            return Ok(if changed == 1 {
+                FinishOutcome::Snoozed
+            } else {
+                FinishOutcome::LeaseLost
+            });
         }
         Decision::Retry { at } => {
             if settle(c, r, "retryable", Some(*at), r.error.as_deref(), now)? {
@@ -515,13 +577,23 @@ pub fn finish_delivery(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -
                              with another payload"
                         );
                         settle(c, r, "discarded", None, Some(&error), now)?;
-                        FinishOutcome::Conflict { key }
+                        // The attempt keeps the reason its delivery ended.
+                        let conflicted = DeliveryResult {
+                            outcome: "conflict".into(),
+                            error: Some(error),
+                            ..r.clone()
+                        };
+                        record_attempt(c, &conflicted, now)?;
+                        return Ok(FinishOutcome::Conflict { key });
                     }
                 }
             }
         }
     };
-    record_attempt(c, r, now)?;
+    // A fenced-out result is dropped whole: its attempt is not its to record.
+    if outcome != FinishOutcome::LeaseLost {
+        record_attempt(c, r, now)?;
+    }
     Ok(outcome)
 }
 
@@ -537,7 +609,11 @@ fn delivery_conditions(filter: &DeliveryFilter) -> Conditions {
 
 pub fn deliveries(c: &Connection, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
     let conditions = delivery_conditions(filter);
-    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}", conditions.sql(), limit(filter.limit));
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}",
+        conditions.sql(),
+        limit(filter.limit)
+    );
     Ok(c.prepare(&sql)?
         .query_map(params_from_iter(conditions.values), delivery_from_row)?
         .collect::<Result<_, _>>()?)
@@ -567,7 +643,11 @@ pub fn attempts(c: &Connection, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
     .collect::<Result<_, _>>()?)
 }
 
-pub fn retry_deliveries(c: &Connection, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+pub fn retry_deliveries(
+    c: &Connection,
+    filter: &DeliveryFilter,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
     let mut conditions = delivery_conditions(filter);
     conditions.raw("state IN ('discarded', 'canceled', 'retryable')");
     let now_param = conditions.bind(micros(now));
@@ -581,7 +661,11 @@ pub fn retry_deliveries(c: &Connection, filter: &DeliveryFilter, now: DateTime<U
     Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
 }
 
-pub fn cancel_deliveries(c: &Connection, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+pub fn cancel_deliveries(
+    c: &Connection,
+    filter: &DeliveryFilter,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
     let mut conditions = delivery_conditions(filter);
     conditions.raw("state IN ('available', 'retryable')");
     let now_param = conditions.bind(micros(now));
@@ -593,7 +677,11 @@ pub fn cancel_deliveries(c: &Connection, filter: &DeliveryFilter, now: DateTime<
     Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
 }
 
-pub fn replay(c: &Connection, batch: &[(String, Vec<DeliveryTarget>)], now: DateTime<Utc>) -> StoreResult<u64> {
+pub fn replay(
+    c: &Connection,
+    batch: &[(String, Vec<DeliveryTarget>)],
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
     let mut created = 0u64;
     for (signal_id, targets) in batch {
         let tenant: String = c
@@ -605,7 +693,9 @@ pub fn replay(c: &Connection, batch: &[(String, Vec<DeliveryTarget>)], now: Date
                 id: signal_id.clone(),
             })?;
         let packages = known_tenant_packages(c, &tenant)?;
-        created += u64::from(insert_deliveries(c, signal_id, &tenant, &packages, targets, now)?);
+        created += u64::from(insert_deliveries(
+            c, signal_id, &tenant, &packages, targets, now,
+        )?);
     }
     Ok(created)
 }
@@ -649,7 +739,9 @@ pub fn finish_directive(
 ) -> StoreResult<bool> {
     let (state, scheduled_at, error, result) = match decision {
         DirectiveDecision::Succeeded(result) => ("succeeded", None, None, Some(result.to_string())),
-        DirectiveDecision::Retry { at, error } => ("requested", Some(micros(*at)), Some(error.as_str()), None),
+        DirectiveDecision::Retry { at, error } => {
+            ("requested", Some(micros(*at)), Some(error.as_str()), None)
+        }
         DirectiveDecision::Failed(error) => ("failed", None, Some(error.as_str()), None),
     };
     let changed = c
@@ -674,13 +766,21 @@ fn directive_conditions(filter: &DirectiveFilter) -> Conditions {
 
 pub fn directives(c: &Connection, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
     let conditions = directive_conditions(filter);
-    let sql = format!("SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}", conditions.sql(), limit(filter.limit));
+    let sql = format!(
+        "SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}",
+        conditions.sql(),
+        limit(filter.limit)
+    );
     Ok(c.prepare(&sql)?
         .query_map(params_from_iter(conditions.values), directive_from_row)?
         .collect::<Result<_, _>>()?)
 }
 
-pub fn cancel_directives(c: &Connection, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+pub fn cancel_directives(
+    c: &Connection,
+    filter: &DirectiveFilter,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
     let mut conditions = directive_conditions(filter);
     conditions.raw("state = 'requested'");
     let now_param = conditions.bind(micros(now));
@@ -694,15 +794,21 @@ pub fn cancel_directives(c: &Connection, filter: &DirectiveFilter, now: DateTime
 
 pub fn stats(c: &Connection) -> StoreResult<QueueStats> {
     let mut stats = QueueStats::default();
-    let mut deliveries = c.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+    let mut deliveries =
+        c.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
     for row in deliveries.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (state, count) = row?;
-        stats.deliveries.push((DeliveryState::parse(&state)?, count as u64));
+        stats
+            .deliveries
+            .push((DeliveryState::parse(&state)?, count as u64));
     }
-    let mut directives = c.prepare_cached("SELECT state, COUNT(*) FROM directives GROUP BY state")?;
+    let mut directives =
+        c.prepare_cached("SELECT state, COUNT(*) FROM directives GROUP BY state")?;
     for row in directives.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (state, count) = row?;
-        stats.directives.push((DirectiveState::parse(&state)?, count as u64));
+        stats
+            .directives
+            .push((DirectiveState::parse(&state)?, count as u64));
     }
     Ok(stats)
 }

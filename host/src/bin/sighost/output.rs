@@ -1,0 +1,56 @@
+//! How the CLI prints records: aligned tables for people, JSON for scripts.
+
+use serde::Serialize;
+
+/// Prints `rows` as a table with `headers`, or each record as a JSON line.
+pub fn print<T: Serialize>(
+    json: bool,
+    records: &[T],
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) {
+    if json {
+        for record in records {
+            println!("{}", serde_json::to_string(record).unwrap_or_default());
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = records.iter().map(row).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row);
+    }
+    if records.is_empty() {
+        println!("(none)");
+    }
+}
+
+/// A timestamp for a table cell: seconds precision, UTC.
+pub fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Text for a table cell, cut to `max` characters.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
