@@ -237,17 +237,7 @@ impl Sighost {
 
     /// Starts the delivery workers and the directive runner.
     pub fn start(&self) -> Result<Running, HostError> {
-        let workers = Workers::start(
-            WorkerDeps {
-                store: self.store.clone(),
-                sandbox: self.sandbox.clone(),
-                registry: self.registry.clone(),
-                wake: self.wake.clone(),
-                directive_wake: self.directive_wake.clone(),
-                clock: self.config.clock,
-            },
-            self.config.workers.clone(),
-        )?;
+        let workers = self.start_workers()?;
         let runner = Runner::start(
             RunnerDeps {
                 store: self.store.clone(),
@@ -259,5 +249,22 @@ impl Sighost {
             self.config.runner.clone(),
         )?;
         Ok(Running { workers, runner })
+    }
+
+    /// Starts only the delivery workers: directives are committed but not
+    /// executed (for hosts that leave execution to other processes, and for
+    /// benchmarks of the delivery path).
+    pub fn start_workers(&self) -> Result<Workers, HostError> {
+        Ok(Workers::start(
+            WorkerDeps {
+                store: self.store.clone(),
+                sandbox: self.sandbox.clone(),
+                registry: self.registry.clone(),
+                wake: self.wake.clone(),
+                directive_wake: self.directive_wake.clone(),
+                clock: self.config.clock,
+            },
+            self.config.workers.clone(),
+        )?)
     }
 }
