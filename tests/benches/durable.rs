@@ -36,13 +36,22 @@ fn fresh_dir(name: &str) -> PathBuf {
 fn host(dir: &Path) -> Sighost {
     let handlers = dir.join("handlers");
     std::fs::copy(guest("trivial"), handlers.join("noop.wasm")).expect("copy guest");
-    std::fs::write(handlers.join("noop.toml"), "subscriptions = ['bench.*']\ndirectives = ['bench.noop']\n")
-        .expect("manifest");
+    std::fs::write(
+        handlers.join("noop.toml"),
+        "subscriptions = ['bench.*']\ndirectives = ['bench.noop']\n",
+    )
+    .expect("manifest");
     let mut config = HostConfig::new(dir.join("data"));
     config.workers.poll_interval = Duration::from_millis(50);
     let host = Sighost::open(config).expect("open");
-    assert!(host.load_handlers_dir(&handlers).expect("handlers").is_empty());
-    host.store().create_tenant("org_bench", json!({}), chrono::Utc::now()).expect("tenant");
+    assert!(
+        host.load_handlers_dir(&handlers)
+            .expect("handlers")
+            .is_empty()
+    );
+    host.store()
+        .create_tenant("org_bench", json!({}), chrono::Utc::now())
+        .expect("tenant");
     host
 }
 
@@ -68,7 +77,9 @@ impl Probe {
     /// Directives committed so far: one per completed delivery here.
     fn committed(&self) -> usize {
         self.0
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM directives", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM directives", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .expect("count") as usize
     }
 
@@ -76,11 +87,19 @@ impl Probe {
     fn pending(&self) -> usize {
         let due: i64 = self
             .0
-            .query_row("SELECT COUNT(*) FROM deliveries WHERE state IN ('available', 'retryable')", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE state IN ('available', 'retryable')",
+                [],
+                |r| r.get(0),
+            )
             .expect("count");
         let running: i64 = self
             .0
-            .query_row("SELECT COUNT(*) FROM deliveries WHERE state = 'running'", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'running'",
+                [],
+                |r| r.get(0),
+            )
             .expect("count");
         (due + running) as usize
     }
@@ -105,7 +124,9 @@ impl Probe {
 
     fn last_signal_seq(&self) -> i64 {
         self.0
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM signals", [], |r| r.get(0))
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM signals", [], |r| {
+                r.get(0)
+            })
             .expect("seq")
     }
 }
@@ -146,7 +167,8 @@ fn deep_queue(queued: usize) -> (f64, f64) {
     let probe = Probe::open(&dir);
     let emit_started = Instant::now();
     for offset in (0..queued).step_by(5_000) {
-        host.emit_batch(batch(5_000.min(queued - offset), offset)).expect("emit");
+        host.emit_batch(batch(5_000.min(queued - offset), offset))
+            .expect("emit");
         if offset % 100_000 == 0 {
             eprint!("\r  emitting: {offset}/{queued}");
         }
@@ -196,14 +218,22 @@ fn latency(rate: f64, seconds: u64) -> (i64, i64, i64) {
 }
 
 fn main() {
-    let queued: usize = std::env::var("SIGHOST_BENCH_QUEUED").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    println!("durable end-to-end throughput, SQLite, one trivial wasm handler, one directive per delivery");
+    let queued: usize = std::env::var("SIGHOST_BENCH_QUEUED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    println!(
+        "durable end-to-end throughput, SQLite, one trivial wasm handler, one directive per delivery"
+    );
     eprintln!("shallow queue: {SHALLOW_TOTAL} signals kept ~1k pending …");
     let shallow = shallow_queue();
     println!("  ~1k queued:      {shallow:>9.0} deliveries/s (goal >= 20000)");
     eprintln!("deep queue: {queued} signals …");
     let (emit_rate, deep) = deep_queue(queued);
-    println!("  {queued} queued: {deep:>9.0} deliveries/s over the first {} (emit alone: {emit_rate:.0} signals/s)", DRAIN.min(queued));
+    println!(
+        "  {queued} queued: {deep:>9.0} deliveries/s over the first {} (emit alone: {emit_rate:.0} signals/s)",
+        DRAIN.min(queued)
+    );
     println!("  deep / shallow:  {:>9.2}", deep / shallow);
     let half = shallow / 2.0;
     eprintln!("latency at {half:.0} signals/s for 10 s …");

@@ -199,13 +199,14 @@ fn insert_deliveries(
     c: &Connection,
     signal_id: &str,
     tenant: &str,
+    depth: u32,
     packages: &[String],
     targets: &[DeliveryTarget],
     now: DateTime<Utc>,
 ) -> StoreResult<u32> {
     let mut insert = c.prepare_cached(
-        "INSERT INTO deliveries (signal_id, tenant, handler, state, max_attempts, scheduled_at, inserted_at) \
-         VALUES (?1, ?2, ?3, 'available', ?4, ?5, ?5)",
+        "INSERT INTO deliveries (signal_id, tenant, handler, state, max_attempts, scheduled_at, depth, inserted_at) \
+         VALUES (?1, ?2, ?3, 'available', ?4, ?5, ?6, ?5)",
     )?;
     let mut created = 0;
     for target in targets {
@@ -216,7 +217,8 @@ fn insert_deliveries(
                 tenant,
                 target.handler,
                 target.max_attempts,
-                micros(now)
+                micros(now),
+                depth
             ])?;
             created += 1;
         }
@@ -303,6 +305,7 @@ pub fn emit(
             c,
             &signal.id,
             &signal.tenant,
+            depth,
             &packages_of[new.tenant.as_str()],
             targets,
             now,
@@ -463,63 +466,126 @@ fn settle(
     Ok(changed == 1)
 }
 
-/// Inserts a completed delivery's directives. `Err(key)` names the first key
-/// that exists with another payload.
+/// The delivery a completion belongs to, as the database knows it.
+struct Holder {
+    tenant: String,
+    signal_id: String,
+    handler: String,
+    depth: u32,
+}
+
+/// Marks the delivery completed if `r` still holds its lease.
+fn complete(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> StoreResult<Option<Holder>> {
+    Ok(c.prepare_cached(&format!(
+        "UPDATE deliveries SET state = 'completed', last_error = NULL, handler_digest = ?4, finished_at = ?5, \
+         worker = NULL, leased_until = NULL {FENCE} RETURNING tenant, signal_id, handler, depth"
+    ))?
+    .query_row(
+        params![r.delivery_id, r.attempt, r.worker, r.handler_digest, micros(now)],
+        |row| {
+            Ok(Holder {
+                tenant: row.get(0)?,
+                signal_id: row.get(1)?,
+                handler: row.get(2)?,
+                depth: row.get(3)?,
+            })
+        },
+    )
+    .optional()?)
+}
+
+/// How writing a delivery's directives went.
+enum Written {
+    /// New rows and duplicates of existing ones.
+    All { created: u32, duplicates: u32 },
+    /// `key` exists with another payload; `written` are this call's rows,
+    /// to be removed.
+    Conflict { key: String, written: Vec<String> },
+}
+
+/// Writes a completed delivery's directives with the delivery's tenant,
+/// signal and depth (a directive cannot name another tenant).
 fn insert_directives(
     c: &Connection,
+    holder: &Holder,
     delivery_id: i64,
     directives: &[RequestedDirective],
     now: DateTime<Utc>,
-) -> StoreResult<Result<(u32, u32), String>> {
-    let (signal_id, tenant, handler, depth): (String, String, String, u32) = c
-        .prepare_cached(
-            "SELECT d.signal_id, d.tenant, d.handler, s.depth FROM deliveries d \
-             JOIN signals s ON s.id = d.signal_id WHERE d.id = ?1",
-        )?
-        .query_row([delivery_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
+) -> StoreResult<Written> {
     let mut insert = c.prepare_cached(
         "INSERT INTO directives (id, tenant, name, payload, idempotency_key, state, signal_id, delivery_id, \
          handler, scheduled_at, depth, inserted_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, 'requested', ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
          ON CONFLICT (tenant, idempotency_key) DO NOTHING",
     )?;
-    let mut existing = c.prepare_cached(
-        "SELECT name, payload FROM directives WHERE tenant = ?1 AND idempotency_key = ?2",
-    )?;
-    let (mut created, mut duplicates) = (0, 0);
+    let mut written = Vec::with_capacity(directives.len());
+    let mut duplicates = 0;
     for d in directives {
-        // The tenant is the delivery's, from the database; a directive cannot
-        // name another.
         let inserted = insert.execute(params![
             d.id,
-            tenant,
+            holder.tenant,
             d.name,
             d.payload.to_string(),
             d.idempotency_key,
-            signal_id,
+            holder.signal_id,
             delivery_id,
-            handler,
+            holder.handler,
             micros(d.scheduled_at.unwrap_or(now)),
-            depth,
+            holder.depth,
             micros(now),
         ])?;
         if inserted == 1 {
-            created += 1;
+            written.push(d.id.clone());
             continue;
         }
-        let (name, payload): (String, serde_json::Value) = existing
-            .query_row(params![tenant, d.idempotency_key], |r| {
-                Ok((r.get(0)?, json_column(r, 1)?))
+        let (name, payload): (String, serde_json::Value) = c
+            .prepare_cached(
+                "SELECT name, payload FROM directives WHERE tenant = ?1 AND idempotency_key = ?2",
+            )?
+            .query_row(params![holder.tenant, d.idempotency_key], |row| {
+                Ok((row.get(0)?, json_column(row, 1)?))
             })?;
         if name == d.name && payload == d.payload {
             duplicates += 1;
         } else {
-            return Ok(Err(d.idempotency_key.clone()));
+            return Ok(Written::Conflict {
+                key: d.idempotency_key.clone(),
+                written,
+            });
         }
     }
-    Ok(Ok((created, duplicates)))
+    Ok(Written::All {
+        created: written.len() as u32,
+        duplicates,
+    })
+}
+
+/// Undoes a completion whose directives conflict: none of them stays, and the
+/// delivery is discarded with the reason (never guess which payload is right).
+fn discard_conflict(
+    c: &Connection,
+    r: &DeliveryResult,
+    key: &str,
+    written: &[String],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let mut remove = c.prepare_cached("DELETE FROM directives WHERE id = ?1")?;
+    for id in written {
+        remove.execute([id])?;
+    }
+    let error = format!(
+        "directive conflict: idempotency key {key:?} already belongs to a directive with another payload"
+    );
+    // Unfenced: this transaction completed it a moment ago.
+    c.prepare_cached("UPDATE deliveries SET state = 'discarded', last_error = ?2 WHERE id = ?1")?
+        .execute(params![r.delivery_id, error])?;
+    // The attempt keeps the reason its delivery ended.
+    let conflicted = DeliveryResult {
+        outcome: "conflict".into(),
+        error: Some(error),
+        ..r.clone()
+    };
+    record_attempt(c, &conflicted, now)
 }
 
 pub fn finish_delivery(
@@ -556,39 +622,22 @@ pub fn finish_delivery(
                 FinishOutcome::LeaseLost
             }
         }
-        Decision::Complete(directives) => {
-            c.execute_batch("SAVEPOINT complete")?;
-            if !settle(c, r, "completed", None, None, now)? {
-                c.execute_batch("RELEASE complete")?;
-                FinishOutcome::LeaseLost
-            } else {
-                match insert_directives(c, r.delivery_id, directives, now)? {
-                    Ok((directives_created, duplicates)) => {
-                        c.execute_batch("RELEASE complete")?;
-                        FinishOutcome::Completed {
-                            directives_created,
-                            duplicates,
-                        }
-                    }
-                    Err(key) => {
-                        c.execute_batch("ROLLBACK TO complete; RELEASE complete")?;
-                        let error = format!(
-                            "directive conflict: idempotency key {key:?} already belongs to a directive \
-                             with another payload"
-                        );
-                        settle(c, r, "discarded", None, Some(&error), now)?;
-                        // The attempt keeps the reason its delivery ended.
-                        let conflicted = DeliveryResult {
-                            outcome: "conflict".into(),
-                            error: Some(error),
-                            ..r.clone()
-                        };
-                        record_attempt(c, &conflicted, now)?;
-                        return Ok(FinishOutcome::Conflict { key });
-                    }
+        Decision::Complete(directives) => match complete(c, r, now)? {
+            None => FinishOutcome::LeaseLost,
+            Some(holder) => match insert_directives(c, &holder, r.delivery_id, directives, now)? {
+                Written::All {
+                    created,
+                    duplicates,
+                } => FinishOutcome::Completed {
+                    directives_created: created,
+                    duplicates,
+                },
+                Written::Conflict { key, written } => {
+                    discard_conflict(c, r, &key, &written, now)?;
+                    return Ok(FinishOutcome::Conflict { key });
                 }
-            }
-        }
+            },
+        },
     };
     // A fenced-out result is dropped whole: its attempt is not its to record.
     if outcome != FinishOutcome::LeaseLost {
@@ -684,9 +733,9 @@ pub fn replay(
 ) -> StoreResult<u64> {
     let mut created = 0u64;
     for (signal_id, targets) in batch {
-        let tenant: String = c
-            .prepare_cached("SELECT tenant FROM signals WHERE id = ?1")?
-            .query_row([signal_id], |r| r.get(0))
+        let (tenant, depth): (String, u32) = c
+            .prepare_cached("SELECT tenant, depth FROM signals WHERE id = ?1")?
+            .query_row([signal_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
             .ok_or_else(|| StoreError::NotFound {
                 kind: "signal",
@@ -694,7 +743,7 @@ pub fn replay(
             })?;
         let packages = known_tenant_packages(c, &tenant)?;
         created += u64::from(insert_deliveries(
-            c, signal_id, &tenant, &packages, targets, now,
+            c, signal_id, &tenant, depth, &packages, targets, now,
         )?);
     }
     Ok(created)

@@ -56,6 +56,8 @@ CREATE TABLE deliveries (
     worker          TEXT,
     last_error      TEXT,
     handler_digest  TEXT,
+    -- The signal's causation depth, copied so completion needs no join.
+    depth           INTEGER NOT NULL,
     inserted_at     INTEGER NOT NULL,
     finished_at     INTEGER
 );
