@@ -327,6 +327,9 @@ pub fn decide(
     }
 }
 
+/// How long the completer waits to fill a batch of results.
+const COMPLETION_LINGER: Duration = Duration::from_millis(1);
+
 fn complete(
     deps: &WorkerDeps,
     config: &WorkerConfig,
@@ -341,8 +344,11 @@ fn complete(
                 Err(_) => return, // every invoker is gone and everything is recorded
             }
         }
+        // Linger a moment for more results: one commit per batch is the
+        // store's biggest cost, and a millisecond is small beside a delivery.
+        let linger = Instant::now() + COMPLETION_LINGER;
         while batch.len() < config.batch_size {
-            match results.try_recv() {
+            match results.recv_deadline(linger) {
                 Ok(result) => batch.push(result),
                 Err(_) => break,
             }

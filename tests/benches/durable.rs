@@ -150,7 +150,7 @@ fn shallow_queue() -> f64 {
             host.emit_batch(batch(BATCH, emitted)).expect("emit");
             emitted += BATCH;
         } else {
-            std::thread::sleep(Duration::from_micros(200));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     wait_until(&probe, SHALLOW_TOTAL);

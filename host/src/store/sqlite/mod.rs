@@ -56,6 +56,66 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     /// Reads for listings and status, beside the writer thanks to WAL.
     reader: Mutex<Connection>,
+    /// Copies the WAL back into the database off the commit path.
+    _checkpointer: Checkpointer,
+}
+
+/// How often the checkpointer runs.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A thread with its own connection running passive checkpoints, so that no
+/// commit of the hot path stalls on copying the WAL into the database (a
+/// checkpoint of a busy queue takes tens of milliseconds). Passive
+/// checkpoints never block the writer or the readers.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(connection: Connection) -> StoreResult<Self> {
+        let stop = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let thread = std::thread::Builder::new()
+            .name("sighost-checkpoint".into())
+            .spawn({
+                let stop = stop.clone();
+                move || loop {
+                    let (stopped, bell) = &*stop;
+                    let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
+                    let (guard, _) = bell
+                        .wait_timeout_while(guard, CHECKPOINT_INTERVAL, |stopped| !*stopped)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *guard {
+                        return;
+                    }
+                    drop(guard);
+                    if let Err(error) =
+                        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(%error, "WAL checkpoint failed; retrying");
+                    }
+                }
+            })
+            .map_err(|e| {
+                StoreError::Database(format!("cannot start the checkpoint thread: {e}"))
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (stopped, bell) = &*self.stop;
+        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        bell.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -94,6 +154,10 @@ fn open_connection(options: &SqliteOptions) -> StoreResult<Connection> {
         },
     )?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints are the checkpointer thread's job (see `Checkpointer`); a
+    // commit checkpoints itself only if the WAL passes ~200 MiB, which means
+    // the checkpointer has fallen far behind.
+    connection.pragma_update(None, "wal_autocheckpoint", 50_000)?;
     // 16 MiB of page cache per connection: the hot end of the queue. Larger
     // caches cost more at every commit (SQLite walks the whole cache when it
     // truncates it), and the OS page cache holds the rest of the file.
@@ -141,10 +205,12 @@ impl SqliteStore {
         let mut writer = open_connection(&options)?;
         migrate(&mut writer, now)?;
         let reader = open_connection(&options)?;
+        let checkpointer = Checkpointer::start(open_connection(&options)?)?;
         Ok(Self {
             path: options.path,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            _checkpointer: checkpointer,
         })
     }
 
