@@ -130,6 +130,8 @@ impl Sighost {
         let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
         let registry = Arc::new(HandlerRegistry::new(config.workers.retry.max_attempts));
         let wake = Arc::new(Wake::default());
+        let directive_wake = Arc::new(Wake::default());
+        store.watch(wake.clone(), directive_wake.clone())?;
         let emitter = Arc::new(Emitter::new(
             store.clone(),
             registry.clone(),
@@ -142,7 +144,7 @@ impl Sighost {
             registry,
             emitter,
             wake,
-            directive_wake: Arc::new(Wake::default()),
+            directive_wake,
             config,
         })
     }

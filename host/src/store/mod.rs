@@ -16,6 +16,7 @@
 
 pub mod sqlite;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::RequestedDirective;
 use crate::signal::{EntityRef, Signal};
+use crate::wake::Wake;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -472,4 +474,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64>;
 
     fn stats(&self) -> StoreResult<QueueStats>;
+
+    /// Rings `deliveries` when another process may have made deliveries due,
+    /// and `directives` likewise for directives (PostgreSQL: LISTEN/NOTIFY),
+    /// so idle workers start within milliseconds. Stores that cannot hear
+    /// other processes do nothing, and workers fall back to polling.
+    fn watch(&self, deliveries: Arc<Wake>, directives: Arc<Wake>) -> StoreResult<()> {
+        let _ = (deliveries, directives);
+        Ok(())
+    }
 }
