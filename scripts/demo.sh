@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The main job, end to end: build the example handlers and the host, start
+# `sighost run` on a fresh embedded (SQLite) store, emit sample signals for
+# two tenants, and show the deliveries and the directives they caused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+
+echo "==> building the host and the example handlers"
+cargo build --release -p sighost
+handlers=(forum-summarizer audit-trail signal-echo)
+packages=()
+for name in "${handlers[@]}"; do packages+=(-p "$name"); done
+cargo build --profile wasm --target wasm32-wasip2 "${packages[@]}"
+for name in "${handlers[@]}"; do
+    cp "target/wasm32-wasip2/wasm/${name//-/_}.wasm" "handlers/$name.wasm"
+done
+
+sighost=target/release/sighost
+data=$(mktemp -d "${TMPDIR:-/tmp}/sighost-demo.XXXXXX")
+export SIGHOST_DATA_DIR="$data"
+echo "==> data directory: $data"
+
+"$sighost" check handlers/forum-summarizer.wasm
+
+echo "==> tenants: org_acme has the forum package and auto-summaries on; org_beta has neither"
+"$sighost" tenants create org_acme --settings '{"auto_summaries": true}' >/dev/null
+"$sighost" tenants install org_acme forum >/dev/null
+"$sighost" tenants create org_beta >/dev/null
+"$sighost" tenants list
+
+echo "==> starting sighost run (directives executed by the log executor into $data/directives.jsonl)"
+"$sighost" run --handlers handlers --directive-log "$data/directives.jsonl" 2>"$data/sighost.log" &
+host=$!
+trap 'kill -TERM $host 2>/dev/null || true' EXIT
+
+echo "==> emitting signals"
+"$sighost" emit --handlers handlers --tenant org_acme forum.thread.created \
+    '{"thread_id": "t_1", "title": "Welcome to the forum"}' --actor user:u_42 >/dev/null
+"$sighost" emit --handlers handlers --tenant org_beta forum.thread.created \
+    '{"thread_id": "t_9", "title": "No summaries here"}' >/dev/null
+"$sighost" emit --handlers handlers --tenant org_acme echo.ping '{"hello": "world"}' >/dev/null
+# The same dedupe key twice: the second emit returns the existing signal.
+"$sighost" emit --handlers handlers --tenant org_acme forum.thread.created \
+    '{"thread_id": "t_2", "title": "Twice?"}' --dedupe-key import-2 >/dev/null
+"$sighost" emit --handlers handlers --tenant org_acme forum.thread.created \
+    '{"thread_id": "t_2", "title": "Twice?"}' --dedupe-key import-2 | grep -o '"status":"[a-z]*"'
+
+echo "==> waiting for every delivery and directive to finish"
+for _ in $(seq 1 100); do
+    status=$("$sighost" status --json)
+    if ! grep -qE '"(available|running|retryable|requested)"' <<<"$status"; then break; fi
+    sleep 0.1
+done
+
+echo "==> signals"
+"$sighost" signals
+echo "==> deliveries (one per signal and subscribed handler; org_beta gets no forum-summarizer run)"
+"$sighost" deliveries
+echo "==> directives the handlers requested"
+"$sighost" directives
+echo "==> directives as executed (the log executor's JSON lines)"
+cat "$data/directives.jsonl"
+echo "==> status"
+"$sighost" status
+
+kill -TERM $host
+wait $host || true
+trap - EXIT
+echo "==> done; the store is in $data (sighost --data-dir $data status)"
