@@ -28,6 +28,7 @@ pub mod sandbox;
 pub mod secrets;
 pub mod signal;
 pub mod store;
+mod threads;
 pub mod wake;
 pub mod worker;
 

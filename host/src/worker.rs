@@ -18,7 +18,6 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -28,6 +27,7 @@ use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
 use crate::sandbox::{DeliveryContext, Invocation, Outcome, Sandbox};
 use crate::store::{ClaimedDelivery, Decision, DeliveryResult, FinishOutcome, Store};
+use crate::threads::ThreadGroup;
 use crate::wake::Wake;
 
 #[derive(Debug, Clone)]
@@ -77,11 +77,7 @@ pub struct WorkerDeps {
 
 /// The running workers of one process.
 #[derive(Debug)]
-pub struct Workers {
-    threads: Vec<JoinHandle<()>>,
-    stopping: Arc<AtomicBool>,
-    wake: Arc<Wake>,
-}
+pub struct Workers(ThreadGroup);
 
 /// A unique name for this process's workers, recorded on claims and attempts.
 pub fn worker_name() -> String {
@@ -97,58 +93,38 @@ pub fn worker_name() -> String {
 impl Workers {
     pub fn start(deps: WorkerDeps, config: WorkerConfig) -> std::io::Result<Self> {
         let name = worker_name();
-        let stopping = Arc::new(AtomicBool::new(false));
+        let mut group = ThreadGroup::new("delivery workers", deps.wake.clone());
+        let stopping = group.stopping();
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let (jobs_tx, jobs_rx) = bounded::<(ClaimedDelivery, DateTime<Utc>)>(config.max_in_flight);
+        let room_wanted = Arc::new(AtomicBool::new(false));
+        let (jobs_tx, jobs_rx) = bounded::<ClaimedDelivery>(config.max_in_flight);
         let (results_tx, results_rx) = unbounded::<DeliveryResult>();
-        let mut threads = Vec::new();
 
-        threads.push(spawn("sighost-fetch", {
-            let (deps, config, name, stopping, in_flight) = (
-                deps.clone(),
-                config.clone(),
-                name.clone(),
-                stopping.clone(),
-                in_flight.clone(),
-            );
-            move || fetch(&deps, &config, &name, &stopping, &in_flight, jobs_tx)
-        })?);
+        group.spawn("sighost-fetch", {
+            let (deps, config, name, stopping) = (deps.clone(), config.clone(), name.clone(), stopping.clone());
+            let (in_flight, room_wanted) = (in_flight.clone(), room_wanted.clone());
+            move || fetch(&deps, &config, &name, &stopping, &in_flight, &room_wanted, jobs_tx)
+        })?;
         for i in 0..config.threads.max(1) {
-            threads.push(spawn(&format!("sighost-invoke-{i}"), {
-                let (deps, config, name, stopping) =
-                    (deps.clone(), config.clone(), name.clone(), stopping.clone());
+            group.spawn(&format!("sighost-invoke-{i}"), {
+                let (deps, config, name, stopping) = (deps.clone(), config.clone(), name.clone(), stopping.clone());
                 let (jobs_rx, results_tx) = (jobs_rx.clone(), results_tx.clone());
                 move || invoke_loop(&deps, &config, &name, &stopping, jobs_rx, results_tx)
-            })?);
+            })?;
         }
         drop(results_tx);
-        threads.push(spawn("sighost-complete", {
-            let (deps, config) = (deps.clone(), config.clone());
-            move || complete(&deps, &config, &in_flight, results_rx)
-        })?);
-        Ok(Self {
-            threads,
-            stopping,
-            wake: deps.wake,
-        })
+        group.spawn("sighost-complete", move || {
+            complete(&deps, &config, &in_flight, &room_wanted, results_rx)
+        })?;
+        Ok(Self(group))
     }
 
     /// Stops claiming, lets running handlers finish, puts claimed deliveries
     /// that have not started back without counting an attempt, records every
     /// result, and returns when all threads are done.
     pub fn shutdown(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.wake.notify();
-        for thread in self.threads {
-            if thread.join().is_err() {
-                tracing::error!("a worker thread panicked during shutdown");
-            }
-        }
+        self.0.shutdown();
     }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name.to_owned()).spawn(f)
 }
 
 fn fetch(
@@ -157,13 +133,18 @@ fn fetch(
     name: &str,
     stopping: &AtomicBool,
     in_flight: &AtomicUsize,
-    jobs: Sender<(ClaimedDelivery, DateTime<Utc>)>,
+    room_wanted: &AtomicBool,
+    jobs: Sender<ClaimedDelivery>,
 ) {
     while !stopping.load(Ordering::SeqCst) {
         let room = config
             .max_in_flight
             .saturating_sub(in_flight.load(Ordering::SeqCst));
         let want = room.min(config.batch_size);
+        if want < config.batch_size {
+            // Out of room: ask the completer to ring when it frees some.
+            room_wanted.store(true, Ordering::SeqCst);
+        }
         let mut claimed = 0;
         if want > 0 {
             let now = (deps.clock)();
@@ -172,7 +153,7 @@ fn fetch(
                     claimed = batch.len();
                     in_flight.fetch_add(claimed, Ordering::SeqCst);
                     for delivery in batch {
-                        if jobs.send((delivery, now)).is_err() {
+                        if jobs.send(delivery).is_err() {
                             return;
                         }
                     }
@@ -192,11 +173,11 @@ fn invoke_loop(
     config: &WorkerConfig,
     name: &str,
     stopping: &AtomicBool,
-    jobs: Receiver<(ClaimedDelivery, DateTime<Utc>)>,
+    jobs: Receiver<ClaimedDelivery>,
     results: Sender<DeliveryResult>,
 ) {
     // Ends when the fetcher is gone and the queue is empty.
-    for (claimed, _claimed_at) in jobs {
+    for claimed in jobs {
         let result = if stopping.load(Ordering::SeqCst) {
             release(&claimed, name, (deps.clock)())
         } else {
@@ -334,6 +315,7 @@ fn complete(
     deps: &WorkerDeps,
     config: &WorkerConfig,
     in_flight: &AtomicUsize,
+    room_wanted: &AtomicBool,
     results: Receiver<DeliveryResult>,
 ) {
     let mut batch: Vec<DeliveryResult> = Vec::new();
@@ -357,7 +339,11 @@ fn complete(
             Ok(outcomes) => {
                 in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
                 batch.clear();
-                deps.wake.notify();
+                // Only when the fetcher waits for room: ringing after every
+                // batch would have it run empty claims that hold the writer.
+                if room_wanted.swap(false, Ordering::SeqCst) {
+                    deps.wake.notify();
+                }
                 let wrote_directives = outcomes
                     .iter()
                     .any(|o| matches!(o, FinishOutcome::Completed { directives_created, .. } if *directives_created > 0));

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -26,6 +25,7 @@ use serde_json::json;
 use crate::emit::{EmitError, Emitter};
 use crate::retry::RetryPolicy;
 use crate::store::{Directive, DirectiveDecision, NewSignal, Store};
+use crate::threads::ThreadGroup;
 use crate::wake::Wake;
 pub use executor::{Executor, ExecutorError};
 
@@ -104,41 +104,23 @@ pub struct RunnerDeps {
 
 /// The running directive runner of one process.
 #[derive(Debug)]
-pub struct Runner {
-    threads: Vec<JoinHandle<()>>,
-    stopping: Arc<AtomicBool>,
-    wake: Arc<Wake>,
-}
+pub struct Runner(ThreadGroup);
 
 impl Runner {
     pub fn start(deps: RunnerDeps, config: RunnerConfig) -> std::io::Result<Self> {
-        let stopping = Arc::new(AtomicBool::new(false));
         let name = format!("{}:runner", crate::worker::worker_name());
-        let threads = (0..config.threads.max(1))
-            .map(|i| {
-                let (deps, config, stopping) = (deps.clone(), config.clone(), stopping.clone());
-                let name = format!("{name}{i}");
-                std::thread::Builder::new()
-                    .name(format!("sighost-runner-{i}"))
-                    .spawn(move || run_loop(&deps, &config, &name, &stopping))
-            })
-            .collect::<std::io::Result<_>>()?;
-        Ok(Self {
-            threads,
-            stopping,
-            wake: deps.wake,
-        })
+        let mut group = ThreadGroup::new("directive runner", deps.wake.clone());
+        for i in 0..config.threads.max(1) {
+            let (deps, config, stopping) = (deps.clone(), config.clone(), group.stopping());
+            let name = format!("{name}{i}");
+            group.spawn(&format!("sighost-runner-{i}"), move || run_loop(&deps, &config, &name, &stopping))?;
+        }
+        Ok(Self(group))
     }
 
     /// Finishes the directives in hand, then stops.
     pub fn shutdown(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.wake.notify();
-        for thread in self.threads {
-            if thread.join().is_err() {
-                tracing::error!("a runner thread panicked during shutdown");
-            }
-        }
+        self.0.shutdown();
     }
 }
 
