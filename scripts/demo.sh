@@ -31,7 +31,7 @@ echo "==> tenants: org_acme has the forum package and auto-summaries on; org_bet
 "$sighost" tenants list
 
 echo "==> starting sighost run (directives executed by the log executor into $data/directives.jsonl)"
-"$sighost" run --handlers handlers --directive-log "$data/directives.jsonl" 2>"$data/sighost.log" &
+"$sighost" run --listen "" --handlers handlers --directive-log "$data/directives.jsonl" 2>"$data/sighost.log" &
 host=$!
 trap 'kill -TERM $host 2>/dev/null || true' EXIT
 

@@ -23,16 +23,19 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::emit::{EmitError, Emitter};
 use crate::registry::HandlerRegistry;
+use crate::reload::{HandlerFiles, HandlerLoader, Watcher};
 use crate::runner::executors::LogExecutor;
 use crate::runner::{Executors, Runner, RunnerConfig, RunnerDeps};
 use crate::sandbox::{LoadError, Sandbox, SandboxConfig, SandboxError};
-use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{DeliveryTarget, Emitted, NewSignal, SignalFilter, Store, StoreError};
+use crate::store::{
+    DeliveryTarget, Emitted, NewSignal, SignalFilter, Store, StoreError, StoreLocation,
+};
 use crate::wake::Wake;
 use crate::worker::{WorkerConfig, WorkerDeps, Workers};
 
@@ -43,6 +46,9 @@ pub struct HostConfig {
     /// Where the SQLite database (`sighost.db`) and the compiled-code cache
     /// (`cache/`) live.
     pub data_dir: PathBuf,
+    /// The database: `data_dir/sighost.db` unless set to another file or to
+    /// PostgreSQL ([`StoreLocation::parse`] reads a `--store` URL).
+    pub store: StoreLocation,
     pub sandbox: SandboxConfig,
     pub workers: WorkerConfig,
     pub runner: RunnerConfig,
@@ -56,6 +62,7 @@ impl HostConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
         Self {
+            store: StoreLocation::Sqlite(data_dir.join("sighost.db")),
             sandbox: SandboxConfig {
                 cache_dir: Some(data_dir.join("cache")),
                 ..SandboxConfig::default()
@@ -93,6 +100,9 @@ pub struct Sighost {
     store: Arc<dyn Store>,
     sandbox: Arc<Sandbox>,
     registry: Arc<HandlerRegistry>,
+    /// What became of each handler file loaded or tried, for operators and
+    /// for the handlers-directory watcher.
+    files: Arc<HandlerFiles>,
     emitter: Arc<Emitter>,
     /// Rung by emit for the delivery workers.
     wake: Arc<Wake>,
@@ -118,11 +128,11 @@ impl Running {
 }
 
 impl Sighost {
-    /// Opens the SQLite store under `config.data_dir` and builds the sandbox.
+    /// Opens the store of `config.store` (by default SQLite under
+    /// `config.data_dir`) and builds the sandbox.
     pub fn open(config: HostConfig) -> Result<Self, HostError> {
-        let store =
-            SqliteStore::open(SqliteOptions::new(config.database_path()), (config.clock)())?;
-        Self::with_store(Arc::new(store), config)
+        let store = config.store.open((config.clock)())?;
+        Self::with_store(store, config)
     }
 
     /// A host on a store of your choosing.
@@ -142,6 +152,7 @@ impl Sighost {
             store,
             sandbox,
             registry,
+            files: Arc::default(),
             emitter,
             wake,
             directive_wake,
@@ -165,34 +176,39 @@ impl Sighost {
         &self.emitter
     }
 
-    /// Loads one handler file and its manifest, replacing any handler of
-    /// the same name.
-    pub fn load_handler(&self, wasm: &Path) -> Result<(), LoadError> {
-        let handler = self.sandbox.load_file(wasm)?;
-        if let Err(error) =
-            self.store
-                .record_handler_version(&handler.name, &handler.digest, (self.config.clock)())
-        {
-            tracing::warn!(%error, handler = %handler.name, "could not record the handler version");
-        }
-        tracing::info!(handler = %handler.name, digest = %handler.digest, shape = handler.shape.describe(), "handler loaded");
-        self.registry.insert(handler);
-        Ok(())
+    /// Every handler file loaded or tried, with its digest or its error.
+    pub fn handler_files(&self) -> &Arc<HandlerFiles> {
+        &self.files
     }
 
-    /// Loads every `*.wasm` in `dir`; returns the ones that failed, each
-    /// naming its file. The others load whatever the failures.
+    fn loader(&self) -> HandlerLoader {
+        HandlerLoader {
+            sandbox: self.sandbox.clone(),
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            files: self.files.clone(),
+            clock: self.config.clock,
+        }
+    }
+
+    /// Loads one handler file and its manifest, replacing any handler of
+    /// the same name. On failure the previous version keeps running.
+    pub fn load_handler(&self, wasm: &Path) -> Result<(), LoadError> {
+        self.loader().load(wasm)
+    }
+
+    /// Loads every `*.wasm` in `dir` that is new or changed since the last
+    /// call, and unloads those whose file is gone; returns the ones that
+    /// failed, each naming its file. The others load whatever the failures.
     pub fn load_handlers_dir(&self, dir: &Path) -> Result<Vec<LoadError>, HostError> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|e| e == "wasm") && path.is_file())
-            .collect();
-        paths.sort();
-        Ok(paths
-            .iter()
-            .filter_map(|path| self.load_handler(path).err())
-            .collect())
+        Ok(self.loader().load_dir(dir)?)
+    }
+
+    /// Keeps the registry in step with `dir`, looking every `interval`
+    /// (see [`crate::reload`]), until [`Watcher::stop`]. Load the directory
+    /// first with [`Sighost::load_handlers_dir`].
+    pub fn watch_handlers_dir(&self, dir: &Path, interval: Duration) -> Result<Watcher, HostError> {
+        Ok(Watcher::start(self.loader(), dir.to_owned(), interval)?)
     }
 
     pub fn emit(&self, signal: NewSignal) -> Result<Emitted, EmitError> {

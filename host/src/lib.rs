@@ -12,16 +12,24 @@
 //! - [`signal`]: the stored form of a signal, name rules, subscription patterns.
 //! - [`limits`]: every limit, with the host's defaults and manifest overrides.
 //! - [`secrets`]: finding credentials in payloads and redacting them in logs.
+//! - [`reload`]: the handlers directory, watched: changed modules are
+//!   compiled off the delivery path and swapped in.
+//! - [`config`]: the TOML configuration file and what it turns into.
+//! - [`http`]: the HTTP API (signals in, the caller's records out, operator
+//!   endpoints, metrics and health), served by `sighost run`.
 //!
 //! # Errors
 //!
 //! Library functions return typed errors ([`LoadError`], [`SandboxError`]);
 //! what a guest does is never an error of the host: it is an [`Outcome`].
 
+pub mod config;
 pub mod emit;
 mod host;
+pub mod http;
 pub mod limits;
 pub mod registry;
+pub mod reload;
 pub mod retry;
 pub mod runner;
 pub mod sandbox;
@@ -32,6 +40,7 @@ mod threads;
 pub mod wake;
 pub mod worker;
 
+pub use config::{Config, ConfigError};
 pub use host::{HostConfig, HostError, Running, Sighost};
 pub use limits::Limits;
 pub use sandbox::{

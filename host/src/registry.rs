@@ -4,10 +4,9 @@
 //! swapped in meanwhile.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use crate::sandbox::{Handler, LoadError, Sandbox};
+use crate::sandbox::Handler;
 use crate::signal::name_matches;
 use crate::store::DeliveryTarget;
 
@@ -73,26 +72,5 @@ impl HandlerRegistry {
                 max_attempts: h.manifest.max_attempts.unwrap_or(self.default_max_attempts),
             })
             .collect()
-    }
-
-    /// Loads every `*.wasm` of `dir` (with its `<name>.toml`), in name order.
-    /// A module that fails to load is reported and skipped; the others load.
-    pub fn load_dir(&self, sandbox: &Sandbox, dir: &Path) -> std::io::Result<Vec<LoadError>> {
-        let mut paths: Vec<_> = std::fs::read_dir(dir)?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|e| e == "wasm") && path.is_file())
-            .collect();
-        paths.sort();
-        let mut errors = Vec::new();
-        for path in paths {
-            match sandbox.load_file(&path) {
-                Ok(handler) => {
-                    self.insert(handler);
-                }
-                Err(error) => errors.push(error),
-            }
-        }
-        Ok(errors)
     }
 }

@@ -34,7 +34,8 @@ impl ThreadGroup {
     }
 
     pub fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-        self.threads.push(std::thread::Builder::new().name(name.to_owned()).spawn(f)?);
+        self.threads
+            .push(std::thread::Builder::new().name(name.to_owned()).spawn(f)?);
         Ok(())
     }
 

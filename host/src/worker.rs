@@ -101,13 +101,25 @@ impl Workers {
         let (results_tx, results_rx) = unbounded::<DeliveryResult>();
 
         group.spawn("sighost-fetch", {
-            let (deps, config, name, stopping) = (deps.clone(), config.clone(), name.clone(), stopping.clone());
+            let (deps, config, name, stopping) =
+                (deps.clone(), config.clone(), name.clone(), stopping.clone());
             let (in_flight, room_wanted) = (in_flight.clone(), room_wanted.clone());
-            move || fetch(&deps, &config, &name, &stopping, &in_flight, &room_wanted, jobs_tx)
+            move || {
+                fetch(
+                    &deps,
+                    &config,
+                    &name,
+                    &stopping,
+                    &in_flight,
+                    &room_wanted,
+                    jobs_tx,
+                )
+            }
         })?;
         for i in 0..config.threads.max(1) {
             group.spawn(&format!("sighost-invoke-{i}"), {
-                let (deps, config, name, stopping) = (deps.clone(), config.clone(), name.clone(), stopping.clone());
+                let (deps, config, name, stopping) =
+                    (deps.clone(), config.clone(), name.clone(), stopping.clone());
                 let (jobs_rx, results_tx) = (jobs_rx.clone(), results_tx.clone());
                 move || invoke_loop(&deps, &config, &name, &stopping, jobs_rx, results_tx)
             })?;

@@ -34,7 +34,14 @@ fn start(data: &Path, handlers: &Path, round: usize) -> Child {
             "--handlers",
         ])
         .arg(handlers)
-        .args(["--lease-ms", "1000", "--fast-retries", "--directive-log"])
+        .args([
+            "--listen",
+            "",
+            "--lease-ms",
+            "1000",
+            "--fast-retries",
+            "--directive-log",
+        ])
         .arg(data.join("executed.jsonl"))
         .stdout(Stdio::null())
         .stderr(log)

@@ -62,6 +62,7 @@ fn every_guest_has_a_test() {
         "context-shape",
         "signal-shape",
         "tenant-shape",
+        "slow",
         // examples
         "forum-summarizer",
         "audit-trail",
@@ -288,6 +289,18 @@ fn an_infinite_loop_is_stopped_by_the_timeout() {
     );
     assert!(
         run.report.wall_time < Duration::from_secs(10),
+        "{:?}",
+        run.report.wall_time
+    );
+}
+
+#[test]
+fn a_slow_handler_within_its_time_limit_succeeds() {
+    let handler = load_guest("slow", "");
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::Ok, "{}", run.report.output);
+    assert!(
+        run.report.wall_time >= Duration::from_millis(300),
         "{:?}",
         run.report.wall_time
     );

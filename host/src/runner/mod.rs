@@ -113,7 +113,9 @@ impl Runner {
         for i in 0..config.threads.max(1) {
             let (deps, config, stopping) = (deps.clone(), config.clone(), group.stopping());
             let name = format!("{name}{i}");
-            group.spawn(&format!("sighost-runner-{i}"), move || run_loop(&deps, &config, &name, &stopping))?;
+            group.spawn(&format!("sighost-runner-{i}"), move || {
+                run_loop(&deps, &config, &name, &stopping)
+            })?;
         }
         Ok(Self(group))
     }

@@ -14,6 +14,7 @@
 //! - Deliveries are created at emit time for the handlers loaded *then*; a
 //!   handler added later sees only new signals, or old ones through replay.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -25,6 +26,54 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::RequestedDirective;
 use crate::signal::{EntityRef, Signal};
 use crate::wake::Wake;
+
+/// Which database a host keeps its state in. SQLite is the default; a
+/// PostgreSQL URL lets many host processes share one database.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// An SQLite file (by default `<data dir>/sighost.db`).
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database shared by every host process of a cluster.
+    Postgres(postgres::PostgresOptions),
+}
+
+impl StoreLocation {
+    /// `postgres://…` or `postgresql://…` is PostgreSQL (see
+    /// [`postgres::PostgresOptions::from_url`]); `sqlite://PATH`,
+    /// `sqlite:PATH` or a bare path is an SQLite file.
+    pub fn parse(url: &str) -> StoreResult<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(postgres::PostgresOptions::from_url(url)?));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if let Some((scheme, _)) = path.split_once("://") {
+            // Only the scheme: the rest may carry a password.
+            return Err(StoreError::Invalid(format!(
+                "a store is postgres://… or sqlite://PATH (or a file path), not {scheme}://…"
+            )));
+        }
+        if path.is_empty() {
+            return Err(StoreError::Invalid("the store URL is empty".into()));
+        }
+        Ok(Self::Sqlite(path.into()))
+    }
+
+    /// Opens (creating and migrating if needed) the store.
+    pub fn open(&self, now: DateTime<Utc>) -> StoreResult<Arc<dyn Store>> {
+        Ok(match self {
+            Self::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(
+                sqlite::SqliteOptions::new(path),
+                now,
+            )?),
+            Self::Postgres(options) => {
+                Arc::new(postgres::PostgresStore::open(options.clone(), now)?)
+            }
+        })
+    }
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -382,7 +431,8 @@ pub fn check_settings(settings: &serde_json::Value) -> StoreResult<()> {
     Ok(())
 }
 
-/// The store contract. Implementations: [`sqlite::SqliteStore`].
+/// The store contract. Implementations: [`sqlite::SqliteStore`],
+/// [`postgres::PostgresStore`].
 pub trait Store: Send + Sync + std::fmt::Debug {
     // Tenants.
     fn create_tenant(
@@ -405,6 +455,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         digest: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+
+    /// Makes the deliveries put aside while no handler of this name was
+    /// loaded (snoozed) due now, because one is loaded again. Returns how many.
+    fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64>;
 
     // Signals.
     /// Inserts each signal with a delivery per matching target, one

@@ -1,5 +1,8 @@
 //! The `sighost` command: run the host, emit signals, inspect and operate the
-//! queue. Every subcommand works on the store under `--data-dir`.
+//! queue. Every subcommand reads the configuration file (`--config`, else
+//! `./sighost.toml` if there is one, else the defaults; see
+//! `sighost::config`) and works on the store it names; flags override the
+//! file.
 
 mod output;
 
@@ -10,12 +13,13 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use sighost::config::{LogFormat, LoggingSection};
 use sighost::retry::RetryPolicy;
 use sighost::signal::EntityRef;
 use sighost::store::{
     DeliveryFilter, DeliveryState, DirectiveFilter, DirectiveState, NewSignal, SignalFilter,
 };
-use sighost::{HostConfig, Sighost};
+use sighost::{Config, HostConfig, Sighost};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,14 +28,17 @@ use sighost::{HostConfig, Sighost};
     about = "Host for sandboxed, multi-tenant signal handlers"
 )]
 struct Cli {
-    /// Where the database lives.
-    #[arg(
-        long,
-        global = true,
-        env = "SIGHOST_DATA_DIR",
-        default_value = "./data"
-    )]
-    data_dir: PathBuf,
+    /// The configuration file [default: ./sighost.toml if it exists].
+    #[arg(long, global = true, env = "SIGHOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the database lives [default: the file's data_dir, else ./data].
+    #[arg(long, global = true, env = "SIGHOST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The store: postgres://… for many processes sharing one PostgreSQL
+    /// database, or sqlite://PATH [default: the file's store, else SQLite in
+    /// the data directory].
+    #[arg(long, global = true, env = "SIGHOST_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]
     log_json: bool,
@@ -49,6 +56,15 @@ enum Command {
     Check {
         /// The .wasm file; its manifest is the .toml beside it.
         file: PathBuf,
+    },
+    /// List the handlers directory: what loads (shape, digest, manifest) and
+    /// why the rest does not.
+    Handlers {
+        /// The drop-in directory of handler modules.
+        #[arg(long)]
+        handlers: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// Manage tenants, their settings and installed packages.
     #[command(subcommand)]
@@ -119,9 +135,10 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The drop-in directory of handler modules.
-    #[arg(long, default_value = "./handlers")]
-    handlers: PathBuf,
+    /// The drop-in directory of handler modules [default: the file's
+    /// handlers_dir, else ./handlers].
+    #[arg(long)]
+    handlers: Option<PathBuf>,
     /// Threads running handlers (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -135,9 +152,15 @@ struct RunArgs {
     /// Emit directive.started|succeeded|failed signals.
     #[arg(long)]
     lifecycle_signals: bool,
-    /// Append executed directives to this JSON-lines file instead of stdout.
+    /// Append directives that have no executor of their own in the
+    /// configuration to this JSON-lines file instead of stdout.
     #[arg(long)]
     directive_log: Option<PathBuf>,
+    /// Where the HTTP API listens (ip:port; port 0 takes a free one, which
+    /// is logged); "" turns the API off [default: the file's http.listen,
+    /// else 127.0.0.1:8080].
+    #[arg(long, env = "SIGHOST_LISTEN")]
+    listen: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -164,8 +187,8 @@ struct EmitArgs {
     #[arg(long)]
     subject: Option<String>,
     /// The handlers directory, to know which handlers subscribe.
-    #[arg(long, default_value = "./handlers")]
-    handlers: PathBuf,
+    #[arg(long)]
+    handlers: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -185,8 +208,8 @@ struct ReplayArgs {
     /// Only to this handler.
     #[arg(long)]
     handler: Option<String>,
-    #[arg(long, default_value = "./handlers")]
-    handlers: PathBuf,
+    #[arg(long)]
+    handlers: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -233,35 +256,80 @@ enum CancelCommand {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
-    if let Err(error) = execute(cli) {
+    // Logging is configured by the file, so the file's own errors go
+    // straight to stderr.
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(1);
+        }
+    };
+    init_logging(&config.logging, cli.log_json);
+    if let Err(error) = execute(cli, config) {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
 }
 
-fn init_logging(json: bool) {
+/// The configuration file, with the global flags on top of it.
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let file = cli.config.clone().or_else(|| {
+        let default = PathBuf::from(sighost::config::DEFAULT_FILE);
+        default.is_file().then_some(default)
+    });
+    let mut config = Config::load(file.as_deref())?;
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(store) = &cli.store {
+        config.store = Some(store.clone());
+    }
+    Ok(config)
+}
+
+/// `SIGHOST_LOG` overrides the file's level, `--log-json` its format. Colors
+/// only on a terminal: a log file should not fill with escape codes.
+fn init_logging(config: &LoggingSection, json_flag: bool) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGHOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if json {
+    if json_flag || config.format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
     }
 }
 
-fn open(data_dir: &Path) -> anyhow::Result<Sighost> {
-    Sighost::open(HostConfig::new(data_dir))
-        .with_context(|| format!("opening the store in {}", data_dir.display()))
+fn open(config: &Config) -> anyhow::Result<Sighost> {
+    open_host(config, config.host_config())
+}
+
+/// Opens the store the configuration names, for a host built from `host`.
+fn open_host(config: &Config, mut host: HostConfig) -> anyhow::Result<Sighost> {
+    let mut place = format!("in {}", host.data_dir.display());
+    if let Some(url) = &config.store {
+        // The URL is not repeated: it may carry a password.
+        host.store = sighost::store::StoreLocation::parse(url)
+            .with_context(|| format!("{}: `store` (or --store)", config.origin()))?;
+        place = "named by `store` (or --store)".into();
+    }
+    Sighost::open(host).with_context(|| format!("opening the store {place}"))
+}
+
+/// The handlers directory: the flag's, else the configuration's.
+fn handlers_dir<'a>(config: &'a Config, flag: Option<&'a Path>) -> &'a Path {
+    flag.unwrap_or(&config.handlers_dir)
 }
 
 /// A host with the handlers of `dir` loaded; load errors are reported, not fatal.
-fn open_with_handlers(data_dir: &Path, dir: &Path) -> anyhow::Result<Sighost> {
-    let host = open(data_dir)?;
-    load_handlers(&host, dir)?;
+fn open_with_handlers(config: &Config, dir: Option<&Path>) -> anyhow::Result<Sighost> {
+    let host = open(config)?;
+    load_handlers(&host, handlers_dir(config, dir))?;
     Ok(host)
 }
 
@@ -312,13 +380,12 @@ fn time_arg(arg: Option<String>, what: &str) -> anyhow::Result<Option<DateTime<U
     .transpose()
 }
 
-fn execute(cli: Cli) -> anyhow::Result<()> {
-    let data_dir = cli.data_dir;
+fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run(&data_dir, args),
+        Command::Run(args) => run(&config, args),
         Command::Emit(args) => {
             let payload = json_arg(&args.payload, "the payload")?;
-            let host = open_with_handlers(&data_dir, &args.handlers)?;
+            let host = open_with_handlers(&config, args.handlers.as_deref())?;
             let emitted = host.emit(NewSignal {
                 tenant: args.tenant,
                 name: args.name,
@@ -334,15 +401,18 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&emitted)?);
             Ok(())
         }
-        Command::Check { file } => check(&file),
-        Command::Tenants(command) => tenants(&data_dir, command),
+        Command::Check { file } => check(&config, &file),
+        Command::Handlers { handlers, json } => {
+            list_handlers(&config, handlers_dir(&config, handlers.as_deref()), json)
+        }
+        Command::Tenants(command) => tenants(&config, command),
         Command::Signals {
             tenant,
             name,
             limit,
             json,
         } => {
-            let host = open(&data_dir)?;
+            let host = open(&config)?;
             let signals = host.store().signals(&SignalFilter {
                 tenant,
                 name,
@@ -374,7 +444,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             limit,
             json,
         } => {
-            let host = open(&data_dir)?;
+            let host = open(&config)?;
             let filter = DeliveryFilter {
                 tenant,
                 state: state.as_deref().map(DeliveryState::parse).transpose()?,
@@ -445,7 +515,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             limit,
             json,
         } => {
-            let host = open(&data_dir)?;
+            let host = open(&config)?;
             let directives = host.store().directives(&DirectiveFilter {
                 tenant,
                 state: state.as_deref().map(DirectiveState::parse).transpose()?,
@@ -472,7 +542,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay(args) => {
-            let host = open_with_handlers(&data_dir, &args.handlers)?;
+            let host = open_with_handlers(&config, args.handlers.as_deref())?;
             let filter = SignalFilter {
                 tenant: args.tenant,
                 ids: args.ids,
@@ -495,7 +565,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             tenant,
             handler,
         } => {
-            let host = open(&data_dir)?;
+            let host = open(&config)?;
             let filter = DeliveryFilter {
                 tenant,
                 handler,
@@ -508,7 +578,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cancel(CancelCommand::Deliveries { ids, tenant }) => {
-            let host = open(&data_dir)?;
+            let host = open(&config)?;
             let filter = DeliveryFilter {
                 ids,
                 tenant,
@@ -521,7 +591,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cancel(CancelCommand::Directives { ids, tenant }) => {
-            let host = open(&data_dir)?;
+            let host = open(&config)?;
             let filter = DirectiveFilter {
                 ids,
                 tenant,
@@ -534,7 +604,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { json } => {
-            let host = open(&data_dir)?;
+            let host = open(&config)?;
             let stats = host.store().stats()?;
             if json {
                 println!("{}", serde_json::to_string(&stats)?);
@@ -553,8 +623,9 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn check(file: &Path) -> anyhow::Result<()> {
-    let sandbox = sighost::Sandbox::new(sighost::SandboxConfig::default())?;
+fn check(config: &Config, file: &Path) -> anyhow::Result<()> {
+    // The host's limits, so a module that passes here loads in `run`.
+    let sandbox = sighost::Sandbox::new(config.sandbox_config(sighost::SandboxConfig::default()))?;
     let handler = sandbox.load_file(file)?;
     println!("{}: ok", file.display());
     println!("  name:          {}", handler.name);
@@ -579,8 +650,95 @@ fn check(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tenants(data_dir: &Path, command: TenantsCommand) -> anyhow::Result<()> {
-    let host = open(data_dir)?;
+/// One line of `sighost handlers`: a file of the handlers directory, and the
+/// handler it loads as or the reason it does not.
+#[derive(Debug, serde::Serialize)]
+struct HandlerRow {
+    file: PathBuf,
+    name: String,
+    shape: Option<&'static str>,
+    digest: Option<String>,
+    subscriptions: Vec<String>,
+    package: Option<String>,
+    directives: Vec<String>,
+    error: Option<String>,
+}
+
+impl HandlerRow {
+    fn new(status: sighost::reload::FileStatus, handler: Option<&sighost::Handler>) -> Self {
+        let manifest = handler.map(|h| &h.manifest);
+        Self {
+            shape: handler.map(|h| h.shape.describe()),
+            digest: status.digest,
+            subscriptions: manifest
+                .map(|m| m.subscriptions.clone())
+                .unwrap_or_default(),
+            package: manifest.and_then(|m| m.package.clone()),
+            directives: manifest.map(|m| m.directives.clone()).unwrap_or_default(),
+            error: status.error,
+            file: status.file,
+            name: status.name,
+        }
+    }
+}
+
+/// Loads the directory in this process, as `run` would (compiled code comes
+/// from the cache under the data directory), and reports every file.
+fn list_handlers(config: &Config, dir: &Path, json: bool) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!("handlers directory {} does not exist", dir.display());
+    }
+    let host = open(config)?;
+    // Failures are kept per file and shown below, not returned.
+    host.load_handlers_dir(dir)
+        .with_context(|| format!("reading handlers directory {}", dir.display()))?;
+    let rows: Vec<HandlerRow> = host
+        .handler_files()
+        .all()
+        .into_iter()
+        .map(|status| {
+            let handler = status
+                .digest
+                .as_ref()
+                .and_then(|_| host.registry().get(&status.name));
+            HandlerRow::new(status, handler.as_deref())
+        })
+        .collect();
+    output::print(
+        json,
+        &rows,
+        &[
+            "name",
+            "shape",
+            "digest",
+            "subscriptions",
+            "package",
+            "directives",
+            "error",
+        ],
+        |r| {
+            vec![
+                r.name.clone(),
+                r.shape.unwrap_or("-").to_owned(),
+                output::cut(r.digest.as_deref().unwrap_or("-"), 12),
+                r.subscriptions.join(","),
+                r.package.clone().unwrap_or_default(),
+                r.directives.join(","),
+                // Some wasmtime errors span lines; a table row must not.
+                r.error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        },
+    );
+    Ok(())
+}
+
+fn tenants(config: &Config, command: TenantsCommand) -> anyhow::Result<()> {
+    let host = open(config)?;
     let store = host.store();
     let tenant = match command {
         TenantsCommand::Create { id, settings } => {
@@ -607,8 +765,9 @@ fn tenants(data_dir: &Path, command: TenantsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
-    let mut config = HostConfig::new(data_dir);
+fn run(file: &Config, args: RunArgs) -> anyhow::Result<()> {
+    let data_dir = &file.data_dir;
+    let mut config = file.host_config();
     if let Some(threads) = args.workers {
         config.workers.threads = threads;
     }
@@ -620,39 +779,111 @@ fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<()> {
         config.workers.retry = RetryPolicy::fast(config.workers.retry.max_attempts);
         config.runner.retry = RetryPolicy::fast(config.runner.retry.max_attempts);
     }
-    config.runner.lifecycle_signals = args.lifecycle_signals;
+    if args.lifecycle_signals {
+        config.runner.lifecycle_signals = true;
+    }
+    config.executors = file.executors()?;
     if let Some(path) = &args.directive_log {
         let log =
             sighost::runner::executors::LogExecutor::new(&sighost::runner::executors::LogConfig {
                 path: Some(path.clone()),
             })
             .map_err(anyhow::Error::msg)?;
-        config.executors =
-            sighost::runner::Executors::new().with_fallback(std::sync::Arc::new(log));
+        config.executors = config.executors.with_fallback(std::sync::Arc::new(log));
     }
-    let host = Sighost::open(config)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    load_handlers(&host, &args.handlers)?;
+    // Bound before anything starts, so a taken port stops start-up cleanly.
+    let listener = bind_api(file, args.listen)?;
+    let host = std::sync::Arc::new(open_host(file, config)?);
+    let handlers = handlers_dir(file, args.handlers.as_deref());
+    load_handlers(&host, handlers)?;
+    let watcher = host.watch_handlers_dir(handlers, sighost::reload::SCAN_INTERVAL)?;
     let running = host.start()?;
-    tracing::info!(data_dir = %data_dir.display(), handlers = host.registry().all().len(), "sighost is running");
-    wait_for_shutdown_signal()?;
+    tracing::info!(config = %file.origin(), data_dir = %data_dir.display(), handlers = host.registry().all().len(), "sighost is running");
+    // Whatever became of the API, the workers stop gracefully.
+    let served = serve_until_shutdown(&host, file, listener);
     tracing::info!("shutting down: finishing deliveries in flight");
+    watcher.stop();
     running.shutdown();
     tracing::info!("stopped");
-    Ok(())
+    served
 }
 
-fn wait_for_shutdown_signal() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = terminate.recv() => Ok(()),
-        }
+/// Binds the HTTP API's address (`--listen`, else `[http]`), or `None` when
+/// the API is off.
+fn bind_api(
+    config: &Config,
+    listen: Option<String>,
+) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let mut http = config.http.clone();
+    if let Some(listen) = listen {
+        http.enabled = true;
+        http.listen = listen;
+    }
+    let Some(addr) = http.listen_addr() else {
+        tracing::info!("HTTP API off");
+        return Ok(None);
+    };
+    let addr = addr.map_err(|message| anyhow::anyhow!("{}: {message}", config.origin()))?;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!(
+            "cannot listen on {addr} for the HTTP API; choose another address with --listen \
+             or [http] listen, or turn the API off with --listen \"\""
+        )
     })?;
-    Ok(())
+    // Tokio takes over a listener only in non-blocking mode.
+    listener.set_nonblocking(true)?;
+    Ok(Some(listener))
+}
+
+/// Serves the HTTP API on `listener` (if any) until SIGINT or SIGTERM, then
+/// lets the requests in progress finish and returns.
+fn serve_until_shutdown(
+    host: &std::sync::Arc<Sighost>,
+    config: &Config,
+    listener: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
+    // Two threads are plenty: the API waits on the store through the
+    // blocking pool, not on these.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sighost-http")
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = match listener {
+            Some(listener) => {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let tokens = sighost::http::Tokens::from_config(&config.tokens);
+                if tokens.tenant_count() == 0 {
+                    tracing::warn!("no tenant tokens configured ([tokens.tenants] or SIGHOST_TENANT_TOKENS): tenant endpoints answer 401");
+                }
+                if !tokens.has_admin() {
+                    tracing::warn!("no admin token configured ([tokens] admin or SIGHOST_ADMIN_TOKEN): operator endpoints answer 401");
+                }
+                tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+                let api = sighost::http::Api::new(host.clone(), tokens);
+                Some(tokio::spawn(api.serve(listener, async {
+                    let _ = stopped.await;
+                })))
+            }
+            None => None,
+        };
+        shutdown_signal().await?;
+        let _ = stop.send(());
+        if let Some(server) = server {
+            tracing::info!("shutting down: no new HTTP requests");
+            server.await.context("the HTTP server panicked")??;
+        }
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
 }

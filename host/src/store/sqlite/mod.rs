@@ -326,6 +326,22 @@ impl Store for SqliteStore {
         })
     }
 
+    fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.write(|tx| {
+            // Snoozed deliveries are the available ones scheduled later than
+            // now: new ones are due at once and retries are `retryable`. The
+            // `IN` keeps the statement on the partial due index.
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE deliveries SET scheduled_at = ?2 \
+                     WHERE state IN ('available', 'retryable') AND scheduled_at > ?2 \
+                     AND state = 'available' AND handler = ?1",
+                )?
+                .execute(params![name, micros(now)])?;
+            Ok(changed as u64)
+        })
+    }
+
     fn emit(
         &self,
         batch: &[(NewSignal, Vec<DeliveryTarget>)],

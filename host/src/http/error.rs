@@ -1,0 +1,133 @@
+//! How the API answers a refusal: a 4xx or 5xx status with a JSON body
+//! `{"error": "…"}` that says what was wrong and, where it helps, what to do.
+//!
+//! Store and host faults (5xx) are logged here with their cause and answered
+//! with a generic message: their text may describe the database, which is no
+//! business of a tenant.
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::HostError;
+use crate::emit::EmitError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// A fault of the host, not of the request: logged, and answered without
+    /// its details.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "HTTP request failed inside the host");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the host failed to answer; the cause is in its log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        let status = match &error {
+            StoreError::UnknownTenant(_) | StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+            StoreError::TenantExists(_) => StatusCode::CONFLICT,
+            StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            StoreError::Database(_) => return Self::internal(error),
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
+impl From<EmitError> for ApiError {
+    fn from(error: EmitError) -> Self {
+        let status = match error {
+            EmitError::Store(error) => return error.into(),
+            EmitError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EmitError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            EmitError::SecretDetected { .. } | EmitError::DepthExceeded { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(error: HostError) -> Self {
+        match error {
+            HostError::Store(error) => error.into(),
+            HostError::Emit(error) => error.into(),
+            HostError::UnknownHandler(_) => Self::not_found(error.to_string()),
+            HostError::Sandbox(_) | HostError::Io(_) => Self::internal(error),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is over the size limit",
+            );
+        }
+        Self::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(rejection.status(), rejection.body_text())
+    }
+}

@@ -1,0 +1,210 @@
+//! The HTTP API that `sighost run` serves (axum, on the tokio runtime `run`
+//! starts). The store is synchronous, so every call into it goes through
+//! `tokio::task::spawn_blocking` ([`blocking`]).
+//!
+//! # Endpoints
+//!
+//! Tenant endpoints take a tenant's token (`Authorization: Bearer …`) and act
+//! for that tenant only; a request that names a tenant is refused:
+//!
+//! - `POST /v1/signals`: emit one signal. `Content-Type: application/json`
+//!   takes sighost's form `{name, payload?, metadata?, dedupe_key?,
+//!   occurred_at?, correlation_id?, causation_id?, actor?, subject?,
+//!   source?}` (`payload` defaults to `{}`, `source` to `"http"`);
+//!   `application/cloudevents+json` takes a CloudEvent (see
+//!   [`cloudevents`] for the mapping). `201` with `{status: "created",
+//!   signal, deliveries}`, or `200` with `status: "existing"` when the
+//!   dedupe key was used before.
+//! - `GET /v1/signals?name=&since=&until=&limit=`, `GET /v1/signals/{id}`
+//! - `GET /v1/deliveries?state=&handler=&signal_id=&limit=`,
+//!   `GET /v1/deliveries/{id}` (with its attempts)
+//! - `GET /v1/directives?state=&name=&signal_id=&limit=`,
+//!   `GET /v1/directives/{id}`
+//!
+//! Operator endpoints take the admin token ([`admin`]): replay, retry,
+//! cancel, and tenants (create, list, settings, packages).
+//!
+//! Open endpoints, for monitoring on the listen address: `GET /metrics`
+//! (Prometheus text), `GET /healthz` (the process answers), `GET /readyz`
+//! (the store answers).
+//!
+//! # Errors
+//!
+//! Every refusal is a 4xx (a host fault a 5xx) with a JSON body
+//! `{"error": "…"}` ([`error::ApiError`]), and a refused emit stores
+//! nothing. Bodies over the signal payload limit plus 16 KiB are refused
+//! with 413 before they are parsed.
+//!
+//! # Logs
+//!
+//! One event per request: method, path, status and duration. Bodies, query
+//! strings and headers (tokens) are never logged.
+
+pub mod admin;
+pub mod auth;
+pub mod cloudevents;
+pub mod error;
+pub mod metrics;
+pub mod tenant;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+
+pub use auth::{Role, Tokens};
+pub use error::ApiError;
+use metrics::Metrics;
+
+use crate::Sighost;
+
+/// Room for the rest of a signal body around the largest payload.
+const BODY_OVERHEAD_BYTES: usize = 16 << 10;
+
+/// The message for requests that name a tenant.
+const TENANT_FROM_TOKEN: &str =
+    "the tenant comes from the bearer token; a request cannot name one (remove `tenant`)";
+
+/// What every request handler can reach.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Emit, replay, and the store behind them.
+    host: Arc<Sighost>,
+    tokens: Tokens,
+    /// Counters kept in this process for `/metrics`.
+    metrics: Metrics,
+}
+
+/// The API of one host: build it, then [`Api::serve`] it.
+#[derive(Debug, Clone)]
+pub struct Api {
+    state: Arc<ApiState>,
+    body_limit: usize,
+}
+
+impl Api {
+    pub fn new(host: Arc<Sighost>, tokens: Tokens) -> Self {
+        let body_limit = host.sandbox().config().limits.signal_payload_bytes + BODY_OVERHEAD_BYTES;
+        Self {
+            state: Arc::new(ApiState {
+                host,
+                tokens,
+                metrics: Metrics::default(),
+            }),
+            body_limit,
+        }
+    }
+
+    /// Every route, with the body limit and the request log.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/signals", post(tenant::emit).get(tenant::signals))
+            .route("/v1/signals/{id}", get(tenant::signal))
+            .route("/v1/deliveries", get(tenant::deliveries))
+            .route("/v1/deliveries/{id}", get(tenant::delivery))
+            .route("/v1/directives", get(tenant::directives))
+            .route("/v1/directives/{id}", get(tenant::directive))
+            .route("/v1/admin/replay", post(admin::replay))
+            .route("/v1/admin/retry", post(admin::retry))
+            .route("/v1/admin/cancel", post(admin::cancel))
+            .route(
+                "/v1/admin/tenants",
+                post(admin::create_tenant).get(admin::tenants),
+            )
+            .route("/v1/admin/tenants/{id}/settings", put(admin::set_settings))
+            .route(
+                "/v1/admin/tenants/{id}/packages/{package}",
+                put(admin::install).delete(admin::uninstall),
+            )
+            .route("/metrics", get(metrics::metrics))
+            .route("/healthz", get(metrics::healthz))
+            .route("/readyz", get(metrics::readyz))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(self.body_limit))
+            .layer(middleware::from_fn_with_state(
+                self.body_limit,
+                refuse_oversized,
+            ))
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                log_request,
+            ))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then finishes the
+    /// requests in progress.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Runs `f` on the blocking pool: the store and the host are synchronous.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// Counts and logs every request. Only the path is logged: query strings
+/// may carry filters a tenant considers private, and bodies carry payloads.
+async fn log_request(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    state.metrics.count_request(status);
+    // Microsecond precision is plenty, and keeps the field short.
+    let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    if status.is_server_error() {
+        tracing::warn!(%method, %path, status = status.as_u16(), elapsed_ms, "http request");
+    } else {
+        tracing::info!(%method, %path, status = status.as_u16(), elapsed_ms, "http request");
+    }
+    response
+}
+
+/// Refuses a body whose declared length is over the limit before reading any
+/// of it. Bodies without a declared length are cut off by the
+/// `DefaultBodyLimit` as they stream in.
+async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|&length| length > limit as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is {length} bytes, over the limit of {limit}"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see the API reference in the README")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not take that method",
+    )
+}

@@ -1,0 +1,1419 @@
+//! The SQL of the PostgreSQL store. Each function runs on the connection or
+//! inside the transaction its caller in `mod.rs` provides.
+//!
+//! Batches travel as arrays, one per column, turned back into rows with
+//! `unnest`: a batch of any size costs one round trip per statement, which
+//! is what makes PostgreSQL fast here (see the figures in `mod.rs`).
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use ::postgres::types::ToSql;
+use ::postgres::{GenericClient, Row, Transaction};
+use chrono::{DateTime, Utc};
+
+use super::{DELIVERIES_CHANNEL, DIRECTIVES_CHANNEL, Db};
+use crate::store::*;
+
+type Tx<'a, 'b> = Db<'a, Transaction<'b>>;
+
+const SIGNAL_COLUMNS: &str = "id, tenant, name, payload, metadata, dedupe_key, occurred_at, correlation_id, \
+     causation_id, actor_type, actor_id, subject_type, subject_id, source, inserted_at";
+
+const DELIVERY_COLUMNS: &str = "id, signal_id, tenant, handler, state, attempt, max_attempts, scheduled_at, \
+     last_error, handler_digest, inserted_at, finished_at";
+
+const DIRECTIVE_COLUMNS: &str = "id, tenant, name, payload, idempotency_key, state, signal_id, delivery_id, \
+     handler, scheduled_at, attempt, last_error, result, depth, inserted_at, updated_at";
+
+/// A tenant with its packages, sorted bytewise as in SQLite (`COLLATE "C"`,
+/// whatever the database's collation).
+const TENANT_SELECT: &str = "SELECT t.id, t.settings, t.created_at, \
+     ARRAY(SELECT p.package FROM tenant_packages p WHERE p.tenant = t.id ORDER BY p.package COLLATE \"C\") \
+     FROM tenants t";
+
+// ---------------------------------------------------------------------------
+// Rows.
+
+fn entity(kind: Option<String>, id: Option<String>) -> Option<EntityRef> {
+    Some(EntityRef {
+        kind: kind?,
+        id: id?,
+    })
+}
+
+/// A non-negative INTEGER column as `u32`.
+fn count(row: &Row, index: usize) -> StoreResult<u32> {
+    let value: i32 = row.try_get(index)?;
+    u32::try_from(value)
+        .map_err(|_| StoreError::Database(format!("column {index} holds {value}, below zero")))
+}
+
+/// `u32` for an INTEGER column; values past `i32::MAX` saturate.
+fn int(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// Text as PostgreSQL can hold it: NUL becomes U+FFFD (see "Leaky spots" in
+/// `mod.rs`). For text the guest wrote, which must never fail a batch.
+fn pg_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+fn signal_at(row: &Row, at: usize) -> StoreResult<Signal> {
+    Ok(Signal {
+        id: row.try_get(at)?,
+        tenant: row.try_get(at + 1)?,
+        name: row.try_get(at + 2)?,
+        payload: row.try_get(at + 3)?,
+        metadata: row.try_get(at + 4)?,
+        dedupe_key: row.try_get(at + 5)?,
+        occurred_at: row.try_get(at + 6)?,
+        correlation_id: row.try_get(at + 7)?,
+        causation_id: row.try_get(at + 8)?,
+        actor: entity(row.try_get(at + 9)?, row.try_get(at + 10)?),
+        subject: entity(row.try_get(at + 11)?, row.try_get(at + 12)?),
+        source: row.try_get(at + 13)?,
+        inserted_at: row.try_get(at + 14)?,
+    })
+}
+
+fn delivery_at(row: &Row, at: usize) -> StoreResult<Delivery> {
+    Ok(Delivery {
+        id: row.try_get(at)?,
+        signal_id: row.try_get(at + 1)?,
+        tenant: row.try_get(at + 2)?,
+        handler: row.try_get(at + 3)?,
+        state: DeliveryState::parse(row.try_get(at + 4)?)?,
+        attempt: count(row, at + 5)?,
+        max_attempts: count(row, at + 6)?,
+        scheduled_at: row.try_get(at + 7)?,
+        last_error: row.try_get(at + 8)?,
+        handler_digest: row.try_get(at + 9)?,
+        inserted_at: row.try_get(at + 10)?,
+        finished_at: row.try_get(at + 11)?,
+    })
+}
+
+fn directive_from_row(row: &Row) -> StoreResult<Directive> {
+    Ok(Directive {
+        id: row.try_get(0)?,
+        tenant: row.try_get(1)?,
+        name: row.try_get(2)?,
+        payload: row.try_get(3)?,
+        idempotency_key: row.try_get(4)?,
+        state: DirectiveState::parse(row.try_get(5)?)?,
+        signal_id: row.try_get(6)?,
+        delivery_id: row.try_get(7)?,
+        handler: row.try_get(8)?,
+        scheduled_at: row.try_get(9)?,
+        attempt: count(row, 10)?,
+        last_error: row.try_get(11)?,
+        result: row.try_get(12)?,
+        depth: count(row, 13)?,
+        inserted_at: row.try_get(14)?,
+        updated_at: row.try_get(15)?,
+    })
+}
+
+fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: row.try_get(0)?,
+        settings: row.try_get(1)?,
+        created_at: row.try_get(2)?,
+        packages: row.try_get(3)?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Filters.
+
+/// A WHERE clause built from optional filters, with its parameters.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    values: Vec<Box<dyn ToSql + Sync>>,
+}
+
+impl Conditions {
+    /// Binds a parameter; returns its placeholder.
+    fn bind(&mut self, value: impl ToSql + Sync + 'static) -> String {
+        self.values.push(Box::new(value));
+        format!("${}", self.values.len())
+    }
+
+    fn eq(&mut self, column: &str, value: Option<impl ToSql + Sync + 'static>) {
+        if let Some(value) = value {
+            let placeholder = self.bind(value);
+            self.clauses.push(format!("{column} = {placeholder}"));
+        }
+    }
+
+    fn one_of<T: ToSql + Sync + Clone + 'static>(&mut self, column: &str, values: &[T]) {
+        if !values.is_empty() {
+            let placeholder = self.bind(values.to_vec());
+            self.clauses.push(format!("{column} = ANY({placeholder})"));
+        }
+    }
+
+    fn raw(&mut self, clause: &str) {
+        self.clauses.push(clause.to_owned());
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.values.iter().map(|v| &**v as _).collect()
+    }
+}
+
+fn limit(limit: Option<u32>) -> String {
+    limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
+}
+
+fn notify(db: &mut Tx<'_, '_>, channel: &str) -> StoreResult<()> {
+    // Delivered on commit, and only then; repeats in one transaction fold
+    // into one notification.
+    db.execute("SELECT pg_notify($1, '')", &[&channel])?;
+    Ok(())
+}
+
+fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|lease| now.checked_add_signed(lease))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+// ---------------------------------------------------------------------------
+// Tenants.
+
+pub fn tenant(db: &mut Db<'_, impl GenericClient>, id: &str) -> StoreResult<Option<Tenant>> {
+    db.query_opt(&format!("{TENANT_SELECT} WHERE t.id = $1"), &[&id])?
+        .map(|row| tenant_from_row(&row))
+        .transpose()
+}
+
+fn known_tenant(db: &mut Db<'_, impl GenericClient>, id: &str) -> StoreResult<Tenant> {
+    tenant(db, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
+}
+
+pub fn tenants(db: &mut Db<'_, impl GenericClient>) -> StoreResult<Vec<Tenant>> {
+    db.query(&format!("{TENANT_SELECT} ORDER BY t.id COLLATE \"C\""), &[])?
+        .iter()
+        .map(tenant_from_row)
+        .collect()
+}
+
+pub fn create_tenant(
+    db: &mut Tx<'_, '_>,
+    id: &str,
+    settings: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> StoreResult<Tenant> {
+    let inserted = db.execute(
+        "INSERT INTO tenants (id, settings, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        &[&id, settings, &now],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::TenantExists(id.to_owned()));
+    }
+    known_tenant(db, id)
+}
+
+pub fn set_settings(
+    db: &mut Tx<'_, '_>,
+    id: &str,
+    settings: &serde_json::Value,
+) -> StoreResult<Tenant> {
+    let changed = db.execute(
+        "UPDATE tenants SET settings = $2 WHERE id = $1",
+        &[&id, settings],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::UnknownTenant(id.to_owned()));
+    }
+    known_tenant(db, id)
+}
+
+pub fn install_package(db: &mut Tx<'_, '_>, id: &str, package: &str) -> StoreResult<Tenant> {
+    known_tenant(db, id)?;
+    db.execute(
+        "INSERT INTO tenant_packages (tenant, package) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&id, &package],
+    )?;
+    known_tenant(db, id)
+}
+
+pub fn uninstall_package(db: &mut Tx<'_, '_>, id: &str, package: &str) -> StoreResult<Tenant> {
+    known_tenant(db, id)?;
+    db.execute(
+        "DELETE FROM tenant_packages WHERE tenant = $1 AND package = $2",
+        &[&id, &package],
+    )?;
+    known_tenant(db, id)
+}
+
+pub fn record_handler_version(
+    db: &mut Tx<'_, '_>,
+    name: &str,
+    digest: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    db.execute(
+        "INSERT INTO handler_versions (name, digest, first_seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&name, &digest, &now],
+    )?;
+    Ok(())
+}
+
+/// See `Store::resume_handler`. Snoozed deliveries are the available ones
+/// scheduled later than now: new ones are due at once and retries are
+/// `retryable`. The `IN` keeps the statement on the partial due index.
+pub fn resume_handler(db: &mut Tx<'_, '_>, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+    Ok(db.execute(
+        "UPDATE deliveries SET scheduled_at = $2 \
+         WHERE state IN ('available', 'retryable') AND scheduled_at > $2 \
+         AND state = 'available' AND handler = $1",
+        &[&name, &now],
+    )?)
+}
+
+/// The packages of each of these tenants, or `UnknownTenant` naming the
+/// first unknown one in order.
+fn packages_of<'t>(
+    db: &mut Tx<'_, '_>,
+    tenants: impl Iterator<Item = &'t str> + Clone,
+) -> StoreResult<HashMap<String, Vec<String>>> {
+    let ids: Vec<&str> = tenants.clone().collect();
+    let found: HashMap<String, Vec<String>> = db
+        .query(&format!("{TENANT_SELECT} WHERE t.id = ANY($1)"), &[&ids])?
+        .iter()
+        .map(|row| tenant_from_row(row).map(|t| (t.id, t.packages)))
+        .collect::<StoreResult<_>>()?;
+    match tenants.into_iter().find(|t| !found.contains_key(*t)) {
+        Some(unknown) => Err(StoreError::UnknownTenant(unknown.to_owned())),
+        None => Ok(found),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Signals.
+
+/// New deliveries, gathered column by column for one INSERT.
+#[derive(Default)]
+struct NewDeliveries {
+    signal_ids: Vec<String>,
+    tenants: Vec<String>,
+    handlers: Vec<String>,
+    max_attempts: Vec<i32>,
+    depths: Vec<i32>,
+}
+
+impl NewDeliveries {
+    /// Adds one delivery per target whose package the tenant installed;
+    /// returns how many.
+    fn push(
+        &mut self,
+        signal_id: &str,
+        tenant: &str,
+        depth: u32,
+        packages: &[String],
+        targets: &[DeliveryTarget],
+    ) -> u32 {
+        let mut added = 0;
+        for target in targets {
+            if target.package.as_ref().is_none_or(|p| packages.contains(p)) {
+                self.signal_ids.push(signal_id.to_owned());
+                self.tenants.push(tenant.to_owned());
+                self.handlers.push(target.handler.clone());
+                self.max_attempts.push(int(target.max_attempts));
+                self.depths.push(int(depth));
+                added += 1;
+            }
+        }
+        added
+    }
+
+    /// Inserts them, available at `now`, and tells the other processes.
+    fn insert(&self, db: &mut Tx<'_, '_>, now: DateTime<Utc>) -> StoreResult<u64> {
+        if self.signal_ids.is_empty() {
+            return Ok(0);
+        }
+        let inserted = db.execute(
+            "INSERT INTO deliveries (signal_id, tenant, handler, state, max_attempts, scheduled_at, depth, inserted_at) \
+             SELECT signal_id, tenant, handler, 'available', max_attempts, $6, depth, $6 \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[]) \
+                  AS r(signal_id, tenant, handler, max_attempts, depth)",
+            &[
+                &self.signal_ids,
+                &self.tenants,
+                &self.handlers,
+                &self.max_attempts,
+                &self.depths,
+                &now,
+            ],
+        )?;
+        notify(db, DELIVERIES_CHANNEL)?;
+        Ok(inserted)
+    }
+}
+
+/// Causation depth of each signal of the batch: its cause's depth + 1 when
+/// the cause is a signal of the same tenant, 0 otherwise.
+fn depths(
+    db: &mut Tx<'_, '_>,
+    batch: &[(NewSignal, Vec<DeliveryTarget>)],
+) -> StoreResult<Vec<u32>> {
+    let causes: Vec<&str> = batch
+        .iter()
+        .filter_map(|(new, _)| new.causation_id.as_deref())
+        .collect();
+    let mut known: HashMap<String, (String, u32)> = HashMap::new();
+    if !causes.is_empty() {
+        for row in db.query(
+            "SELECT id, tenant, depth FROM signals WHERE id = ANY($1)",
+            &[&causes],
+        )? {
+            known.insert(row.try_get(0)?, (row.try_get(1)?, count(&row, 2)?));
+        }
+    }
+    Ok(batch
+        .iter()
+        .map(|(new, _)| {
+            new.causation_id
+                .as_ref()
+                .and_then(|cause| known.get(cause))
+                .filter(|(tenant, _)| *tenant == new.tenant)
+                .map_or(0, |(_, depth)| depth + 1)
+        })
+        .collect())
+}
+
+fn new_signal(new: &NewSignal, now: DateTime<Utc>) -> Signal {
+    Signal {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: new.tenant.clone(),
+        name: new.name.clone(),
+        payload: new.payload.clone(),
+        metadata: new
+            .metadata
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({})),
+        dedupe_key: new.dedupe_key.clone(),
+        occurred_at: new.occurred_at.unwrap_or(now),
+        correlation_id: new.correlation_id.clone(),
+        causation_id: new.causation_id.clone(),
+        actor: new.actor.clone(),
+        subject: new.subject.clone(),
+        source: new.source.clone(),
+        inserted_at: now,
+    }
+}
+
+/// Inserts the signals whose dedupe key is free; returns the ids inserted.
+///
+/// Rows go in (tenant, dedupe key) order, the same in every process: two
+/// batches that share keys then wait on each other in one order and never
+/// deadlock. Within a batch the first signal with a key wins, as in SQLite.
+fn insert_signals(
+    db: &mut Tx<'_, '_>,
+    signals: &[Signal],
+    depths: &[u32],
+    now: DateTime<Utc>,
+) -> StoreResult<HashSet<String>> {
+    let column = |f: fn(&Signal) -> Option<String>| signals.iter().map(f).collect::<Vec<_>>();
+    let ids = column(|s| Some(s.id.clone()));
+    let tenants = column(|s| Some(s.tenant.clone()));
+    let names = column(|s| Some(s.name.clone()));
+    let payloads = column(|s| Some(s.payload.to_string()));
+    let metadata = column(|s| Some(s.metadata.to_string()));
+    let keys = column(|s| s.dedupe_key.clone());
+    let correlations = column(|s| s.correlation_id.clone());
+    let causations = column(|s| s.causation_id.clone());
+    let actor_types = column(|s| s.actor.as_ref().map(|a| a.kind.clone()));
+    let actor_ids = column(|s| s.actor.as_ref().map(|a| a.id.clone()));
+    let subject_types = column(|s| s.subject.as_ref().map(|a| a.kind.clone()));
+    let subject_ids = column(|s| s.subject.as_ref().map(|a| a.id.clone()));
+    let sources = column(|s| s.source.clone());
+    let occurred: Vec<DateTime<Utc>> = signals.iter().map(|s| s.occurred_at).collect();
+    let depths: Vec<i32> = depths.iter().map(|d| int(*d)).collect();
+    let rows = db.query(
+        "INSERT INTO signals (id, tenant, name, payload, metadata, dedupe_key, occurred_at, correlation_id, \
+             causation_id, actor_type, actor_id, subject_type, subject_id, source, depth, inserted_at) \
+         SELECT id, tenant, name, payload::json, metadata::json, dedupe_key, occurred_at, correlation_id, \
+             causation_id, actor_type, actor_id, subject_type, subject_id, source, depth, $16 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], \
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
+                     $15::int[]) WITH ORDINALITY \
+              AS s(id, tenant, name, payload, metadata, dedupe_key, occurred_at, correlation_id, causation_id, \
+                   actor_type, actor_id, subject_type, subject_id, source, depth, ord) \
+         ORDER BY tenant, dedupe_key, ord \
+         ON CONFLICT (tenant, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING \
+         RETURNING id",
+        &[
+            &ids,
+            &tenants,
+            &names,
+            &payloads,
+            &metadata,
+            &keys,
+            &occurred,
+            &correlations,
+            &causations,
+            &actor_types,
+            &actor_ids,
+            &subject_types,
+            &subject_ids,
+            &sources,
+            &depths,
+            &now,
+        ],
+    )?;
+    rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+}
+
+fn signal_by_dedupe_key(db: &mut Tx<'_, '_>, tenant: &str, key: &str) -> StoreResult<Signal> {
+    let row = db
+        .query_opt(
+            &format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE tenant = $1 AND dedupe_key = $2"),
+            &[&tenant, &key],
+        )?
+        .ok_or_else(|| {
+            StoreError::Database(format!(
+                "the signal of tenant {tenant:?} with dedupe key {key:?} was neither inserted nor found"
+            ))
+        })?;
+    signal_at(&row, 0)
+}
+
+pub fn emit(
+    db: &mut Tx<'_, '_>,
+    batch: &[(NewSignal, Vec<DeliveryTarget>)],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Emitted>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let packages = packages_of(db, batch.iter().map(|(new, _)| new.tenant.as_str()))?;
+    let depths = depths(db, batch)?;
+    let signals: Vec<Signal> = batch.iter().map(|(new, _)| new_signal(new, now)).collect();
+    let created = insert_signals(db, &signals, &depths, now)?;
+    let mut deliveries = NewDeliveries::default();
+    let mut emitted = Vec::with_capacity(batch.len());
+    for ((signal, (_, targets)), depth) in signals.into_iter().zip(batch).zip(depths) {
+        if created.contains(&signal.id) {
+            let count = deliveries.push(
+                &signal.id,
+                &signal.tenant,
+                depth,
+                &packages[&signal.tenant],
+                targets,
+            );
+            emitted.push(Emitted {
+                status: EmitStatus::Created,
+                signal,
+                deliveries: count,
+            });
+        } else {
+            // Only a signal with a dedupe key can be left out.
+            let key = signal.dedupe_key.as_deref().unwrap_or_default();
+            emitted.push(Emitted {
+                status: EmitStatus::Existing,
+                signal: signal_by_dedupe_key(db, &signal.tenant, key)?,
+                deliveries: 0,
+            });
+        }
+    }
+    deliveries.insert(db, now)?;
+    Ok(emitted)
+}
+
+pub fn signals(
+    db: &mut Db<'_, impl GenericClient>,
+    filter: &SignalFilter,
+) -> StoreResult<Vec<Signal>> {
+    let mut conditions = Conditions::default();
+    conditions.eq("tenant", filter.tenant.clone());
+    conditions.one_of("id", &filter.ids);
+    conditions.eq("name", filter.name.clone());
+    if let Some(since) = filter.since {
+        let placeholder = conditions.bind(since);
+        conditions.raw(&format!("inserted_at >= {placeholder}"));
+    }
+    if let Some(until) = filter.until {
+        let placeholder = conditions.bind(until);
+        conditions.raw(&format!("inserted_at < {placeholder}"));
+    }
+    let sql = format!(
+        "SELECT {SIGNAL_COLUMNS} FROM signals{} ORDER BY seq{}",
+        conditions.sql(),
+        limit(filter.limit)
+    );
+    db.c.query(&sql, &conditions.params())?
+        .iter()
+        .map(|row| signal_at(row, 0))
+        .collect()
+}
+
+pub fn signal_depth(db: &mut Db<'_, impl GenericClient>, id: &str) -> StoreResult<Option<u32>> {
+    db.query_opt("SELECT depth FROM signals WHERE id = $1", &[&id])?
+        .map(|row| count(&row, 0))
+        .transpose()
+}
+
+// ---------------------------------------------------------------------------
+// Claims.
+
+/// Leases held by workers that stopped: record the lost attempt, then make
+/// the delivery retryable (or discarded, if that was its last attempt).
+/// One statement; rows another transaction holds (a late completion, another
+/// rescuer) are skipped, not waited for.
+pub fn rescue_deliveries(
+    db: &mut Db<'_, impl GenericClient>,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    db.execute(
+        "WITH expired AS ( \
+             SELECT id, attempt, worker, handler_digest FROM deliveries \
+             WHERE state = 'running' AND leased_until < $1 \
+             FOR UPDATE SKIP LOCKED \
+         ), lost AS ( \
+             INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
+                 duration_us, fuel, directive_count, output, finished_at) \
+             SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), 'lease_expired', \
+                 'the worker holding the lease stopped before finishing', $1, 0, NULL, 0, '', $1 \
+             FROM expired \
+             ON CONFLICT DO NOTHING \
+         ) \
+         UPDATE deliveries d SET \
+             state = CASE WHEN d.attempt >= d.max_attempts THEN 'discarded' ELSE 'retryable' END, \
+             finished_at = CASE WHEN d.attempt >= d.max_attempts THEN $1 END, \
+             last_error = 'lease expired: the worker holding it stopped before finishing', \
+             worker = NULL, leased_until = NULL, scheduled_at = $1 \
+         FROM expired WHERE d.id = expired.id",
+        &[&now],
+    )
+}
+
+/// Leases up to `limit` due deliveries to `worker` and returns them with
+/// their signal and their tenant's settings and packages: one statement.
+pub fn claim_deliveries(
+    db: &mut Db<'_, impl GenericClient>,
+    worker: &str,
+    limit: usize,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = db.query(
+        &format!(
+            "WITH due AS ( \
+                 SELECT id FROM deliveries \
+                 WHERE state IN ('available', 'retryable') AND scheduled_at <= $3 \
+                 ORDER BY scheduled_at LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED \
+             ), claimed AS ( \
+                 UPDATE deliveries d SET state = 'running', attempt = d.attempt + 1, worker = $1, \
+                     leased_until = $2 \
+                 FROM due WHERE d.id = due.id \
+                 RETURNING {} \
+             ) \
+             SELECT c.*, {}, t.settings, \
+                 ARRAY(SELECT p.package FROM tenant_packages p WHERE p.tenant = c.tenant \
+                       ORDER BY p.package COLLATE \"C\") \
+             FROM claimed c \
+             JOIN signals s ON s.id = c.signal_id \
+             JOIN tenants t ON t.id = c.tenant \
+             ORDER BY c.scheduled_at, c.id",
+            prefixed("d", DELIVERY_COLUMNS),
+            prefixed("s", SIGNAL_COLUMNS),
+        ),
+        &[&worker, &lease_until(now, lease), &now, &limit],
+    )?;
+    rows.iter()
+        .map(|row| {
+            Ok(ClaimedDelivery {
+                delivery: delivery_at(row, 0)?,
+                signal: signal_at(row, 12)?,
+                settings: row.try_get(27)?,
+                packages: row.try_get(28)?,
+            })
+        })
+        .collect()
+}
+
+/// `a, b` → `t.a, t.b`.
+fn prefixed(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------
+// Finish.
+
+/// The delivery a completion belongs to, as the database knows it.
+struct Holder {
+    tenant: String,
+    signal_id: String,
+    handler: String,
+    depth: u32,
+}
+
+/// Which results may change their delivery: a result repeating the fence
+/// `(id, attempt, worker)` of an earlier one in the batch is stale once the
+/// earlier one is applied, as it would be one after the other.
+fn first_of_each_fence(results: &[DeliveryResult]) -> Vec<bool> {
+    let mut seen = HashSet::new();
+    results
+        .iter()
+        .map(|r| seen.insert((r.delivery_id, r.attempt, r.worker.as_str())))
+        .collect()
+}
+
+/// The fenced columns of some results, as arrays, with their index in the batch.
+struct Fences {
+    ords: Vec<i32>,
+    ids: Vec<i64>,
+    attempts: Vec<i32>,
+    workers: Vec<String>,
+}
+
+impl Fences {
+    fn of<'r>(results: impl Iterator<Item = (usize, &'r DeliveryResult)>) -> Self {
+        let mut fences = Fences {
+            ords: Vec::new(),
+            ids: Vec::new(),
+            attempts: Vec::new(),
+            workers: Vec::new(),
+        };
+        for (ord, r) in results {
+            fences.ords.push(i32::try_from(ord).unwrap_or(i32::MAX));
+            fences.ids.push(r.delivery_id);
+            fences.attempts.push(int(r.attempt));
+            fences.workers.push(r.worker.clone());
+        }
+        fences
+    }
+}
+
+const FENCE: &str =
+    "d.id = r.id AND d.attempt = r.attempt AND d.worker = r.worker AND d.state = 'running'";
+
+/// Completes, retries or discards the deliveries whose lease these results
+/// still hold; returns the holder of each by its index in the batch.
+fn settle(
+    db: &mut Tx<'_, '_>,
+    results: &[DeliveryResult],
+    candidates: &[usize],
+    now: DateTime<Utc>,
+) -> StoreResult<HashMap<usize, Holder>> {
+    if candidates.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let fences = Fences::of(candidates.iter().map(|&i| (i, &results[i])));
+    let mut states = Vec::new();
+    let mut scheduled = Vec::new();
+    let mut errors = Vec::new();
+    let mut finished = Vec::new();
+    for &i in candidates {
+        let r = &results[i];
+        let (state, at, error) = match &r.decision {
+            Decision::Complete(_) => ("completed", None, None),
+            Decision::Retry { at } => ("retryable", Some(*at), r.error.as_deref()),
+            _ => ("discarded", None, r.error.as_deref()),
+        };
+        states.push(state);
+        scheduled.push(at);
+        errors.push(error.map(|e| pg_text(e).into_owned()));
+        finished.push((state != "retryable").then_some(now));
+    }
+    let digests: Vec<&str> = candidates
+        .iter()
+        .map(|&i| results[i].handler_digest.as_str())
+        .collect();
+    let rows = db.query(
+        &format!(
+            "UPDATE deliveries d SET state = r.state, scheduled_at = COALESCE(r.scheduled_at, d.scheduled_at), \
+                 last_error = r.error, handler_digest = r.digest, finished_at = r.finished_at, \
+                 worker = NULL, leased_until = NULL \
+             FROM unnest($1::int[], $2::bigint[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], \
+                         $7::text[], $8::text[], $9::timestamptz[]) \
+                  AS r(ord, id, attempt, worker, state, scheduled_at, error, digest, finished_at) \
+             WHERE {FENCE} \
+             RETURNING r.ord, d.tenant, d.signal_id, d.handler, d.depth"
+        ),
+        &[
+            &fences.ords,
+            &fences.ids,
+            &fences.attempts,
+            &fences.workers,
+            &states,
+            &scheduled,
+            &errors,
+            &digests,
+            &finished,
+        ],
+    )?;
+    rows.iter()
+        .map(|row| {
+            let ord: i32 = row.try_get(0)?;
+            let holder = Holder {
+                tenant: row.try_get(1)?,
+                signal_id: row.try_get(2)?,
+                handler: row.try_get(3)?,
+                depth: count(row, 4)?,
+            };
+            Ok((ord as usize, holder))
+        })
+        .collect()
+}
+
+/// Puts snoozed deliveries back without counting the attempt; returns the
+/// indexes of the results that still held their lease.
+fn snooze(
+    db: &mut Tx<'_, '_>,
+    results: &[DeliveryResult],
+    candidates: &[usize],
+) -> StoreResult<HashSet<usize>> {
+    if candidates.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let fences = Fences::of(candidates.iter().map(|&i| (i, &results[i])));
+    let at: Vec<Option<DateTime<Utc>>> = candidates
+        .iter()
+        .map(|&i| match results[i].decision {
+            Decision::Snooze { at } => Some(at),
+            _ => None,
+        })
+        .collect();
+    let rows = db.query(
+        &format!(
+            "UPDATE deliveries d SET state = 'available', attempt = d.attempt - 1, scheduled_at = r.at, \
+                 worker = NULL, leased_until = NULL \
+             FROM unnest($1::int[], $2::bigint[], $3::int[], $4::text[], $5::timestamptz[]) \
+                  AS r(ord, id, attempt, worker, at) \
+             WHERE {FENCE} \
+             RETURNING r.ord"
+        ),
+        &[
+            &fences.ords,
+            &fences.ids,
+            &fences.attempts,
+            &fences.workers,
+            &at,
+        ],
+    )?;
+    rows.iter()
+        .map(|row| Ok(row.try_get::<_, i32>(0)? as usize))
+        .collect()
+}
+
+/// Directives to insert, column by column.
+#[derive(Default)]
+struct NewDirectives {
+    ids: Vec<String>,
+    tenants: Vec<String>,
+    names: Vec<String>,
+    payloads: Vec<String>,
+    keys: Vec<String>,
+    signal_ids: Vec<String>,
+    delivery_ids: Vec<i64>,
+    handlers: Vec<String>,
+    scheduled: Vec<DateTime<Utc>>,
+    depths: Vec<i32>,
+}
+
+impl NewDirectives {
+    /// A completed delivery's directives, with the delivery's tenant, signal
+    /// and depth (a directive cannot name another tenant).
+    fn push(
+        &mut self,
+        holder: &Holder,
+        delivery_id: i64,
+        directives: &[RequestedDirective],
+        now: DateTime<Utc>,
+    ) {
+        for d in directives {
+            self.ids.push(d.id.clone());
+            self.tenants.push(holder.tenant.clone());
+            self.names.push(d.name.clone());
+            self.payloads.push(d.payload.to_string());
+            self.keys.push(pg_text(&d.idempotency_key).into_owned());
+            self.signal_ids.push(holder.signal_id.clone());
+            self.delivery_ids.push(delivery_id);
+            self.handlers.push(holder.handler.clone());
+            self.scheduled.push(d.scheduled_at.unwrap_or(now));
+            self.depths.push(int(holder.depth));
+        }
+    }
+
+    /// Inserts those whose idempotency key is free (in order, so the first
+    /// of a repeated key wins); returns the ids inserted.
+    fn insert(
+        &self,
+        db: &mut Db<'_, impl GenericClient>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HashSet<String>> {
+        if self.ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows = db.query(
+            "INSERT INTO directives (id, tenant, name, payload, idempotency_key, state, signal_id, delivery_id, \
+                 handler, scheduled_at, depth, inserted_at, updated_at) \
+             SELECT id, tenant, name, payload::json, key, 'requested', signal_id, delivery_id, handler, \
+                 scheduled_at, depth, $11, $11 \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], \
+                         $8::text[], $9::timestamptz[], $10::int[]) WITH ORDINALITY \
+                  AS r(id, tenant, name, payload, key, signal_id, delivery_id, handler, scheduled_at, depth, ord) \
+             ORDER BY ord \
+             ON CONFLICT (tenant, idempotency_key) DO NOTHING \
+             RETURNING id",
+            &[
+                &self.ids,
+                &self.tenants,
+                &self.names,
+                &self.payloads,
+                &self.keys,
+                &self.signal_ids,
+                &self.delivery_ids,
+                &self.handlers,
+                &self.scheduled,
+                &self.depths,
+                &now,
+            ],
+        )?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+}
+
+/// How writing one delivery's directives went.
+enum Written {
+    /// New rows and duplicates of existing ones.
+    All { created: u32, duplicates: u32 },
+    /// `key` exists with another name or payload: nothing of this delivery
+    /// was kept.
+    Conflict { key: String },
+}
+
+/// A completed delivery and the directives it asked for.
+struct Completion<'r> {
+    ord: usize,
+    holder: Holder,
+    result: &'r DeliveryResult,
+    directives: &'r [RequestedDirective],
+}
+
+/// Writes the directives of every completion. The usual case, every key
+/// new, is one INSERT for the whole batch; if any key was taken, that INSERT
+/// is rolled back and each delivery is written on its own, in order, to
+/// tell duplicates from conflicts exactly as SQLite does.
+fn write_directives(
+    db: &mut Tx<'_, '_>,
+    completions: &[Completion<'_>],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Written>> {
+    let mut all = NewDirectives::default();
+    for c in completions {
+        all.push(&c.holder, c.result.delivery_id, c.directives, now);
+    }
+    let all_new = |completions: &[Completion<'_>]| {
+        completions
+            .iter()
+            .map(|c| Written::All {
+                created: c.directives.len() as u32,
+                duplicates: 0,
+            })
+            .collect()
+    };
+    if all.ids.is_empty() {
+        return Ok(all_new(completions));
+    }
+    let Db { c, statements } = db;
+    let mut savepoint = c.transaction()?;
+    let inserted = all.insert(
+        &mut Db {
+            c: &mut savepoint,
+            statements,
+        },
+        now,
+    )?;
+    if inserted.len() == all.ids.len() {
+        savepoint.commit()?;
+        return Ok(all_new(completions));
+    }
+    savepoint.rollback()?;
+    completions
+        .iter()
+        .map(|c| write_one_delivery(db, c, now))
+        .collect()
+}
+
+fn write_one_delivery(
+    db: &mut Tx<'_, '_>,
+    completion: &Completion<'_>,
+    now: DateTime<Utc>,
+) -> StoreResult<Written> {
+    let mut new = NewDirectives::default();
+    new.push(
+        &completion.holder,
+        completion.result.delivery_id,
+        completion.directives,
+        now,
+    );
+    let inserted = new.insert(db, now)?;
+    let mut duplicates = 0;
+    for (d, key) in completion.directives.iter().zip(&new.keys) {
+        if inserted.contains(&d.id) {
+            continue;
+        }
+        let row = db
+            .query_opt(
+                "SELECT name, payload FROM directives WHERE tenant = $1 AND idempotency_key = $2",
+                &[&completion.holder.tenant, key],
+            )?
+            .ok_or_else(|| {
+                StoreError::Database(format!("directive {key:?} was neither inserted nor found"))
+            })?;
+        let (name, payload): (String, serde_json::Value) = (row.try_get(0)?, row.try_get(1)?);
+        if name == d.name && payload == d.payload {
+            duplicates += 1;
+        } else {
+            let written: Vec<&String> =
+                new.ids.iter().filter(|id| inserted.contains(*id)).collect();
+            db.execute("DELETE FROM directives WHERE id = ANY($1)", &[&written])?;
+            return Ok(Written::Conflict {
+                key: d.idempotency_key.clone(),
+            });
+        }
+    }
+    Ok(Written::All {
+        created: inserted.len() as u32,
+        duplicates,
+    })
+}
+
+fn conflict_reason(key: &str) -> String {
+    format!(
+        "directive conflict: idempotency key {key:?} already belongs to a directive with another payload"
+    )
+}
+
+/// Discards a completed delivery whose directives conflict, with the reason.
+fn discard_conflict(db: &mut Tx<'_, '_>, delivery_id: i64, key: &str) -> StoreResult<()> {
+    // Unfenced: this transaction completed it a moment ago.
+    db.execute(
+        "UPDATE deliveries SET state = 'discarded', last_error = $2 WHERE id = $1",
+        &[&delivery_id, &pg_text(&conflict_reason(key)).as_ref()],
+    )?;
+    Ok(())
+}
+
+/// Records the attempts of the results that changed their delivery (a
+/// fenced-out result is dropped whole: its attempt is not its to record),
+/// with the outcome and error each attempt ended with.
+fn record_attempts(
+    db: &mut Tx<'_, '_>,
+    attempts: &[(&DeliveryResult, &str, Option<String>)],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = attempts.iter().map(|(r, ..)| r.delivery_id).collect();
+    let numbers: Vec<i32> = attempts.iter().map(|(r, ..)| int(r.attempt)).collect();
+    let workers: Vec<&str> = attempts.iter().map(|(r, ..)| r.worker.as_str()).collect();
+    let digests: Vec<&str> = attempts
+        .iter()
+        .map(|(r, ..)| r.handler_digest.as_str())
+        .collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|(_, o, _)| *o).collect();
+    let errors: Vec<Option<String>> = attempts
+        .iter()
+        .map(|(_, _, e)| e.as_deref().map(|e| pg_text(e).into_owned()))
+        .collect();
+    let started: Vec<DateTime<Utc>> = attempts.iter().map(|(r, ..)| r.started_at).collect();
+    let durations: Vec<i64> = attempts
+        .iter()
+        .map(|(r, ..)| i64::try_from(r.duration.as_micros()).unwrap_or(i64::MAX))
+        .collect();
+    let fuel: Vec<Option<i64>> = attempts
+        .iter()
+        .map(|(r, ..)| r.fuel.map(|f| i64::try_from(f).unwrap_or(i64::MAX)))
+        .collect();
+    let counts: Vec<i32> = attempts
+        .iter()
+        .map(|(r, ..)| int(r.directive_count))
+        .collect();
+    let outputs: Vec<String> = attempts
+        .iter()
+        .map(|(r, ..)| pg_text(&r.output).into_owned())
+        .collect();
+    db.execute(
+        "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
+             duration_us, fuel, directive_count, output, finished_at) \
+         SELECT delivery_id, attempt, worker, handler_digest, outcome, error, started_at, duration_us, fuel, \
+             directive_count, output, $12 \
+         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::timestamptz[], $8::bigint[], $9::bigint[], $10::int[], $11::text[]) \
+              AS r(delivery_id, attempt, worker, handler_digest, outcome, error, started_at, duration_us, fuel, \
+                   directive_count, output) \
+         ON CONFLICT DO NOTHING",
+        &[
+            &ids, &numbers, &workers, &digests, &outcomes, &errors, &started, &durations, &fuel,
+            &counts, &outputs, &now,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Records a batch of results in the transaction `db` holds: the fenced
+/// state changes, the directives of completed deliveries, the attempts.
+pub fn finish_deliveries(
+    db: &mut Tx<'_, '_>,
+    results: &[DeliveryResult],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<FinishOutcome>> {
+    let first = first_of_each_fence(results);
+    let (snoozes, settles): (Vec<usize>, Vec<usize>) = (0..results.len())
+        .filter(|&i| first[i])
+        .partition(|&i| matches!(results[i].decision, Decision::Snooze { .. }));
+    let mut held = settle(db, results, &settles, now)?;
+    let snoozed = snooze(db, results, &snoozes)?;
+
+    let completions: Vec<Completion<'_>> = settles
+        .iter()
+        .filter_map(|&ord| match &results[ord].decision {
+            Decision::Complete(directives) => held.remove(&ord).map(|holder| Completion {
+                ord,
+                holder,
+                result: &results[ord],
+                directives,
+            }),
+            _ => None,
+        })
+        .collect();
+    let written = write_directives(db, &completions, now)?;
+
+    let mut outcomes: Vec<FinishOutcome> = (0..results.len())
+        .map(|i| match &results[i].decision {
+            Decision::Snooze { .. } if snoozed.contains(&i) => FinishOutcome::Snoozed,
+            Decision::Retry { .. } if held.contains_key(&i) => FinishOutcome::Retrying,
+            Decision::Discard if held.contains_key(&i) => FinishOutcome::Discarded,
+            _ => FinishOutcome::LeaseLost, // completions are filled in below
+        })
+        .collect();
+    let mut created = 0;
+    for (completion, written) in completions.iter().zip(written) {
+        outcomes[completion.ord] = match written {
+            Written::All {
+                created: n,
+                duplicates,
+            } => {
+                created += n;
+                FinishOutcome::Completed {
+                    directives_created: n,
+                    duplicates,
+                }
+            }
+            Written::Conflict { key } => {
+                discard_conflict(db, completion.result.delivery_id, &key)?;
+                FinishOutcome::Conflict { key }
+            }
+        };
+    }
+
+    let attempts: Vec<(&DeliveryResult, &str, Option<String>)> = results
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(r, outcome)| match outcome {
+            FinishOutcome::LeaseLost | FinishOutcome::Snoozed => None,
+            // The attempt keeps the reason its delivery ended.
+            FinishOutcome::Conflict { key } => Some((r, "conflict", Some(conflict_reason(key)))),
+            _ => Some((r, r.outcome.as_str(), r.error.clone())),
+        })
+        .collect();
+    record_attempts(db, &attempts, now)?;
+    if created > 0 {
+        notify(db, DIRECTIVES_CHANNEL)?;
+    }
+    Ok(outcomes)
+}
+
+// ---------------------------------------------------------------------------
+// Listings and operator actions on deliveries.
+
+fn delivery_conditions(filter: &DeliveryFilter) -> Conditions {
+    let mut conditions = Conditions::default();
+    conditions.eq("tenant", filter.tenant.clone());
+    conditions.eq("state", filter.state.map(|s| s.as_str()));
+    conditions.eq("handler", filter.handler.clone());
+    conditions.eq("signal_id", filter.signal_id.clone());
+    conditions.one_of("id", &filter.ids);
+    conditions
+}
+
+pub fn deliveries(
+    db: &mut Db<'_, impl GenericClient>,
+    filter: &DeliveryFilter,
+) -> StoreResult<Vec<Delivery>> {
+    let conditions = delivery_conditions(filter);
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}",
+        conditions.sql(),
+        limit(filter.limit)
+    );
+    db.c.query(&sql, &conditions.params())?
+        .iter()
+        .map(|row| delivery_at(row, 0))
+        .collect()
+}
+
+pub fn attempts(
+    db: &mut Db<'_, impl GenericClient>,
+    delivery_id: i64,
+) -> StoreResult<Vec<Attempt>> {
+    db.query(
+        "SELECT delivery_id, attempt, worker, handler_digest, outcome, error, started_at, duration_us, fuel, \
+         directive_count, output, finished_at FROM attempts WHERE delivery_id = $1 ORDER BY attempt",
+        &[&delivery_id],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Attempt {
+            delivery_id: r.try_get(0)?,
+            attempt: count(r, 1)?,
+            worker: r.try_get(2)?,
+            handler_digest: r.try_get(3)?,
+            outcome: r.try_get(4)?,
+            error: r.try_get(5)?,
+            started_at: r.try_get(6)?,
+            duration_us: r.try_get::<_, i64>(7)?.max(0) as u64,
+            fuel: r.try_get::<_, Option<i64>>(8)?.map(|f| f.max(0) as u64),
+            directive_count: count(r, 9)?,
+            output: r.try_get(10)?,
+            finished_at: r.try_get(11)?,
+        })
+    })
+    .collect()
+}
+
+pub fn retry_deliveries(
+    db: &mut Tx<'_, '_>,
+    filter: &DeliveryFilter,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let mut conditions = delivery_conditions(filter);
+    conditions.raw("state IN ('discarded', 'canceled', 'retryable')");
+    let now_param = conditions.bind(now);
+    // A discarded delivery gets a fresh budget of the size it had.
+    let sql = format!(
+        "UPDATE deliveries SET \
+         max_attempts = CASE WHEN state = 'retryable' THEN max_attempts ELSE attempt + max_attempts END, \
+         state = 'available', scheduled_at = {now_param}, finished_at = NULL{}",
+        conditions.sql()
+    );
+    let retried = db.c.execute(&sql, &conditions.params())?;
+    if retried > 0 {
+        notify(db, DELIVERIES_CHANNEL)?;
+    }
+    Ok(retried)
+}
+
+pub fn cancel_deliveries(
+    db: &mut Tx<'_, '_>,
+    filter: &DeliveryFilter,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let mut conditions = delivery_conditions(filter);
+    conditions.raw("state IN ('available', 'retryable')");
+    let now_param = conditions.bind(now);
+    let sql = format!(
+        "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
+         last_error = 'canceled by an operator'{}",
+        conditions.sql()
+    );
+    Ok(db.c.execute(&sql, &conditions.params())?)
+}
+
+pub fn replay(
+    db: &mut Tx<'_, '_>,
+    batch: &[(String, Vec<DeliveryTarget>)],
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+    let mut signals: HashMap<String, (String, u32)> = HashMap::new();
+    for row in db.query(
+        "SELECT id, tenant, depth FROM signals WHERE id = ANY($1)",
+        &[&ids],
+    )? {
+        signals.insert(row.try_get(0)?, (row.try_get(1)?, count(&row, 2)?));
+    }
+    if let Some(missing) = ids.iter().find(|id| !signals.contains_key(**id)) {
+        return Err(StoreError::NotFound {
+            kind: "signal",
+            id: (*missing).to_owned(),
+        });
+    }
+    let packages = packages_of(db, signals.values().map(|(tenant, _)| tenant.as_str()))?;
+    let mut deliveries = NewDeliveries::default();
+    for (signal_id, targets) in batch {
+        let (tenant, depth) = &signals[signal_id];
+        deliveries.push(signal_id, tenant, *depth, &packages[tenant], targets);
+    }
+    deliveries.insert(db, now)
+}
+
+// ---------------------------------------------------------------------------
+// Directives.
+
+/// A runner that stopped mid-directive: run it again (executors are told to
+/// expect at-least-once calls).
+pub fn rescue_directives(
+    db: &mut Db<'_, impl GenericClient>,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    db.execute(
+        "UPDATE directives SET state = 'requested', scheduled_at = $1, updated_at = $1, worker = NULL, \
+             leased_until = NULL, \
+             last_error = 'lease expired: the runner holding it stopped before finishing' \
+         WHERE seq IN (SELECT seq FROM directives WHERE state = 'running' AND leased_until < $1 \
+                       FOR UPDATE SKIP LOCKED)",
+        &[&now],
+    )
+}
+
+pub fn claim_directives(
+    db: &mut Db<'_, impl GenericClient>,
+    worker: &str,
+    limit: usize,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Directive>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    db.query(
+        &format!(
+            "WITH due AS ( \
+                 SELECT seq FROM directives WHERE state = 'requested' AND scheduled_at <= $3 \
+                 ORDER BY scheduled_at LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED \
+             ), claimed AS ( \
+                 UPDATE directives d SET state = 'running', attempt = d.attempt + 1, worker = $1, \
+                     leased_until = $2, updated_at = $3 \
+                 FROM due WHERE d.seq = due.seq \
+                 RETURNING d.seq, {} \
+             ) \
+             SELECT {DIRECTIVE_COLUMNS} FROM claimed ORDER BY scheduled_at, seq",
+            prefixed("d", DIRECTIVE_COLUMNS)
+        ),
+        &[&worker, &lease_until(now, lease), &now, &limit],
+    )?
+    .iter()
+    .map(directive_from_row)
+    .collect()
+}
+
+pub fn finish_directive(
+    db: &mut Db<'_, impl GenericClient>,
+    id: &str,
+    attempt: u32,
+    worker: &str,
+    decision: &DirectiveDecision,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let (state, scheduled_at, error, result) = match decision {
+        DirectiveDecision::Succeeded(result) => ("succeeded", None, None, Some(result)),
+        DirectiveDecision::Retry { at, error } => ("requested", Some(*at), Some(error), None),
+        DirectiveDecision::Failed(error) => ("failed", None, Some(error), None),
+    };
+    let error = error.map(|e| pg_text(e).into_owned());
+    let changed = db.execute(
+        "UPDATE directives SET state = $4, scheduled_at = COALESCE($5, scheduled_at), last_error = $6, \
+             result = $7, updated_at = $8, worker = NULL, leased_until = NULL \
+         WHERE id = $1 AND attempt = $2 AND worker = $3 AND state = 'running'",
+        &[
+            &id,
+            &int(attempt),
+            &worker,
+            &state,
+            &scheduled_at,
+            &error,
+            &result,
+            &now,
+        ],
+    )?;
+    Ok(changed == 1)
+}
+
+fn directive_conditions(filter: &DirectiveFilter) -> Conditions {
+    let mut conditions = Conditions::default();
+    conditions.eq("tenant", filter.tenant.clone());
+    conditions.eq("state", filter.state.map(|s| s.as_str()));
+    conditions.eq("name", filter.name.clone());
+    conditions.eq("signal_id", filter.signal_id.clone());
+    conditions.one_of("id", &filter.ids);
+    conditions
+}
+
+pub fn directives(
+    db: &mut Db<'_, impl GenericClient>,
+    filter: &DirectiveFilter,
+) -> StoreResult<Vec<Directive>> {
+    let conditions = directive_conditions(filter);
+    let sql = format!(
+        "SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}",
+        conditions.sql(),
+        limit(filter.limit)
+    );
+    db.c.query(&sql, &conditions.params())?
+        .iter()
+        .map(directive_from_row)
+        .collect()
+}
+
+pub fn cancel_directives(
+    db: &mut Tx<'_, '_>,
+    filter: &DirectiveFilter,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let mut conditions = directive_conditions(filter);
+    conditions.raw("state = 'requested'");
+    let now_param = conditions.bind(now);
+    let sql = format!(
+        "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
+         last_error = 'canceled by an operator'{}",
+        conditions.sql()
+    );
+    Ok(db.c.execute(&sql, &conditions.params())?)
+}
+
+pub fn stats(db: &mut Db<'_, impl GenericClient>) -> StoreResult<QueueStats> {
+    let mut stats = QueueStats::default();
+    for row in db.query("SELECT state, COUNT(*) FROM deliveries GROUP BY state", &[])? {
+        let count: i64 = row.try_get(1)?;
+        stats
+            .deliveries
+            .push((DeliveryState::parse(row.try_get(0)?)?, count as u64));
+    }
+    for row in db.query("SELECT state, COUNT(*) FROM directives GROUP BY state", &[])? {
+        let count: i64 = row.try_get(1)?;
+        stats
+            .directives
+            .push((DirectiveState::parse(row.try_get(0)?)?, count as u64));
+    }
+    Ok(stats)
+}

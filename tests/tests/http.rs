@@ -1,0 +1,855 @@
+//! The HTTP API of a real `sighost run`, with a real handler built from
+//! source: signals in (sighost JSON, CloudEvents, and the CLI alongside),
+//! deliveries completed, directives executed; tenants kept apart by their
+//! tokens; bad requests refused with nothing stored; operator endpoints for
+//! the admin token only; metrics, health and readiness.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sighost_tests::{example_handler, sighost_binary};
+
+const ADMIN: &str = "admin-token-for-tests-0001";
+const ACME: &str = "acme-token-for-tests-0001";
+const BETA: &str = "beta-token-for-tests-0001";
+/// Given through SIGHOST_TENANT_TOKENS rather than the file.
+const GAMMA: &str = "gamma-token-from-env-0001";
+/// A token for a tenant that was never created.
+const GHOST: &str = "ghost-token-from-env-0001";
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A `sighost run` in a scratch directory of its own, stopped on drop.
+struct Host {
+    child: Child,
+    dir: PathBuf,
+    base: String,
+    addr: String,
+    agent: ureq::Agent,
+}
+
+impl Host {
+    /// Starts a host with the audit-trail handler (every signal → one
+    /// `audit.record` directive), tenants org_acme and org_beta, and
+    /// directives logged to `directives.jsonl`.
+    fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("sighost-http-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let handlers = dir.join("handlers");
+        std::fs::create_dir_all(&handlers).expect("handlers dir");
+        let wasm = example_handler("audit-trail");
+        std::fs::copy(&wasm, handlers.join("audit-trail.wasm")).expect("copy handler");
+        std::fs::copy(
+            wasm.with_extension("toml"),
+            handlers.join("audit-trail.toml"),
+        )
+        .expect("copy manifest");
+        std::fs::write(
+            dir.join("sighost.toml"),
+            format!(
+                r#"
+                data_dir = "data"
+                handlers_dir = "handlers"
+                [limits]
+                signal_payload_kib = 4
+                [workers]
+                fast_retries = true
+                poll_interval_ms = 50
+                [runner]
+                fast_retries = true
+                [executors."*"]
+                type = "log"
+                path = "directives.jsonl"
+                [http]
+                listen = "127.0.0.1:0"
+                [tokens]
+                admin = "{ADMIN}"
+                [tokens.tenants]
+                org_acme = "{ACME}"
+                org_beta = ["{BETA}"]
+                [logging]
+                format = "json"
+                level = "info,sighost=debug"
+                "#
+            ),
+        )
+        .expect("write config");
+        for tenant in ["org_acme", "org_beta", "org_gamma"] {
+            let output = cli(&dir, &["tenants", "create", tenant]);
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+
+        let log = std::fs::File::create(dir.join("run.log")).expect("log file");
+        let child = command(&dir)
+            .env(
+                "SIGHOST_TENANT_TOKENS",
+                format!("org_gamma={GAMMA} org_ghost={GHOST}"),
+            )
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sighost run");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut host = Self {
+            child,
+            dir,
+            base: String::new(),
+            addr: String::new(),
+            agent,
+        };
+        host.addr = host.wait_for_listen_address();
+        host.base = format!("http://{}", host.addr);
+        host
+    }
+
+    /// The address `run` logs once it listens (it was given port 0).
+    fn wait_for_listen_address(&mut self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            for event in self.log_events() {
+                if event["fields"]["message"] == "HTTP API listening" {
+                    return event["fields"]["addr"]
+                        .as_str()
+                        .expect("an address")
+                        .to_owned();
+                }
+            }
+            if let Some(status) = self.child.try_wait().expect("poll child") {
+                panic!("sighost run exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "never listened: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default()
+    }
+
+    fn log_events(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Body>) -> Answer {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("GET" | "DELETE", None) => {
+                let mut request = match method {
+                    "GET" => self.agent.get(&url),
+                    _ => self.agent.delete(&url),
+                };
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+            ("POST" | "PUT", body) => {
+                let mut request = match method {
+                    "POST" => self.agent.post(&url),
+                    _ => self.agent.put(&url),
+                };
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                let body = body.unwrap_or(Body::Json(json!({})));
+                match body {
+                    Body::Json(value) => request
+                        .content_type("application/json")
+                        .send(value.to_string()),
+                    Body::Raw(content_type, text) => request.content_type(content_type).send(text),
+                }
+            }
+            _ => panic!("unsupported call {method} with a body"),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let www_authenticate = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap_or("").to_owned());
+        let text = response.body_mut().read_to_string().expect("read body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            body,
+            www_authenticate,
+        }
+    }
+
+    fn get(&self, path: &str, token: &str) -> Answer {
+        self.call("GET", path, Some(token), None)
+    }
+
+    fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.call("POST", path, Some(token), Some(Body::Json(body)))
+    }
+
+    fn emit(&self, token: &str, body: Value) -> Answer {
+        self.post("/v1/signals", token, body)
+    }
+
+    /// The caller's records of one kind, e.g. `list("signals", ACME)`.
+    fn list(&self, kind: &str, token: &str) -> Vec<Value> {
+        let answer = self.get(&format!("/v1/{kind}?limit=1000"), token);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.body[kind].as_array().expect("a list").clone()
+    }
+
+    /// Waits until `done` holds of the caller's records of `kind`.
+    fn wait_for(&self, kind: &str, token: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let records = self.list(kind, token);
+            if done(&records) {
+                return records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind} never got there: {records:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+enum Body {
+    Json(Value),
+    Raw(&'static str, String),
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Value,
+    www_authenticate: Option<String>,
+}
+
+impl Answer {
+    /// The `error` of a JSON error body.
+    fn error(&self) -> &str {
+        self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no JSON error in {self:?}"))
+    }
+}
+
+/// `sighost --config <dir>/sighost.toml` with none of the caller's SIGHOST_*.
+fn command(dir: &Path) -> Command {
+    let mut command = Command::new(sighost_binary());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SIGHOST_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .current_dir(dir)
+        .arg("--config")
+        .arg(dir.join("sighost.toml"));
+    command
+}
+
+fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    command(dir).args(args).output().expect("run sighost")
+}
+
+fn ids(records: &[Value], field: &str) -> Vec<String> {
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|r| match &r[field] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn emits_over_http_and_the_cli_and_the_runner_executes_the_directives() {
+    let host = Host::start("flow");
+
+    let created = host.emit(
+        ACME,
+        json!({
+            "name": "forum.thread.created",
+            "payload": {"thread_id": "t1", "marker": "payload-marker-7f3a"},
+            "dedupe_key": "thread-t1",
+            "actor": {"type": "user", "id": "u_42"},
+        }),
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.body["status"], "created");
+    assert_eq!(created.body["signal"]["tenant"], "org_acme");
+    assert_eq!(created.body["signal"]["source"], "http");
+    assert_eq!(created.body["deliveries"], 1);
+
+    let again = host.emit(
+        ACME,
+        json!({"name": "forum.thread.created", "payload": {"thread_id": "t1"}, "dedupe_key": "thread-t1"}),
+    );
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.body["status"], "existing");
+    assert_eq!(again.body["signal"]["id"], created.body["signal"]["id"]);
+
+    let event = json!({
+        "specversion": "1.0",
+        "id": "evt-1",
+        "source": "https://billing.example/invoices",
+        "type": "billing.invoice.paid",
+        "time": "2026-11-26T12:00:00Z",
+        "subject": "invoice:inv_9",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "data": {"invoice": "inv_9"},
+    });
+    let cloud = host.call(
+        "POST",
+        "/v1/signals",
+        Some(ACME),
+        Some(Body::Raw("application/cloudevents+json", event.to_string())),
+    );
+    assert_eq!(cloud.status, 201, "{cloud:?}");
+    let signal = &cloud.body["signal"];
+    assert_eq!(signal["name"], "billing.invoice.paid");
+    assert_eq!(signal["payload"], json!({"invoice": "inv_9"}));
+    assert_eq!(
+        signal["dedupe_key"],
+        "https://billing.example/invoices evt-1"
+    );
+    assert_eq!(signal["source"], "https://billing.example/invoices");
+    assert_eq!(signal["subject"], json!({"type": "invoice", "id": "inv_9"}));
+    assert_eq!(signal["occurred_at"], "2026-11-26T12:00:00Z");
+    assert_eq!(signal["metadata"]["traceparent"], event["traceparent"]);
+    let redelivered = host.call(
+        "POST",
+        "/v1/signals",
+        Some(ACME),
+        Some(Body::Raw("application/cloudevents+json", event.to_string())),
+    );
+    assert_eq!(
+        redelivered.status, 200,
+        "the same event again is the same signal"
+    );
+
+    // The CLI emits into the same store; the running host picks it up.
+    let output = cli(
+        &host.dir,
+        &[
+            "emit",
+            "forum.post.created",
+            r#"{"post": "p1"}"#,
+            "--tenant",
+            "org_acme",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let from_cli: Value = serde_json::from_slice(&output.stdout).expect("emit prints JSON");
+    assert_eq!(from_cli["status"], "created");
+
+    let signals = host.list("signals", ACME);
+    assert_eq!(signals.len(), 3, "{signals:?}");
+    let deliveries = host.wait_for("deliveries", ACME, |d| {
+        d.len() == 3 && d.iter().all(|d| d["state"] == "completed")
+    });
+    assert_eq!(ids(&deliveries, "signal_id"), ids(&signals, "id"));
+    let directives = host.wait_for("directives", ACME, |d| {
+        d.len() == 3 && d.iter().all(|d| d["state"] == "succeeded")
+    });
+    assert!(directives.iter().all(|d| d["name"] == "audit.record"));
+    assert_eq!(ids(&directives, "signal_id"), ids(&signals, "id"));
+
+    // One delivery in detail, with its attempt.
+    let delivery = host.get(&format!("/v1/deliveries/{}", deliveries[0]["id"]), ACME);
+    assert_eq!(delivery.status, 200, "{delivery:?}");
+    assert_eq!(delivery.body["attempts"][0]["outcome"], "ok");
+    let directive = host.get(
+        &format!(
+            "/v1/directives/{}",
+            directives[0]["id"].as_str().expect("id")
+        ),
+        ACME,
+    );
+    assert_eq!(directive.status, 200, "{directive:?}");
+
+    // The catch-all executor wrote each directive to its file.
+    let executed =
+        std::fs::read_to_string(host.dir.join("directives.jsonl")).expect("executor log");
+    let executed: Vec<Value> = executed
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(ids(&executed, "id"), ids(&directives, "id"));
+
+    // Filters.
+    let by_name = host.get("/v1/signals?name=billing.invoice.paid", ACME);
+    assert_eq!(by_name.body["signals"].as_array().map(Vec::len), Some(1));
+    let completed = host.get("/v1/deliveries?state=completed&limit=2", ACME);
+    assert_eq!(
+        completed.body["deliveries"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let bad_state = host.get("/v1/deliveries?state=done", ACME);
+    assert_eq!(bad_state.status, 400);
+    assert!(bad_state.error().contains("done"), "{bad_state:?}");
+
+    // Metrics count what happened; health and readiness answer.
+    let metrics = host.call("GET", "/metrics", None, None);
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body.as_str().expect("text").to_owned();
+    assert!(
+        text.contains("sighost_deliveries{state=\"completed\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sighost_directives{state=\"succeeded\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("sighost_handlers_loaded 1"), "{text}");
+    assert!(
+        text.contains("sighost_http_signals_total{status=\"created\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sighost_http_signals_total{status=\"existing\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sighost_http_requests_total{code=\"201\"} 2"),
+        "{text}"
+    );
+    let health = host.call("GET", "/healthz", None, None);
+    assert_eq!(
+        (health.status, &health.body),
+        (200, &json!({"status": "ok"}))
+    );
+    let ready = host.call("GET", "/readyz", None, None);
+    assert_eq!(
+        (ready.status, &ready.body),
+        (200, &json!({"status": "ready"}))
+    );
+
+    // Requests are logged, structured; payloads and tokens never are.
+    let log = host.log();
+    assert!(
+        host.log_events()
+            .iter()
+            .any(|e| e["fields"]["message"] == "http request" && e["fields"]["status"] == 201),
+        "{log}"
+    );
+    for secret in ["payload-marker-7f3a", ADMIN, ACME, BETA, GAMMA, GHOST] {
+        assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
+    }
+}
+
+#[test]
+fn a_tenant_token_reaches_only_its_own_tenant() {
+    let host = Host::start("tenancy");
+    let acme = host.emit(
+        ACME,
+        json!({"name": "forum.thread.created", "payload": {"n": 1}}),
+    );
+    assert_eq!(acme.status, 201, "{acme:?}");
+    let beta = host.emit(
+        BETA,
+        json!({"name": "forum.thread.created", "payload": {"n": 2}}),
+    );
+    assert_eq!(beta.status, 201, "{beta:?}");
+    assert_eq!(beta.body["signal"]["tenant"], "org_beta");
+    let gamma = host.emit(GAMMA, json!({"name": "forum.thread.created"}));
+    assert_eq!(
+        gamma.status, 201,
+        "a token from the environment works: {gamma:?}"
+    );
+    assert_eq!(gamma.body["signal"]["tenant"], "org_gamma");
+    let beta_id = beta.body["signal"]["id"].as_str().expect("id").to_owned();
+
+    // A cannot emit for B: a body or event naming a tenant is refused.
+    let named = host.emit(
+        ACME,
+        json!({"name": "forum.thread.created", "tenant": "org_beta"}),
+    );
+    assert_eq!(named.status, 400, "{named:?}");
+    assert!(named.error().contains("token"), "{named:?}");
+    let event = json!({"specversion": "1.0", "id": "x", "source": "s", "type": "a.b", "tenant": "org_beta"});
+    let named_event = host.call(
+        "POST",
+        "/v1/signals",
+        Some(ACME),
+        Some(Body::Raw("application/cloudevents+json", event.to_string())),
+    );
+    assert_eq!(named_event.status, 400, "{named_event:?}");
+    assert_eq!(
+        host.list("signals", BETA).len(),
+        1,
+        "nothing was emitted for B"
+    );
+
+    // Each sees only its own records, once the work is done.
+    host.wait_for("directives", ACME, |d| {
+        d.len() == 1 && d[0]["state"] == "succeeded"
+    });
+    host.wait_for("directives", BETA, |d| {
+        d.len() == 1 && d[0]["state"] == "succeeded"
+    });
+    for kind in ["signals", "deliveries", "directives"] {
+        let records = host.list(kind, ACME);
+        assert_eq!(records.len(), 1, "{kind}: {records:?}");
+        assert!(
+            records.iter().all(|r| r["tenant"] == "org_acme"),
+            "{kind}: {records:?}"
+        );
+        let asked_for_b = host.get(&format!("/v1/{kind}?tenant=org_beta"), ACME);
+        assert_eq!(asked_for_b.status, 400, "{kind}: {asked_for_b:?}");
+    }
+    let their_signal = host.get(&format!("/v1/signals/{beta_id}"), ACME);
+    assert_eq!(their_signal.status, 404, "{their_signal:?}");
+    let their_deliveries = host.get(&format!("/v1/deliveries?signal_id={beta_id}"), ACME);
+    assert_eq!(their_deliveries.body["deliveries"], json!([]));
+    let their_directives = host.get(&format!("/v1/directives?signal_id={beta_id}"), ACME);
+    assert_eq!(their_directives.body["directives"], json!([]));
+    let b_delivery = &host.list("deliveries", BETA)[0];
+    let not_mine = host.get(&format!("/v1/deliveries/{}", b_delivery["id"]), ACME);
+    assert_eq!(not_mine.status, 404, "{not_mine:?}");
+    let b_directive = &host.list("directives", BETA)[0];
+    let not_mine = host.get(
+        &format!("/v1/directives/{}", b_directive["id"].as_str().expect("id")),
+        ACME,
+    );
+    assert_eq!(not_mine.status, 404, "{not_mine:?}");
+}
+
+#[test]
+fn refuses_missing_wrong_and_misplaced_tokens() {
+    let host = Host::start("tokens");
+    for path in [
+        "/v1/signals",
+        "/v1/deliveries",
+        "/v1/directives",
+        "/v1/admin/tenants",
+    ] {
+        let none = host.call("GET", path, None, None);
+        assert_eq!(none.status, 401, "{path}: {none:?}");
+        assert_eq!(none.www_authenticate.as_deref(), Some("Bearer"));
+        assert!(none.error().contains("Bearer"), "{none:?}");
+        let wrong = host.get(path, "not-a-token-we-know-0001");
+        assert_eq!(wrong.status, 401, "{path}: {wrong:?}");
+        let almost = host.get(path, &ACME[..ACME.len() - 1]);
+        assert_eq!(almost.status, 401, "{path}: {almost:?}");
+    }
+    let emit = host.call(
+        "POST",
+        "/v1/signals",
+        None,
+        Some(Body::Json(json!({"name": "forum.thread.created"}))),
+    );
+    assert_eq!(emit.status, 401, "{emit:?}");
+    let mut basic = host
+        .agent
+        .get(format!("{}/v1/signals", host.base))
+        .header("Authorization", format!("Basic {ACME}"))
+        .call()
+        .expect("answered");
+    assert_eq!(basic.status().as_u16(), 401);
+    let text = basic.body_mut().read_to_string().expect("body");
+    assert!(text.contains("Bearer"), "{text}");
+    let admin_as_tenant = host.emit(ADMIN, json!({"name": "forum.thread.created"}));
+    assert_eq!(admin_as_tenant.status, 403, "{admin_as_tenant:?}");
+    let ghost = host.emit(GHOST, json!({"name": "forum.thread.created"}));
+    assert_eq!(ghost.status, 404, "{ghost:?}");
+    assert!(ghost.error().contains("org_ghost"), "{ghost:?}");
+    assert!(host.list("signals", ACME).is_empty(), "nothing was stored");
+}
+
+#[test]
+fn refuses_bad_requests_and_stores_nothing() {
+    let host = Host::start("bad-requests");
+    let cases: Vec<(&str, Body, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            Body::Raw("application/json", "{\"name\": ".into()),
+            400,
+            "JSON",
+        ),
+        (
+            "not an object",
+            Body::Raw("application/json", "[1, 2]".into()),
+            400,
+            "object",
+        ),
+        (
+            "wrong content type",
+            Body::Raw("text/plain", "{}".into()),
+            415,
+            "Content-Type",
+        ),
+        ("no name", Body::Json(json!({"payload": {}})), 400, "name"),
+        (
+            "invalid name",
+            Body::Json(json!({"name": "Forum Thread"})),
+            400,
+            "Forum Thread",
+        ),
+        (
+            "unknown field",
+            Body::Json(json!({"name": "a.b", "colour": "red"})),
+            400,
+            "colour",
+        ),
+        (
+            "payload not an object",
+            Body::Json(json!({"name": "a.b", "payload": 3})),
+            400,
+            "object",
+        ),
+        (
+            "payload over the signal limit",
+            Body::Json(json!({"name": "a.b", "payload": {"blob": "x".repeat(6 << 10)}})),
+            413,
+            "limit",
+        ),
+        (
+            "body over the body limit",
+            Body::Json(json!({"name": "a.b", "payload": {"blob": "x".repeat(30 << 10)}})),
+            413,
+            "limit",
+        ),
+        (
+            "a credential in the payload",
+            Body::Json(json!({"name": "a.b", "payload": {"password": "hunter2"}})),
+            422,
+            "credential",
+        ),
+        (
+            "CloudEvent without an id",
+            Body::Raw(
+                "application/cloudevents+json",
+                json!({"specversion": "1.0", "source": "s", "type": "a.b"}).to_string(),
+            ),
+            400,
+            "id",
+        ),
+        (
+            "CloudEvents batch",
+            Body::Raw("application/cloudevents-batch+json", "[]".into()),
+            415,
+            "batch",
+        ),
+    ];
+    for (what, body, status, needle) in cases {
+        let answer = host.call("POST", "/v1/signals", Some(ACME), Some(body));
+        assert_eq!(answer.status, status, "{what}: {answer:?}");
+        assert!(answer.error().contains(needle), "{what}: {answer:?}");
+    }
+
+    // A declared length over the limit is refused before any byte is read.
+    let head = oversized_request(&host.addr, 10 << 20);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("\"error\""), "{head}");
+
+    assert!(host.list("signals", ACME).is_empty(), "nothing was stored");
+    let status = cli(&host.dir, &["status", "--json"]);
+    let stats: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(stats["deliveries"], json!([]), "{stats}");
+    let unknown = host.call("GET", "/v1/nothing-here", Some(ACME), None);
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.error().contains("endpoint"));
+}
+
+/// Sends only the head of a POST declaring `length` bytes, and returns what
+/// comes back.
+fn oversized_request(addr: &str, length: usize) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST /v1/signals HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ACME}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\
+         Expect: 100-continue\r\n\r\n"
+    )
+    .expect("write head");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // Read until the JSON body has arrived (the server may keep the
+    // connection open, waiting for a body that never comes).
+    while !String::from_utf8_lossy(&answer).trim_end().ends_with('}') {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn operator_endpoints_take_the_admin_token_only() {
+    let host = Host::start("admin");
+    let calls: [(&str, &str, Option<Value>); 8] = [
+        ("POST", "/v1/admin/tenants", Some(json!({"id": "org_new"}))),
+        ("GET", "/v1/admin/tenants", None),
+        (
+            "PUT",
+            "/v1/admin/tenants/org_acme/settings",
+            Some(json!({"region": "eu"})),
+        ),
+        (
+            "PUT",
+            "/v1/admin/tenants/org_acme/packages/forum",
+            Some(json!({})),
+        ),
+        ("DELETE", "/v1/admin/tenants/org_acme/packages/forum", None),
+        (
+            "POST",
+            "/v1/admin/replay",
+            Some(json!({"tenant": "org_acme"})),
+        ),
+        ("POST", "/v1/admin/retry", Some(json!({}))),
+        ("POST", "/v1/admin/cancel", Some(json!({"deliveries": [1]}))),
+    ];
+    for (method, path, body) in &calls {
+        let answer = host.call(method, path, Some(ACME), body.clone().map(Body::Json));
+        assert_eq!(answer.status, 403, "{method} {path}: {answer:?}");
+        assert!(answer.error().contains("admin"), "{answer:?}");
+    }
+    let tenants = cli(&host.dir, &["tenants", "list", "--json"]);
+    let text = String::from_utf8_lossy(&tenants.stdout);
+    assert!(
+        !text.contains("org_new"),
+        "a tenant token created nothing: {text}"
+    );
+
+    let created = host.post(
+        "/v1/admin/tenants",
+        ADMIN,
+        json!({"id": "org_new", "settings": {"plan": "pro"}}),
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.body["settings"], json!({"plan": "pro"}));
+    let twice = host.post("/v1/admin/tenants", ADMIN, json!({"id": "org_new"}));
+    assert_eq!(twice.status, 409, "{twice:?}");
+    let installed = host.call(
+        "PUT",
+        "/v1/admin/tenants/org_new/packages/forum",
+        Some(ADMIN),
+        Some(Body::Raw("application/json", String::new())),
+    );
+    assert_eq!(installed.status, 200, "{installed:?}");
+    assert_eq!(installed.body["packages"], json!(["forum"]));
+    let settings = host.call(
+        "PUT",
+        "/v1/admin/tenants/org_new/settings",
+        Some(ADMIN),
+        Some(Body::Json(json!({"plan": "free"}))),
+    );
+    assert_eq!(
+        settings.body["settings"],
+        json!({"plan": "free"}),
+        "{settings:?}"
+    );
+    let uninstalled = host.call(
+        "DELETE",
+        "/v1/admin/tenants/org_new/packages/forum",
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(uninstalled.body["packages"], json!([]), "{uninstalled:?}");
+    let unknown = host.call(
+        "PUT",
+        "/v1/admin/tenants/org_nobody/settings",
+        Some(ADMIN),
+        Some(Body::Json(json!({}))),
+    );
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert!(unknown.error().contains("org_nobody"), "{unknown:?}");
+    let listed = host.get("/v1/admin/tenants", ADMIN);
+    assert_eq!(
+        listed.body["tenants"].as_array().map(Vec::len),
+        Some(4),
+        "{listed:?}"
+    );
+
+    // Replay, retry and cancel on real work.
+    let emitted = host.emit(ACME, json!({"name": "forum.thread.created"}));
+    assert_eq!(emitted.status, 201);
+    host.wait_for("deliveries", ACME, |d| {
+        d.len() == 1 && d[0]["state"] == "completed"
+    });
+    let everything = host.post("/v1/admin/replay", ADMIN, json!({}));
+    assert_eq!(
+        everything.status, 400,
+        "replaying everything takes a filter: {everything:?}"
+    );
+    let replayed = host.post("/v1/admin/replay", ADMIN, json!({"tenant": "org_acme"}));
+    assert_eq!(
+        replayed.body,
+        json!({"deliveries_created": 1}),
+        "{replayed:?}"
+    );
+    host.wait_for("deliveries", ACME, |d| {
+        d.len() == 2 && d.iter().all(|d| d["state"] == "completed")
+    });
+    let directives = host.list("directives", ACME);
+    assert_eq!(
+        directives.len(),
+        1,
+        "the replay's directive deduplicated: {directives:?}"
+    );
+    let retried = host.post("/v1/admin/retry", ADMIN, json!({"tenant": "org_acme"}));
+    assert_eq!(
+        retried.body,
+        json!({"retried": 0}),
+        "nothing was discarded: {retried:?}"
+    );
+    let canceled = host.post(
+        "/v1/admin/cancel",
+        ADMIN,
+        json!({"directives": [directives[0]["id"]]}),
+    );
+    assert_eq!(
+        canceled.body,
+        json!({"deliveries_canceled": 0, "directives_canceled": 0}),
+        "a succeeded directive is not canceled: {canceled:?}"
+    );
+    let nothing = host.post("/v1/admin/cancel", ADMIN, json!({}));
+    assert_eq!(nothing.status, 400, "{nothing:?}");
+    let misspelt = host.post("/v1/admin/retry", ADMIN, json!({"tenants": "org_acme"}));
+    assert_eq!(misspelt.status, 400, "{misspelt:?}");
+}

@@ -1,0 +1,532 @@
+//! The handlers directory of a running `sighost run`, changed under it: a
+//! handler swapped for another version, broken files dropped in, a handler
+//! removed and put back, a file written slowly, and a restart that must find
+//! its compiled code in the cache. The real binary, real components.
+//!
+//! The test process opens the same data directory through the library to
+//! emit and to read the store; its own registry is loaded from the handlers
+//! directory as it was at the start, which lets it create deliveries for a
+//! handler the running host no longer has.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sighost::sandbox::digest;
+use sighost::store::{Delivery, DeliveryFilter, DeliveryState, DirectiveFilter, NewSignal};
+use sighost::{HostConfig, Sighost};
+use sighost_tests::host_helpers::{Scratch, install, wait_for};
+use sighost_tests::{guest, sighost_binary};
+
+const TENANT: &str = "org_reload";
+const MANIFEST: &str = "subscriptions = ['reload.*']\ndirectives = ['bench.noop']\n";
+
+/// A `sighost run` child process logging JSON lines to a file.
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path, handlers: &Path, label: &str) -> Self {
+        let log = data.join(format!("{label}.log"));
+        let child = Command::new(sighost_binary())
+            .arg("--data-dir")
+            .arg(data)
+            .args([
+                "--log-json",
+                "run",
+                "--workers",
+                "1",
+                "--fast-retries",
+                "--handlers",
+            ])
+            .arg(handlers)
+            // Tests run side by side: no HTTP API, so no port to share.
+            .args(["--listen", ""])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn sighost run");
+        let server = Self { child, log };
+        server.wait_for_log("the host to start", |line| {
+            message(line) == "sighost is running"
+        });
+        server
+    }
+
+    /// Every JSON line logged so far.
+    fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    fn wait_for_log(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, |last| {
+            let log = self.log();
+            *last = format!("{} log lines", log.len());
+            log.into_iter().find(&matches)
+        })
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("poll the child").is_none()
+    }
+
+    /// SIGTERM, as an operator stops it; it must exit cleanly.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("send SIGTERM");
+        let status = self.child.wait().expect("reap sighost run");
+        assert!(status.success(), "a graceful stop exits 0: {status}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failing test must not leave the child running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn message(line: &Value) -> &str {
+    line["fields"]["message"].as_str().unwrap_or_default()
+}
+
+fn field<'a>(line: &'a Value, name: &str) -> &'a str {
+    line["fields"][name].as_str().unwrap_or_default()
+}
+
+fn loaded(line: &Value, handler: &str, digest: &str) -> bool {
+    message(line) == "handler loaded"
+        && field(line, "handler") == handler
+        && field(line, "digest") == digest
+}
+
+/// An ERROR line whose error mentions every one of `words`.
+fn error_about(line: &Value, words: &[&str]) -> bool {
+    line["level"] == "ERROR" && words.iter().all(|w| field(line, "error").contains(w))
+}
+
+/// Runs the `sighost` CLI on `data`.
+fn cli(data: &Path, args: &[&str]) -> Output {
+    Command::new(sighost_binary())
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run sighost")
+}
+
+/// A host on the test's side of `data`, with `handlers` loaded as they are
+/// now, and the test tenant.
+fn library_host(data: &Path, handlers: &Path) -> Sighost {
+    let host = Sighost::open(HostConfig::new(data)).expect("open the store");
+    let errors = host.load_handlers_dir(handlers).expect("read handlers");
+    assert!(errors.is_empty(), "{errors:?}");
+    if host.store().tenant(TENANT).expect("tenant").is_none() {
+        host.store()
+            .create_tenant(TENANT, json!({}), Utc::now())
+            .expect("create tenant");
+    }
+    host
+}
+
+fn emit(host: &Sighost, i: usize) {
+    host.emit(NewSignal {
+        tenant: TENANT.into(),
+        name: "reload.tested".into(),
+        payload: json!({ "i": i }),
+        ..NewSignal::default()
+    })
+    .expect("emit");
+}
+
+fn deliveries(host: &Sighost, handler: &str) -> Vec<Delivery> {
+    host.store()
+        .deliveries(&DeliveryFilter {
+            handler: Some(handler.into()),
+            ..DeliveryFilter::default()
+        })
+        .expect("list deliveries")
+}
+
+fn wait_all_completed(host: &Sighost, handler: &str, count: usize) -> Vec<Delivery> {
+    wait_for("every delivery to complete", |last| {
+        let all = deliveries(host, handler);
+        *last = format!("{:?}", all.iter().map(|d| d.state).collect::<Vec<_>>());
+        (all.len() == count && all.iter().all(|d| d.state == DeliveryState::Completed))
+            .then_some(all)
+    })
+}
+
+fn wasm_digest(path: &Path) -> String {
+    digest(&std::fs::read(path).expect("read component"))
+}
+
+/// When the running host first loaded this version (`handler_versions`).
+fn first_seen(data: &Path, name: &str, digest: &str) -> DateTime<Utc> {
+    let db = rusqlite::Connection::open_with_flags(
+        data.join("sighost.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the database");
+    let micros: i64 = db
+        .query_row(
+            "SELECT first_seen_at FROM handler_versions WHERE name = ?1 AND digest = ?2",
+            [name, digest],
+            |row| row.get(0),
+        )
+        .expect("the version is recorded");
+    DateTime::from_timestamp_micros(micros).expect("a valid time")
+}
+
+#[test]
+fn a_swapped_handler_runs_new_deliveries_and_finishes_in_flight_ones_on_the_old_code() {
+    let scratch = Scratch::new("reload-swap");
+    let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
+    // Version 1 takes 300 ms and requests nothing; version 2 requests a directive.
+    let wasm = install(&handlers, "swap", &guest("slow"), MANIFEST);
+    let (old, new) = (wasm_digest(&guest("slow")), wasm_digest(&guest("trivial")));
+    let host = library_host(&data, &handlers);
+    let server = Server::start(&data, &handlers, "run");
+
+    // Emit faster than one worker runs version 1, so that deliveries are in
+    // flight and queued whenever the swap lands, however long it compiles.
+    let mut emitted = 0;
+    let mut swapped = false;
+    let mut loaded_at = None;
+    while loaded_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_millis(500)) {
+        for _ in 0..4 {
+            emit(&host, emitted);
+            emitted += 1;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        if !swapped && emitted >= 8 {
+            std::fs::copy(guest("trivial"), &wasm).expect("replace the module");
+            swapped = true;
+        }
+        if loaded_at.is_none() && server.log().iter().any(|l| loaded(l, "swap", &new)) {
+            loaded_at = Some(Instant::now());
+        }
+        assert!(emitted < 2000, "version 2 was never loaded");
+    }
+
+    let all = wait_all_completed(&host, "swap", emitted);
+    let ran_old = all
+        .iter()
+        .filter(|d| d.handler_digest.as_deref() == Some(old.as_str()));
+    let ran_new = all
+        .iter()
+        .filter(|d| d.handler_digest.as_deref() == Some(new.as_str()));
+    let (ran_old, ran_new) = (ran_old.count(), ran_new.count());
+    assert!(ran_old > 0 && ran_new > 0, "old {ran_old}, new {ran_new}");
+    assert_eq!(
+        ran_old + ran_new,
+        emitted,
+        "every delivery records one of the two"
+    );
+    eprintln!("{emitted} deliveries: {ran_old} on version 1, {ran_new} on version 2");
+    let directives = host
+        .store()
+        .directives(&DirectiveFilter::default())
+        .expect("directives");
+    assert_eq!(
+        directives.len(),
+        ran_new,
+        "only version 2 requests directives"
+    );
+
+    // A delivery that started before version 2 was swapped in finished on
+    // version 1.
+    let swapped_at = first_seen(&data, "swap", &new);
+    assert!(first_seen(&data, "swap", &old) < swapped_at);
+    let spanning = all.iter().find_map(|d| {
+        let attempts = host.store().attempts(d.id).expect("attempts");
+        attempts
+            .into_iter()
+            .find(|a| a.started_at < swapped_at && a.finished_at > swapped_at)
+    });
+    let spanning = spanning.expect("a delivery was in flight during the swap");
+    assert_eq!(
+        (spanning.handler_digest.as_str(), spanning.outcome.as_str()),
+        (old.as_str(), "ok")
+    );
+
+    // And from now on, every new delivery runs version 2.
+    emit(&host, emitted);
+    let all = wait_all_completed(&host, "swap", emitted + 1);
+    let last = all.iter().max_by_key(|d| d.id).expect("the last delivery");
+    assert_eq!(last.handler_digest.as_deref(), Some(new.as_str()));
+    server.stop();
+}
+
+#[test]
+fn garbage_and_forbidden_imports_are_reported_and_the_other_handlers_keep_working() {
+    let scratch = Scratch::new("reload-broken");
+    let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
+    let good = install(&handlers, "good", &guest("trivial"), MANIFEST);
+    let good_digest = wasm_digest(&good);
+    let host = library_host(&data, &handlers);
+    let mut server = Server::start(&data, &handlers, "run");
+
+    let garbage = handlers.join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not a WebAssembly module").expect("write garbage");
+    let sneaky = handlers.join("sneaky.wasm");
+    std::fs::copy(guest("fs-importer"), &sneaky).expect("copy fs-importer");
+    server.wait_for_log("the garbage to be reported", |l| {
+        error_about(l, &["garbage.wasm", "not a valid WebAssembly component"])
+    });
+    server.wait_for_log("the forbidden import to be reported", |l| {
+        error_about(l, &["sneaky.wasm", "wasi:filesystem"])
+    });
+    assert!(
+        server.is_running(),
+        "broken modules do not take the host down"
+    );
+
+    // The good handler still runs, for a signal emitted through the CLI.
+    let handlers_arg = handlers.to_str().expect("utf-8 path");
+    let emitted = cli(
+        &data,
+        &[
+            "emit",
+            "reload.tested",
+            "{}",
+            "--tenant",
+            TENANT,
+            "--handlers",
+            handlers_arg,
+        ],
+    );
+    assert!(
+        emitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&emitted.stderr)
+    );
+    let done = wait_all_completed(&host, "good", 1);
+    assert_eq!(
+        done[0].handler_digest.as_deref(),
+        Some(good_digest.as_str())
+    );
+
+    // `sighost handlers` shows what loads and why the rest does not.
+    let listed = cli(&data, &["handlers", "--json", "--handlers", handlers_arg]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let rows: BTreeMap<String, Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .map(|row| (row["name"].as_str().unwrap_or_default().to_owned(), row))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows["good"]["digest"], good_digest.as_str());
+    assert_eq!(
+        rows["good"]["shape"],
+        "handle-signal(signal, tenant, context)"
+    );
+    assert_eq!(rows["good"]["subscriptions"], json!(["reload.*"]));
+    assert_eq!(rows["good"]["directives"], json!(["bench.noop"]));
+    assert_eq!(rows["good"]["error"], Value::Null);
+    let error = |name: &str| rows[name]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error("garbage").contains("not a valid WebAssembly component"),
+        "{}",
+        error("garbage")
+    );
+    assert!(
+        error("sneaky").contains("wasi:filesystem"),
+        "{}",
+        error("sneaky")
+    );
+    assert_eq!(rows["sneaky"]["digest"], Value::Null);
+    let table = cli(&data, &["handlers", "--handlers", handlers_arg]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("NAME"), "{table}");
+    for expected in [
+        "good",
+        &good_digest[..11],
+        "garbage",
+        "sneaky",
+        "wasi:filesystem",
+    ] {
+        assert!(
+            table.contains(expected),
+            "{expected} missing from:\n{table}"
+        );
+    }
+
+    // `sighost check` refuses what the host refuses, naming the problem.
+    for (file, problem) in [
+        (&garbage, "not a valid WebAssembly component"),
+        (&sneaky, "wasi:filesystem"),
+    ] {
+        let checked = cli(&data, &["check", file.to_str().expect("utf-8 path")]);
+        let stderr = String::from_utf8_lossy(&checked.stderr);
+        assert!(!checked.status.success(), "{}", file.display());
+        assert!(stderr.contains(problem), "{stderr}");
+    }
+    assert!(
+        cli(&data, &["check", good.to_str().expect("utf-8 path")])
+            .status
+            .success()
+    );
+
+    // A broken new version of a running handler leaves the old one running.
+    std::fs::write(&good, b"\0asm broken").expect("break the good handler");
+    server.wait_for_log("the broken version to be reported", |l| {
+        error_about(l, &["good.wasm"])
+    });
+    emit(&host, 1);
+    let done = wait_all_completed(&host, "good", 2);
+    assert!(
+        done.iter()
+            .all(|d| d.handler_digest.as_deref() == Some(good_digest.as_str())),
+        "{done:?}"
+    );
+    server.stop();
+}
+
+#[test]
+fn a_removed_handler_keeps_its_pending_deliveries_until_it_is_back() {
+    let scratch = Scratch::new("reload-removed");
+    let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
+    let wasm = install(&handlers, "keeper", &guest("trivial"), MANIFEST);
+    let host = library_host(&data, &handlers);
+    let server = Server::start(&data, &handlers, "run");
+
+    std::fs::remove_file(&wasm).expect("remove the handler");
+    server.wait_for_log("the removal to be noticed", |l| {
+        message(l).starts_with("handler file removed") && field(l, "handler") == "keeper"
+    });
+    // Created by the test's host, which still has the handler: the running
+    // host claims them, finds no handler and puts them back.
+    for i in 0..3 {
+        emit(&host, i);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let pending = deliveries(&host, "keeper");
+    assert_eq!(pending.len(), 3);
+    assert!(
+        pending
+            .iter()
+            .all(|d| d.state == DeliveryState::Available && d.attempt == 0),
+        "kept, and no attempt counted: {pending:?}"
+    );
+    assert!(
+        pending
+            .iter()
+            .all(|d| d.scheduled_at > Utc::now() + chrono::Duration::seconds(30)),
+        "the running host looked at them and put them back for later: {pending:?}"
+    );
+
+    std::fs::copy(guest("trivial"), &wasm).expect("put the handler back");
+    // Deliveries put back wait out the host's snooze (a minute) before they
+    // are claimed again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let all = deliveries(&host, "keeper");
+        if all.iter().all(|d| d.state == DeliveryState::Completed) {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "not completed: {all:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for delivery in done {
+        let attempts = host.store().attempts(delivery.id).expect("attempts");
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        assert_eq!(attempts[0].outcome, "ok");
+    }
+    server.stop();
+}
+
+#[test]
+fn a_module_still_being_written_is_loaded_once_complete() {
+    let scratch = Scratch::new("reload-slow-write");
+    let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
+    let server = Server::start(&data, &handlers, "run");
+
+    // Written in pieces over about 2.5 s: every scan sees a new size.
+    let bytes = std::fs::read(guest("trivial")).expect("read component");
+    let target = handlers.join("late.wasm");
+    let mut file = std::fs::File::create(&target).expect("create");
+    for piece in bytes.chunks(bytes.len().div_ceil(16)) {
+        std::io::Write::write_all(&mut file, piece).expect("write a piece");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    drop(file);
+    server.wait_for_log("the complete module to load", |l| {
+        loaded(l, "late", &digest(&bytes))
+    });
+    let log = server.log();
+    assert!(
+        !log.iter().any(|l| l["level"] == "ERROR"),
+        "a partial module was loaded: {log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| message(l) == "handler loaded")
+            .count(),
+        1,
+        "loaded once"
+    );
+    server.stop();
+}
+
+/// The compiled entries of the code cache (not its usage statistics or
+/// temporary files, which have an extension), with their size and time.
+fn compiled_entries(cache: &Path) -> BTreeMap<PathBuf, (u64, SystemTime)> {
+    let mut entries = BTreeMap::new();
+    let mut dirs = vec![cache.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read cache dir").flatten() {
+            let path = entry.path();
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_none() {
+                entries.insert(path, (meta.len(), meta.modified().expect("mtime")));
+            }
+        }
+    }
+    entries
+}
+
+#[test]
+fn a_restart_loads_handlers_from_the_compiled_cache() {
+    let scratch = Scratch::new("reload-cache");
+    let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
+    install(&handlers, "first", &guest("trivial"), MANIFEST);
+    install(&handlers, "second", &guest("slow"), MANIFEST);
+
+    Server::start(&data, &handlers, "run-1").stop();
+    let compiled = compiled_entries(&data.join("cache"));
+    assert!(!compiled.is_empty(), "the first start fills the cache");
+
+    let server = Server::start(&data, &handlers, "run-2");
+    for name in ["first", "second"] {
+        server.wait_for_log("the handler to load", |l| {
+            message(l) == "handler loaded" && field(l, "handler") == name
+        });
+    }
+    server.stop();
+    // A miss would have compiled again and written a new entry.
+    assert_eq!(
+        compiled_entries(&data.join("cache")),
+        compiled,
+        "the restart compiled nothing"
+    );
+}

@@ -1,0 +1,299 @@
+//! The store conformance suite (`sighost_tests::conformance`) against
+//! PostgreSQL, each test on a fresh database of its own.
+//!
+//! The server is the one of `SIGHOST_TEST_POSTGRES` (a URL naming a
+//! maintenance database the test user may create databases from), by default
+//! `postgres://postgres@127.0.0.1:5432/postgres`. A test that cannot reach it
+//! fails, saying so: a store suite that skips would pass without testing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sighost::sandbox::RequestedDirective;
+use sighost::store::postgres::{PostgresOptions, PostgresStore};
+use sighost::store::{
+    Decision, DeliveryResult, DeliveryTarget, FinishOutcome, NewSignal, Store, StoreError,
+};
+use sighost::wake::Wake;
+use sighost_tests::conformance::{TestDatabase, at};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn base_url() -> String {
+    std::env::var("SIGHOST_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((url, query)) => (url, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .unwrap_or_else(|| panic!("SIGHOST_TEST_POSTGRES must be a postgres:// URL, not {url:?}"));
+    let server = rest.split_once('/').map_or(rest, |(server, _)| server);
+    format!("{scheme}://{server}/{database}{query}")
+}
+
+/// A maintenance connection, or a failed test that says how to fix it.
+fn admin() -> postgres::Client {
+    let url = base_url();
+    postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
+        panic!(
+            "cannot reach PostgreSQL at {url} ({e}); these tests need a server: start it \
+             (pg_ctlcluster <version> main start) or point SIGHOST_TEST_POSTGRES at one"
+        )
+    })
+}
+
+/// A database of its own (process id + counter, so parallel tests and runs
+/// never share one), dropped when the test ends.
+struct PostgresDatabase {
+    name: String,
+    url: String,
+}
+
+impl PostgresDatabase {
+    fn fresh() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "sighost_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = admin();
+        // Left over by an earlier run that had the same process id.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .expect("drop a leftover test database");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("create the test database {name}: {e}"));
+        let url = with_database(&base_url(), &name);
+        Self { name, url }
+    }
+}
+
+impl TestDatabase for PostgresDatabase {
+    /// Every call is a new store with its own connections, as another
+    /// process would have.
+    fn open(&self) -> Arc<dyn Store> {
+        let options = PostgresOptions::from_url(&self.url).expect("a valid URL");
+        Arc::new(PostgresStore::open(options, at(0)).expect("open the PostgreSQL store"))
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let _ = admin().batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+sighost_tests::store_conformance_tests!(PostgresDatabase::fresh());
+
+// ---------------------------------------------------------------------------
+// What only PostgreSQL does: several processes, LISTEN/NOTIFY, its text type.
+
+fn signal(tenant: &str) -> NewSignal {
+    NewSignal {
+        tenant: tenant.into(),
+        name: "test.happened".into(),
+        payload: json!({"n": 1}),
+        ..NewSignal::default()
+    }
+}
+
+fn target(handler: &str) -> DeliveryTarget {
+    DeliveryTarget {
+        handler: handler.into(),
+        package: None,
+        max_attempts: 10,
+    }
+}
+
+fn completion(
+    claimed: &sighost::store::ClaimedDelivery,
+    directives: Vec<RequestedDirective>,
+    output: &str,
+) -> DeliveryResult {
+    DeliveryResult {
+        delivery_id: claimed.delivery.id,
+        attempt: claimed.delivery.attempt,
+        worker: "w".into(),
+        directive_count: directives.len() as u32,
+        decision: Decision::Complete(directives),
+        handler_digest: "sha256:00".into(),
+        outcome: "ok".into(),
+        error: None,
+        started_at: at(1),
+        duration: Duration::from_millis(1),
+        fuel: None,
+        output: output.into(),
+    }
+}
+
+/// Waits for `wake` at most `limit`; true if it rang.
+fn rings_within(wake: &Wake, limit: Duration) -> bool {
+    let start = Instant::now();
+    wake.wait(limit);
+    start.elapsed() < limit
+}
+
+#[test]
+fn wakes_another_process_when_deliveries_become_due_and_directives_are_written() {
+    let database = PostgresDatabase::fresh();
+    let (watcher, worker) = (database.open(), database.open());
+    let (deliveries, directives) = (Arc::new(Wake::default()), Arc::new(Wake::default()));
+    watcher
+        .watch(deliveries.clone(), directives.clone())
+        .expect("watch");
+    worker
+        .create_tenant("acme", json!({}), at(0))
+        .expect("tenant");
+    assert!(
+        !rings_within(&deliveries, Duration::from_millis(300)),
+        "nothing due yet"
+    );
+
+    worker
+        .emit(&[(signal("acme"), vec![target("h")])], at(0))
+        .expect("emit");
+    assert!(
+        rings_within(&deliveries, Duration::from_secs(5)),
+        "an emit in another process rings the deliveries bell"
+    );
+
+    let claimed = worker
+        .claim_deliveries("w", 10, Duration::from_secs(60), at(1))
+        .expect("claim");
+    let directive = RequestedDirective {
+        id: "dir_1".into(),
+        tenant: "acme".into(),
+        name: "mail.send".into(),
+        payload: json!({}),
+        idempotency_key: "k".into(),
+        scheduled_at: None,
+    };
+    let outcomes = worker
+        .finish_deliveries(&[completion(&claimed[0], vec![directive], "")], at(2))
+        .expect("finish");
+    assert!(matches!(outcomes[0], FinishOutcome::Completed { .. }));
+    assert!(
+        rings_within(&directives, Duration::from_secs(5)),
+        "written directives ring the directives bell"
+    );
+}
+
+#[test]
+fn keeps_listening_after_its_connection_is_cut() {
+    let database = PostgresDatabase::fresh();
+    let (watcher, emitter) = (database.open(), database.open());
+    let (deliveries, directives) = (Arc::new(Wake::default()), Arc::new(Wake::default()));
+    watcher
+        .watch(deliveries.clone(), directives.clone())
+        .expect("watch");
+    emitter
+        .create_tenant("acme", json!({}), at(0))
+        .expect("tenant");
+
+    let cut = admin()
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND query LIKE 'LISTEN%'",
+            &[&database.name],
+        )
+        .expect("terminate the LISTEN connection");
+    assert_eq!(cut, 1, "one LISTEN connection");
+    assert!(
+        rings_within(&deliveries, Duration::from_secs(10)),
+        "reconnecting rings every bell, for what may have been missed"
+    );
+    emitter
+        .emit(&[(signal("acme"), vec![target("h")])], at(0))
+        .expect("emit");
+    assert!(
+        rings_within(&deliveries, Duration::from_secs(5)),
+        "heard on the new connection"
+    );
+}
+
+#[test]
+fn migrates_once_when_several_processes_start_together() {
+    let database = PostgresDatabase::fresh();
+    let stores: Vec<Arc<dyn Store>> = std::thread::scope(|scope| {
+        let opening: Vec<_> = (0..4).map(|_| scope.spawn(|| database.open())).collect();
+        opening
+            .into_iter()
+            .map(|t| t.join().expect("opened"))
+            .collect()
+    });
+    stores[0]
+        .create_tenant("acme", json!({}), at(0))
+        .expect("tenant");
+    assert!(stores[3].tenant("acme").expect("read").is_some());
+    let versions: i64 = admin_of(&database)
+        .query_one("SELECT COUNT(*) FROM sighost_schema_migrations", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(versions, 1);
+}
+
+fn admin_of(database: &PostgresDatabase) -> postgres::Client {
+    postgres::Client::connect(&database.url, postgres::NoTls).expect("connect")
+}
+
+#[test]
+fn replaces_nul_in_guest_output_and_refuses_it_in_emitted_text() {
+    let database = PostgresDatabase::fresh();
+    let store = database.open();
+    store
+        .create_tenant("acme", json!({}), at(0))
+        .expect("tenant");
+    let refused = store.emit(
+        &[(
+            NewSignal {
+                dedupe_key: Some("a\0b".into()),
+                ..signal("acme")
+            },
+            vec![],
+        )],
+        at(0),
+    );
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+
+    let with_nul = NewSignal {
+        payload: json!({"text": "a\u{0}b"}),
+        ..signal("acme")
+    };
+    let emitted = store
+        .emit(&[(with_nul, vec![target("h")])], at(0))
+        .expect("JSON keeps \\u0000 as an escape");
+    let claimed = store
+        .claim_deliveries("w", 10, Duration::from_secs(60), at(1))
+        .expect("claim");
+    assert_eq!(claimed[0].signal, emitted[0].signal);
+    let outcomes = store
+        .finish_deliveries(&[completion(&claimed[0], vec![], "x\0y")], at(2))
+        .expect("a guest's NUL never fails the batch");
+    assert!(matches!(outcomes[0], FinishOutcome::Completed { .. }));
+    let attempts = store.attempts(claimed[0].delivery.id).expect("attempts");
+    assert_eq!(attempts[0].output, "x\u{FFFD}y");
+}
+
+#[test]
+fn replaces_the_database_of_a_url() {
+    assert_eq!(
+        with_database("postgres://u@h:5432/postgres?sslmode=disable", "t1"),
+        "postgres://u@h:5432/t1?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://u@h", "t1"), "postgres://u@h/t1");
+}
