@@ -68,6 +68,7 @@ macro_rules! store_conformance_tests {
             retries_a_delivery_at_the_time_the_worker_chose,
             discards_a_delivery_and_keeps_its_error,
             snoozes_a_delivery_without_counting_the_attempt,
+            resumes_the_snoozed_deliveries_of_a_handler_loaded_again,
             drops_a_result_with_a_stale_attempt_and_changes_nothing,
             drops_a_result_from_another_worker_and_changes_nothing,
             drops_a_second_result_for_a_finished_delivery,
@@ -1315,6 +1316,29 @@ pub fn snoozes_a_delivery_without_counting_the_attempt(store: &dyn Store) {
     assert!(claim(store, "w", at(29)).is_empty());
     let again = claim_one(store, "w", at(30));
     assert_eq!(again.delivery.attempt, 1);
+}
+
+pub fn resumes_the_snoozed_deliveries_of_a_handler_loaded_again(store: &dyn Store) {
+    create_tenant(store, "acme");
+    emit(
+        store,
+        new_signal("acme", "test.happened"),
+        vec![target("h"), target("other")],
+        at(0),
+    );
+    for claimed in claim(store, "w", at(1)) {
+        let snooze = result(&claimed, "w", Decision::Snooze { at: at(60) }, at(1));
+        assert_eq!(finish(store, snooze, at(1)), FinishOutcome::Snoozed);
+    }
+    assert_eq!(store.resume_handler("h", at(2)).expect("resume"), 1);
+    let resumed = claim(store, "w", at(2));
+    assert_eq!(resumed.len(), 1, "only h's delivery is due again");
+    assert_eq!(resumed[0].delivery.handler, "h");
+    assert_eq!(
+        store.resume_handler("h", at(3)).expect("resume"),
+        0,
+        "a running one is not touched"
+    );
 }
 
 // ---------------------------------------------------------------------------
