@@ -242,10 +242,12 @@ fn deep_queue(backend: &Backend, queued: usize, processes: usize) -> (f64, f64) 
     for offset in (0..queued).step_by(5_000) {
         host.emit_batch(batch(5_000.min(queued - offset), offset))
             .expect("emit");
-        eprint!("\r  emitting: {offset}/{queued}");
+        if offset % 100_000 == 0 {
+            eprintln!("  emitting: {offset}/{queued}");
+        }
     }
     let emit_rate = queued as f64 / emit_started.elapsed().as_secs_f64();
-    eprintln!("\r  emitted {queued} signals at {emit_rate:.0}/s");
+    eprintln!("  emitted {queued} signals at {emit_rate:.0}/s");
     let drain = DRAIN.min(queued);
     let mut others: Vec<Child> = (1..processes).map(|_| setup.second_process()).collect();
     let workers = host.start_workers().expect("workers");

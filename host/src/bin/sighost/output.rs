@@ -1,19 +1,34 @@
 //! How the CLI prints records: aligned tables for people, JSON for scripts.
 
+use std::io::Write;
+
 use serde::Serialize;
 
 /// Prints `rows` as a table with `headers`, or each record as a JSON line.
+///
+/// Writes stop quietly when stdout closes (`sighost deliveries | head`)
+/// instead of panicking as `println!` would.
 pub fn print<T: Serialize>(
     json: bool,
     records: &[T],
     headers: &[&str],
     row: impl Fn(&T) -> Vec<String>,
 ) {
+    let _ = write(&mut std::io::stdout().lock(), json, records, headers, row);
+}
+
+fn write<T: Serialize>(
+    out: &mut impl Write,
+    json: bool,
+    records: &[T],
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> std::io::Result<()> {
     if json {
         for record in records {
-            println!("{}", serde_json::to_string(record).unwrap_or_default());
+            writeln!(out, "{}", serde_json::to_string(record).unwrap_or_default())?;
         }
-        return;
+        return Ok(());
     }
     let rows: Vec<Vec<String>> = records.iter().map(row).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -22,21 +37,22 @@ pub fn print<T: Serialize>(
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut line = |cells: Vec<String>| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        writeln!(out, "{}", padded.join("  ").trim_end())
     };
-    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    line(headers.iter().map(|h| h.to_uppercase()).collect())?;
     for row in rows {
-        line(row);
+        line(row)?;
     }
     if records.is_empty() {
-        println!("(none)");
+        line(vec!["(none)".into()])?;
     }
+    Ok(())
 }
 
 /// A timestamp for a table cell: seconds precision, UTC.

@@ -282,12 +282,12 @@ pub fn record_handler_version(
 /// scheduled later than now: new ones are due at once and retries are
 /// `retryable`. The `IN` keeps the statement on the partial due index.
 pub fn resume_handler(db: &mut Tx<'_, '_>, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-    Ok(db.execute(
+    db.execute(
         "UPDATE deliveries SET scheduled_at = $2 \
          WHERE state IN ('available', 'retryable') AND scheduled_at > $2 \
          AND state = 'available' AND handler = $1",
         &[&name, &now],
-    )?)
+    )
 }
 
 /// The packages of each of these tenants, or `UnknownTenant` naming the

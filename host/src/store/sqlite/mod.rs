@@ -3,9 +3,12 @@
 //! We use rusqlite rather than sqlx: the store contract is synchronous and
 //! runs on worker threads, and rusqlite calls SQLite directly on the calling
 //! thread, where sqlx's SQLite driver ships every statement to a background
-//! thread over a channel and back. On this machine, inserting 100k rows in
-//! batches of 1,000 took rusqlite 0.13 s and sqlx 0.86 s (see the note on
-//! issue 3); the hot path is dominated by exactly such small statements.
+//! thread over a channel and back. Measured on this 2-core machine (a
+//! throwaway program, three rounds each, WAL and `synchronous = NORMAL`,
+//! 100,000 single-row INSERTs into a table shaped like `deliveries`, in
+//! transactions of 1,000): rusqlite 1.4–1.8 million rows/s, sqlx 0.8 with
+//! tokio 23–35 thousand rows/s. The hot path is made of exactly such small
+//! statements.
 //!
 //! Concurrency: SQLite has one writer at a time, so writes go through one
 //! connection behind a mutex and every write is a batch in one `BEGIN
