@@ -69,6 +69,7 @@ macro_rules! store_conformance_tests {
             discards_a_delivery_and_keeps_its_error,
             snoozes_a_delivery_without_counting_the_attempt,
             resumes_the_snoozed_deliveries_of_a_handler_loaded_again,
+            reports_each_handlers_deliveries_durations_and_recent_failures,
             drops_a_result_with_a_stale_attempt_and_changes_nothing,
             drops_a_result_from_another_worker_and_changes_nothing,
             drops_a_second_result_for_a_finished_delivery,
@@ -1316,6 +1317,46 @@ pub fn snoozes_a_delivery_without_counting_the_attempt(store: &dyn Store) {
     assert!(claim(store, "w", at(29)).is_empty());
     let again = claim_one(store, "w", at(30));
     assert_eq!(again.delivery.attempt, 1);
+}
+
+pub fn reports_each_handlers_deliveries_durations_and_recent_failures(store: &dyn Store) {
+    create_tenant(store, "acme");
+    emit(
+        store,
+        new_signal("acme", "test.happened"),
+        vec![target("good"), target("flaky")],
+        at(0),
+    );
+    for claimed in claim(store, "w", at(1)) {
+        let decision = if claimed.delivery.handler == "good" {
+            Decision::Complete(vec![])
+        } else {
+            Decision::Retry { at: at(60) }
+        };
+        finish(store, result(&claimed, "w", decision, at(1)), at(1));
+    }
+    let stats = store.stats().expect("stats");
+    let names: Vec<&str> = stats.handlers.iter().map(|h| h.handler.as_str()).collect();
+    assert_eq!(names, ["flaky", "good"], "sorted by name");
+    let good = &stats.handlers[1];
+    assert_eq!(good.deliveries, vec![(DeliveryState::Completed, 1)]);
+    assert_eq!(
+        (
+            good.recent_attempts,
+            good.mean_duration_us,
+            good.max_duration_us
+        ),
+        (1, 1500, 1500)
+    );
+    assert_eq!(
+        stats.handlers[0].deliveries,
+        vec![(DeliveryState::Retryable, 1)]
+    );
+    assert_eq!(stats.recent_failures.len(), 1);
+    assert_eq!(
+        stats.recent_failures[0].error.as_deref(),
+        Some("transient: upstream busy")
+    );
 }
 
 pub fn resumes_the_snoozed_deliveries_of_a_handler_loaded_again(store: &dyn Store) {

@@ -392,11 +392,66 @@ pub struct DirectiveFilter {
     pub limit: Option<u32>,
 }
 
-/// Counts for `sighost status`.
+/// What `sighost status` and `/metrics` show.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueueStats {
     pub deliveries: Vec<(DeliveryState, u64)>,
     pub directives: Vec<(DirectiveState, u64)>,
+    /// Per handler, sorted by name.
+    pub handlers: Vec<HandlerStats>,
+    /// The newest failed attempts, newest first, at most [`RECENT_FAILURES`].
+    pub recent_failures: Vec<Attempt>,
+}
+
+/// How many failed attempts [`QueueStats::recent_failures`] keeps.
+pub const RECENT_FAILURES: u32 = 10;
+/// How many of the newest attempts the per-handler durations are taken from.
+pub const RECENT_ATTEMPTS: u32 = 1_000;
+
+/// One handler's deliveries by state, and how long its recent attempts took.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HandlerStats {
+    pub handler: String,
+    pub deliveries: Vec<(DeliveryState, u64)>,
+    /// Among the newest [`RECENT_ATTEMPTS`] attempts of every handler.
+    pub recent_attempts: u64,
+    pub mean_duration_us: u64,
+    pub max_duration_us: u64,
+}
+
+impl QueueStats {
+    /// Folds per-(handler, state) counts and per-handler durations into
+    /// [`QueueStats::handlers`]; shared by the stores' `stats`.
+    pub fn add_handlers(
+        &mut self,
+        counts: Vec<(String, DeliveryState, u64)>,
+        durations: Vec<(String, u64, u64, u64)>,
+    ) {
+        let mut by_name: std::collections::BTreeMap<String, HandlerStats> = Default::default();
+        for (handler, state, count) in counts {
+            let entry = by_name
+                .entry(handler.clone())
+                .or_insert_with(|| HandlerStats {
+                    handler,
+                    ..HandlerStats::default()
+                });
+            entry.deliveries.push((state, count));
+        }
+        for (handler, attempts, mean, max) in durations {
+            let entry = by_name
+                .entry(handler.clone())
+                .or_insert_with(|| HandlerStats {
+                    handler,
+                    ..HandlerStats::default()
+                });
+            (
+                entry.recent_attempts,
+                entry.mean_duration_us,
+                entry.max_duration_us,
+            ) = (attempts, mean, max);
+        }
+        self.handlers = by_name.into_values().collect();
+    }
 }
 
 /// A tenant id: 1 to 128 characters of ASCII letters, digits, `_`, `-`, `.`.

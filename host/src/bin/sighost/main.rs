@@ -617,6 +617,41 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                 for (state, count) in &stats.directives {
                     println!("  {:<10} {count}", state.as_str());
                 }
+                println!("\nhandlers (durations over the newest attempts):");
+                output::print(
+                    false,
+                    &stats.handlers,
+                    &["handler", "deliveries", "attempts", "mean", "max"],
+                    |h| {
+                        let states: Vec<String> = h
+                            .deliveries
+                            .iter()
+                            .map(|(s, n)| format!("{}={n}", s.as_str()))
+                            .collect();
+                        vec![
+                            h.handler.clone(),
+                            states.join(" "),
+                            h.recent_attempts.to_string(),
+                            format!("{:.2} ms", h.mean_duration_us as f64 / 1000.0),
+                            format!("{:.2} ms", h.max_duration_us as f64 / 1000.0),
+                        ]
+                    },
+                );
+                println!("\nrecent failures:");
+                output::print(
+                    false,
+                    &stats.recent_failures,
+                    &["delivery", "attempt", "outcome", "finished", "error"],
+                    |a| {
+                        vec![
+                            a.delivery_id.to_string(),
+                            a.attempt.to_string(),
+                            a.outcome.clone(),
+                            output::time(a.finished_at),
+                            output::cut(a.error.as_deref().unwrap_or(""), 70),
+                        ]
+                    },
+                );
             }
             Ok(())
         }

@@ -1183,32 +1183,36 @@ pub fn deliveries(
         .collect()
 }
 
+const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
+     duration_us, fuel, directive_count, output, finished_at";
+
+fn attempt_from_row(r: &::postgres::Row) -> StoreResult<Attempt> {
+    Ok(Attempt {
+        delivery_id: r.try_get(0)?,
+        attempt: count(r, 1)?,
+        worker: r.try_get(2)?,
+        handler_digest: r.try_get(3)?,
+        outcome: r.try_get(4)?,
+        error: r.try_get(5)?,
+        started_at: r.try_get(6)?,
+        duration_us: r.try_get::<_, i64>(7)?.max(0) as u64,
+        fuel: r.try_get::<_, Option<i64>>(8)?.map(|f| f.max(0) as u64),
+        directive_count: count(r, 9)?,
+        output: r.try_get(10)?,
+        finished_at: r.try_get(11)?,
+    })
+}
+
 pub fn attempts(
     db: &mut Db<'_, impl GenericClient>,
     delivery_id: i64,
 ) -> StoreResult<Vec<Attempt>> {
     db.query(
-        "SELECT delivery_id, attempt, worker, handler_digest, outcome, error, started_at, duration_us, fuel, \
-         directive_count, output, finished_at FROM attempts WHERE delivery_id = $1 ORDER BY attempt",
+        &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY attempt"),
         &[&delivery_id],
     )?
     .iter()
-    .map(|r| {
-        Ok(Attempt {
-            delivery_id: r.try_get(0)?,
-            attempt: count(r, 1)?,
-            worker: r.try_get(2)?,
-            handler_digest: r.try_get(3)?,
-            outcome: r.try_get(4)?,
-            error: r.try_get(5)?,
-            started_at: r.try_get(6)?,
-            duration_us: r.try_get::<_, i64>(7)?.max(0) as u64,
-            fuel: r.try_get::<_, Option<i64>>(8)?.map(|f| f.max(0) as u64),
-            directive_count: count(r, 9)?,
-            output: r.try_get(10)?,
-            finished_at: r.try_get(11)?,
-        })
-    })
+    .map(attempt_from_row)
     .collect()
 }
 
@@ -1415,5 +1419,42 @@ pub fn stats(db: &mut Db<'_, impl GenericClient>) -> StoreResult<QueueStats> {
             .directives
             .push((DirectiveState::parse(row.try_get(0)?)?, count as u64));
     }
+    let mut counts = Vec::new();
+    for row in db.query(
+        "SELECT handler, state, COUNT(*) FROM deliveries GROUP BY handler, state",
+        &[],
+    )? {
+        let count: i64 = row.try_get(2)?;
+        counts.push((
+            row.try_get(0)?,
+            DeliveryState::parse(row.try_get(1)?)?,
+            count as u64,
+        ));
+    }
+    // The newest attempts: deliveries are numbered in insertion order.
+    let mut durations = Vec::new();
+    for row in db.query(
+        &format!(
+            "SELECT d.handler, COUNT(*), AVG(a.duration_us)::BIGINT, MAX(a.duration_us) \
+             FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
+             JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler"
+        ),
+        &[],
+    )? {
+        let number = |i: usize| -> StoreResult<u64> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
+        durations.push((row.try_get(0)?, number(1)?, number(2)?, number(3)?));
+    }
+    stats.add_handlers(counts, durations);
+    stats.recent_failures = db
+        .query(
+            &format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
+                 ORDER BY delivery_id DESC, attempt DESC LIMIT {RECENT_FAILURES}"
+            ),
+            &[],
+        )?
+        .iter()
+        .map(attempt_from_row)
+        .collect::<StoreResult<_>>()?;
     Ok(stats)
 }

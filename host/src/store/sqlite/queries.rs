@@ -668,27 +668,31 @@ pub fn deliveries(c: &Connection, filter: &DeliveryFilter) -> StoreResult<Vec<De
         .collect::<Result<_, _>>()?)
 }
 
+const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
+     duration_us, fuel, directive_count, output, finished_at";
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        delivery_id: r.get(0)?,
+        attempt: r.get(1)?,
+        worker: r.get(2)?,
+        handler_digest: r.get(3)?,
+        outcome: r.get(4)?,
+        error: r.get(5)?,
+        started_at: from_micros(r.get(6)?),
+        duration_us: r.get::<_, i64>(7)?.max(0) as u64,
+        fuel: r.get::<_, Option<i64>>(8)?.map(|f| f.max(0) as u64),
+        directive_count: r.get(9)?,
+        output: r.get(10)?,
+        finished_at: from_micros(r.get(11)?),
+    })
+}
+
 pub fn attempts(c: &Connection, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
-    Ok(c.prepare_cached(
-        "SELECT delivery_id, attempt, worker, handler_digest, outcome, error, started_at, duration_us, fuel, \
-         directive_count, output, finished_at FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
-    )?
-    .query_map([delivery_id], |r| {
-        Ok(Attempt {
-            delivery_id: r.get(0)?,
-            attempt: r.get(1)?,
-            worker: r.get(2)?,
-            handler_digest: r.get(3)?,
-            outcome: r.get(4)?,
-            error: r.get(5)?,
-            started_at: from_micros(r.get(6)?),
-            duration_us: r.get::<_, i64>(7)?.max(0) as u64,
-            fuel: r.get::<_, Option<i64>>(8)?.map(|f| f.max(0) as u64),
-            directive_count: r.get(9)?,
-            output: r.get(10)?,
-            finished_at: from_micros(r.get(11)?),
-        })
-    })?
+    Ok(c.prepare_cached(&format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY attempt"
+    ))?
+    .query_map([delivery_id], attempt_from_row)?
     .collect::<Result<_, _>>()?)
 }
 
@@ -859,5 +863,43 @@ pub fn stats(c: &Connection) -> StoreResult<QueueStats> {
             .directives
             .push((DirectiveState::parse(&state)?, count as u64));
     }
+    let mut counts = Vec::new();
+    let mut per_handler = c.prepare_cached(
+        "SELECT handler, state, COUNT(*) FROM deliveries GROUP BY handler, state",
+    )?;
+    for row in per_handler.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })? {
+        let (handler, state, count) = row?;
+        counts.push((handler, DeliveryState::parse(&state)?, count as u64));
+    }
+    // The newest attempts: deliveries are numbered in insertion order.
+    let durations = c
+        .prepare_cached(&format!(
+            "SELECT d.handler, COUNT(*), CAST(AVG(a.duration_us) AS INTEGER), MAX(a.duration_us) \
+             FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
+             JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler"
+        ))?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, i64>(2)?.max(0) as u64,
+                r.get::<_, i64>(3)?.max(0) as u64,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    stats.add_handlers(counts, durations);
+    stats.recent_failures = c
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
+             ORDER BY delivery_id DESC, attempt DESC LIMIT {RECENT_FAILURES}"
+        ))?
+        .query_map([], attempt_from_row)?
+        .collect::<Result<_, _>>()?;
     Ok(stats)
 }
