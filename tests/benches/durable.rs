@@ -24,11 +24,11 @@ use serde_json::json;
 use sighost::store::NewSignal;
 use sighost::{HostConfig, Sighost};
 use sighost_tests::guest;
+use sighost_tests::postgres::FreshDatabase;
 
 const SHALLOW_TOTAL: usize = 100_000;
 const DRAIN: usize = 200_000;
 const BATCH: usize = 500;
-const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
 
 #[derive(Clone)]
 enum Backend {
@@ -41,7 +41,8 @@ enum Backend {
 struct Setup {
     dir: PathBuf,
     store: String,
-    database: Option<String>,
+    /// Dropped, with the database, when the measurement ends.
+    database: Option<FreshDatabase>,
 }
 
 impl Setup {
@@ -58,10 +59,8 @@ impl Setup {
         let (store, database) = match backend {
             Backend::Sqlite => (dir.join("data/sighost.db").display().to_string(), None),
             Backend::Postgres => {
-                let database = format!("sighost_bench_{}_{name}", std::process::id());
-                admin(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
-                admin(&format!("CREATE DATABASE {database}"));
-                (format!("{POSTGRES}/{database}"), Some(database))
+                let database = FreshDatabase::new("sighost_bench");
+                (database.url.clone(), Some(database))
             }
         };
         Self {
@@ -121,16 +120,7 @@ impl Setup {
 impl Drop for Setup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(database) = &self.database {
-            admin(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
-        }
     }
-}
-
-fn admin(sql: &str) {
-    let mut client = postgres::Client::connect(&format!("{POSTGRES}/postgres"), postgres::NoTls)
-        .expect("PostgreSQL on 127.0.0.1:5432 (./scripts/test.sh starts it)");
-    client.batch_execute(sql).expect(sql);
 }
 
 fn batch(n: usize, offset: usize) -> Vec<NewSignal> {

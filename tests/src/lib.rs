@@ -7,6 +7,7 @@ use sighost::sandbox::{DeliveryContext, Sandbox, SandboxConfig};
 use sighost::signal::Signal;
 
 pub mod conformance;
+pub mod postgres;
 
 pub mod host_helpers;
 

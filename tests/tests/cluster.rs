@@ -39,6 +39,7 @@ use sighost::store::{
     StoreLocation,
 };
 use sighost::{HostConfig, Sighost};
+use sighost_tests::postgres::FreshDatabase;
 use sighost_tests::{example_handler, guest, sighost_binary};
 
 const PROCESSES: usize = 3;
@@ -47,65 +48,6 @@ const KILLS: usize = 6;
 const SIGNALS_PER_ROUND: usize = 1000;
 const ROUNDS: usize = KILLS;
 const HANDLERS: usize = 2;
-
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-fn base_url() -> String {
-    std::env::var("SIGHOST_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// `url` with its database replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((url, query)) => (url, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let (scheme, rest) = url
-        .split_once("://")
-        .unwrap_or_else(|| panic!("SIGHOST_TEST_POSTGRES must be a postgres:// URL, not {url:?}"));
-    let server = rest.split_once('/').map_or(rest, |(server, _)| server);
-    format!("{scheme}://{server}/{database}{query}")
-}
-
-fn admin() -> postgres::Client {
-    let url = base_url();
-    postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
-        panic!(
-            "cannot reach PostgreSQL at {url} ({e}); this test needs a server: start it \
-             (pg_ctlcluster <version> main start) or point SIGHOST_TEST_POSTGRES at one"
-        )
-    })
-}
-
-/// A database of its own, dropped at the end.
-struct ClusterDatabase {
-    name: String,
-    url: String,
-}
-
-impl ClusterDatabase {
-    fn fresh() -> Self {
-        let name = format!("sighost_cluster_{}", std::process::id());
-        let mut admin = admin();
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .expect("drop a leftover database");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create the database");
-        let url = with_database(&base_url(), &name);
-        Self { name, url }
-    }
-}
-
-impl Drop for ClusterDatabase {
-    fn drop(&mut self) {
-        let _ = admin().batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sighost-{name}-{}", std::process::id()));
@@ -285,7 +227,7 @@ fn check_attempts(delivery: &Delivery, attempts: &[Attempt]) -> usize {
 
 #[test]
 fn a_cluster_completes_every_delivery_once_while_its_processes_are_killed() {
-    let database = ClusterDatabase::fresh();
+    let database = FreshDatabase::new("sighost_cluster");
     let handlers = handlers_dir();
     let nodes_dir = temp_dir("cluster-nodes");
 

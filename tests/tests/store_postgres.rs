@@ -7,7 +7,6 @@
 //! fails, saying so: a store suite that skips would pass without testing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -18,62 +17,14 @@ use sighost::store::{
 };
 use sighost::wake::Wake;
 use sighost_tests::conformance::{TestDatabase, at};
+use sighost_tests::postgres::{FreshDatabase, admin, with_database};
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-fn base_url() -> String {
-    std::env::var("SIGHOST_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// `url` with its database replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((url, query)) => (url, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let (scheme, rest) = url
-        .split_once("://")
-        .unwrap_or_else(|| panic!("SIGHOST_TEST_POSTGRES must be a postgres:// URL, not {url:?}"));
-    let server = rest.split_once('/').map_or(rest, |(server, _)| server);
-    format!("{scheme}://{server}/{database}{query}")
-}
-
-/// A maintenance connection, or a failed test that says how to fix it.
-fn admin() -> postgres::Client {
-    let url = base_url();
-    postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
-        panic!(
-            "cannot reach PostgreSQL at {url} ({e}); these tests need a server: start it \
-             (pg_ctlcluster <version> main start) or point SIGHOST_TEST_POSTGRES at one"
-        )
-    })
-}
-
-/// A database of its own (process id + counter, so parallel tests and runs
-/// never share one), dropped when the test ends.
-struct PostgresDatabase {
-    name: String,
-    url: String,
-}
+/// A fresh database per test (see `sighost_tests::postgres`).
+struct PostgresDatabase(FreshDatabase);
 
 impl PostgresDatabase {
     fn fresh() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "sighost_test_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut admin = admin();
-        // Left over by an earlier run that had the same process id.
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .expect("drop a leftover test database");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("create the test database {name}: {e}"));
-        let url = with_database(&base_url(), &name);
-        Self { name, url }
+        Self(FreshDatabase::new("sighost_test"))
     }
 }
 
@@ -81,17 +32,8 @@ impl TestDatabase for PostgresDatabase {
     /// Every call is a new store with its own connections, as another
     /// process would have.
     fn open(&self) -> Arc<dyn Store> {
-        let options = PostgresOptions::from_url(&self.url).expect("a valid URL");
+        let options = PostgresOptions::from_url(&self.0.url).expect("a valid URL");
         Arc::new(PostgresStore::open(options, at(0)).expect("open the PostgreSQL store"))
-    }
-}
-
-impl Drop for PostgresDatabase {
-    fn drop(&mut self) {
-        let _ = admin().batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
     }
 }
 
@@ -206,7 +148,7 @@ fn keeps_listening_after_its_connection_is_cut() {
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = $1 AND query LIKE 'LISTEN%'",
-            &[&database.name],
+            &[&database.0.name],
         )
         .expect("terminate the LISTEN connection");
     assert_eq!(cut, 1, "one LISTEN connection");
@@ -245,7 +187,7 @@ fn migrates_once_when_several_processes_start_together() {
 }
 
 fn admin_of(database: &PostgresDatabase) -> postgres::Client {
-    postgres::Client::connect(&database.url, postgres::NoTls).expect("connect")
+    postgres::Client::connect(&database.0.url, postgres::NoTls).expect("connect")
 }
 
 #[test]
