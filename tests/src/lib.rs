@@ -100,3 +100,57 @@ pub fn sighost_binary() -> PathBuf {
         })
         .clone()
 }
+
+/// After a run that had `expected` (signal, handler) pairs to deliver: every
+/// pair has exactly one delivery, completed, and exactly one directive, with
+/// unique idempotency keys — none missing, none twice. Returns the deliveries
+/// and directives for the caller's own checks.
+pub fn assert_each_pair_completed_once(
+    store: &dyn sighost::store::Store,
+    expected: usize,
+) -> (
+    Vec<sighost::store::Delivery>,
+    Vec<sighost::store::Directive>,
+) {
+    use sighost::store::{DeliveryFilter, DeliveryState, DirectiveFilter};
+    use std::collections::HashSet;
+
+    let deliveries = store
+        .deliveries(&DeliveryFilter::default())
+        .expect("deliveries");
+    assert_eq!(
+        deliveries.len(),
+        expected,
+        "one delivery per (signal, handler)"
+    );
+    let pairs: HashSet<(&str, &str)> = deliveries
+        .iter()
+        .map(|d| (d.signal_id.as_str(), d.handler.as_str()))
+        .collect();
+    assert_eq!(pairs.len(), expected, "no pair has two deliveries");
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == DeliveryState::Completed)
+    );
+
+    let directives = store
+        .directives(&DirectiveFilter::default())
+        .expect("directives");
+    assert_eq!(
+        directives.len(),
+        expected,
+        "one directive per pair: none missing, none twice"
+    );
+    let per_pair: HashSet<(&str, &str)> = directives
+        .iter()
+        .map(|d| (d.signal_id.as_str(), d.handler.as_str()))
+        .collect();
+    assert_eq!(per_pair, pairs, "every pair has its directive");
+    let keys: HashSet<&str> = directives
+        .iter()
+        .map(|d| d.idempotency_key.as_str())
+        .collect();
+    assert_eq!(keys.len(), expected, "idempotency keys are unique");
+    (deliveries, directives)
+}

@@ -35,8 +35,7 @@ use std::time::{Duration, Instant};
 use chrono::TimeDelta;
 use serde_json::json;
 use sighost::store::{
-    Attempt, Delivery, DeliveryFilter, DeliveryState, DirectiveFilter, DirectiveState, NewSignal,
-    StoreLocation,
+    Attempt, Delivery, DeliveryFilter, DeliveryState, DirectiveState, NewSignal, StoreLocation,
 };
 use sighost::{HostConfig, Sighost};
 use sighost_tests::postgres::FreshDatabase;
@@ -270,45 +269,8 @@ fn a_cluster_completes_every_delivery_once_while_its_processes_are_killed() {
         node.stop();
     }
 
-    let deliveries = host
-        .store()
-        .deliveries(&DeliveryFilter::default())
-        .expect("deliveries");
-    assert_eq!(
-        deliveries.len(),
-        expected,
-        "one delivery per (signal, handler)"
-    );
-    let pairs: HashSet<(&str, &str)> = deliveries
-        .iter()
-        .map(|d| (d.signal_id.as_str(), d.handler.as_str()))
-        .collect();
-    assert_eq!(pairs.len(), expected, "no pair has two deliveries");
-    assert!(
-        deliveries
-            .iter()
-            .all(|d| d.state == DeliveryState::Completed)
-    );
-
-    let directives = host
-        .store()
-        .directives(&DirectiveFilter::default())
-        .expect("directives");
-    assert_eq!(
-        directives.len(),
-        expected,
-        "one directive per pair: none missing, none twice"
-    );
-    let per_pair: HashSet<(&str, &str)> = directives
-        .iter()
-        .map(|d| (d.signal_id.as_str(), d.handler.as_str()))
-        .collect();
-    assert_eq!(per_pair, pairs, "every pair has its directive");
-    let keys: HashSet<&str> = directives
-        .iter()
-        .map(|d| d.idempotency_key.as_str())
-        .collect();
-    assert_eq!(keys.len(), expected, "idempotency keys are unique");
+    let (deliveries, directives) =
+        sighost_tests::assert_each_pair_completed_once(host.store().as_ref(), expected);
 
     let mut rescued = 0;
     let mut workers: HashMap<String, usize> = HashMap::new();

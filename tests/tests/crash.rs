@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sighost::store::{DeliveryFilter, DeliveryState, DirectiveFilter, DirectiveState, NewSignal};
+use sighost::store::{DeliveryFilter, DeliveryState, DirectiveState, NewSignal};
 use sighost::{HostConfig, Sighost};
 use sighost_tests::{example_handler, guest, sighost_binary};
 
@@ -154,45 +154,8 @@ fn every_delivery_completes_exactly_once_across_random_sigkills() {
         "only {interrupted} of {KILLS} kills interrupted work: {completed_at_kill:?}"
     );
 
-    let deliveries = host
-        .store()
-        .deliveries(&DeliveryFilter::default())
-        .expect("deliveries");
-    assert_eq!(
-        deliveries.len(),
-        expected,
-        "one delivery per (signal, handler)"
-    );
-    let pairs: HashSet<(&str, &str)> = deliveries
-        .iter()
-        .map(|d| (d.signal_id.as_str(), d.handler.as_str()))
-        .collect();
-    assert_eq!(pairs.len(), expected, "no pair has two deliveries");
-    assert!(
-        deliveries
-            .iter()
-            .all(|d| d.state == DeliveryState::Completed)
-    );
-
-    let directives = host
-        .store()
-        .directives(&DirectiveFilter::default())
-        .expect("directives");
-    assert_eq!(
-        directives.len(),
-        expected,
-        "one directive per pair: none missing, none twice"
-    );
-    let per_pair: HashSet<(&str, &str)> = directives
-        .iter()
-        .map(|d| (d.signal_id.as_str(), d.handler.as_str()))
-        .collect();
-    assert_eq!(per_pair, pairs, "every pair has its directive");
-    let keys: HashSet<&str> = directives
-        .iter()
-        .map(|d| d.idempotency_key.as_str())
-        .collect();
-    assert_eq!(keys.len(), expected);
+    let (_, directives) =
+        sighost_tests::assert_each_pair_completed_once(host.store().as_ref(), expected);
 
     // Executors run at least once per directive; a kill between the effect and
     // its record may repeat one, which is why they get the idempotency key.
