@@ -407,10 +407,17 @@ impl Store for PostgresStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        // Each is one statement, so each is atomic without a transaction
-        // around it (one round trip each instead of three).
+        // The rescue is one statement, atomic without a transaction around it.
         self.connection(|db| queries::rescue_deliveries(db, now))?;
-        self.connection(|db| queries::claim_deliveries(db, worker, limit, lease, now))
+        // The claim commits without waiting for the WAL flush: losing it in a
+        // database crash only makes the deliveries claimable again, and the
+        // fenced completion of whoever ran them then finds its lease gone, so
+        // at-least-once holds. It saves an fsync on the way to every handler
+        // start (emit→start p99 under load: see the note on issue 5).
+        self.write(|db| {
+            db.c.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
+            queries::claim_deliveries(db, worker, limit, lease, now)
+        })
     }
 
     fn finish_deliveries(
