@@ -154,3 +154,31 @@ pub fn assert_each_pair_completed_once(
     assert_eq!(keys.len(), expected, "idempotency keys are unique");
     (deliveries, directives)
 }
+
+/// Waits (up to five minutes) until every delivery completed and `expected`
+/// directives all succeeded; fails with the queue's state otherwise.
+pub fn wait_until_all_done(store: &dyn sighost::store::Store, expected: usize) {
+    use sighost::store::{DeliveryState, DirectiveState};
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let stats = store.stats().expect("stats");
+        let deliveries_done = stats
+            .deliveries
+            .iter()
+            .all(|(s, _)| *s == DeliveryState::Completed);
+        let directives_done = stats
+            .directives
+            .iter()
+            .all(|(s, _)| *s == DirectiveState::Succeeded);
+        let directives: u64 = stats.directives.iter().map(|(_, n)| n).sum();
+        if deliveries_done && directives_done && directives as usize == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not finish: {stats:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -34,9 +34,7 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use serde_json::json;
-use sighost::store::{
-    Attempt, Delivery, DeliveryFilter, DeliveryState, DirectiveState, NewSignal, StoreLocation,
-};
+use sighost::store::{Attempt, Delivery, DeliveryFilter, DeliveryState, NewSignal, StoreLocation};
 use sighost::{HostConfig, Sighost};
 use sighost_tests::postgres::FreshDatabase;
 use sighost_tests::{example_handler, guest, sighost_binary};
@@ -168,27 +166,6 @@ fn wait_for_completed(host: &Sighost, target: usize) -> usize {
     }
 }
 
-fn wait_until_done(host: &Sighost, expected: usize) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let stats = host.store().stats().expect("stats");
-        let deliveries_done = stats
-            .deliveries
-            .iter()
-            .all(|(s, _)| *s == DeliveryState::Completed);
-        let directives_done = stats
-            .directives
-            .iter()
-            .all(|(s, _)| *s == DirectiveState::Succeeded);
-        let directives: u64 = stats.directives.iter().map(|(_, n)| n).sum();
-        if deliveries_done && directives_done && directives as usize == expected {
-            return;
-        }
-        assert!(Instant::now() < deadline, "did not finish: {stats:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Claims of one delivery were serial; see the module docs. Returns how
 /// many of its attempts the rescuer recorded.
 fn check_attempts(delivery: &Delivery, attempts: &[Attempt]) -> usize {
@@ -264,7 +241,7 @@ fn a_cluster_completes_every_delivery_once_while_its_processes_are_killed() {
     }
 
     let expected = ROUNDS * SIGNALS_PER_ROUND * HANDLERS;
-    wait_until_done(&host, expected);
+    sighost_tests::wait_until_all_done(host.store().as_ref(), expected);
     for node in nodes {
         node.stop();
     }

@@ -6,10 +6,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use sighost::store::{DeliveryFilter, DeliveryState, DirectiveState, NewSignal};
+use sighost::store::{DeliveryFilter, DeliveryState, NewSignal};
 use sighost::{HostConfig, Sighost};
 use sighost_tests::{example_handler, guest, sighost_binary};
 
@@ -114,24 +114,7 @@ fn every_delivery_completes_exactly_once_across_random_sigkills() {
     // One last run, left to finish its work, then stopped gracefully.
     let mut child = start(&data, &handlers, KILLS);
     let expected = KILLS * SIGNALS_PER_ROUND * 2;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let stats = host.store().stats().expect("stats");
-        let deliveries_done = stats
-            .deliveries
-            .iter()
-            .all(|(s, _)| *s == DeliveryState::Completed);
-        let directives_done = stats
-            .directives
-            .iter()
-            .all(|(s, _)| *s == DirectiveState::Succeeded);
-        let directives: u64 = stats.directives.iter().map(|(_, n)| n).sum();
-        if deliveries_done && directives_done && directives as usize == expected {
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not finish: {stats:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sighost_tests::wait_until_all_done(host.store().as_ref(), expected);
     let pid = child.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
