@@ -427,23 +427,23 @@ impl Config {
         let l = &self.limits;
         let limits = &mut base.limits;
         if let Some(mib) = l.memory_mib {
-            limits.memory_bytes = mib << 20;
+            limits.memory_bytes = mib.saturating_mul(1 << 20);
         }
         if let Some(ms) = l.timeout_ms {
             limits.timeout = Duration::from_millis(ms);
         }
         limits.fuel = l.fuel.or(limits.fuel);
         if let Some(kib) = l.signal_payload_kib {
-            limits.signal_payload_bytes = kib << 10;
+            limits.signal_payload_bytes = kib.saturating_mul(1 << 10);
         }
         if let Some(kib) = l.directive_payload_kib {
-            limits.directive_payload_bytes = kib << 10;
+            limits.directive_payload_bytes = kib.saturating_mul(1 << 10);
         }
         if let Some(n) = l.directives_per_invocation {
             limits.directives_per_invocation = n;
         }
         if let Some(kib) = l.output_kib {
-            limits.output_bytes = kib << 10;
+            limits.output_bytes = kib.saturating_mul(1 << 10);
         }
         if let Some(depth) = l.causation_depth {
             limits.causation_depth = depth;

@@ -55,19 +55,25 @@ pub struct LimitOverrides {
 }
 
 impl LimitOverrides {
-    /// The host's limits with these overrides applied.
+    /// The host's limits with these overrides applied. Sizes saturate rather
+    /// than wrap, so an absurd value is refused by the host's maximum checks
+    /// instead of turning into a tiny limit.
     pub fn apply(&self, host: &Limits) -> Limits {
         Limits {
-            memory_bytes: self.memory_mib.map_or(host.memory_bytes, |m| m << 20),
+            memory_bytes: self
+                .memory_mib
+                .map_or(host.memory_bytes, |m| m.saturating_mul(1 << 20)),
             timeout: self.timeout_ms.map_or(host.timeout, Duration::from_millis),
             fuel: self.fuel.or(host.fuel),
             directive_payload_bytes: self
                 .directive_payload_kib
-                .map_or(host.directive_payload_bytes, |k| k << 10),
+                .map_or(host.directive_payload_bytes, |k| k.saturating_mul(1 << 10)),
             directives_per_invocation: self
                 .directives_per_invocation
                 .unwrap_or(host.directives_per_invocation),
-            output_bytes: self.output_kib.map_or(host.output_bytes, |k| k << 10),
+            output_bytes: self
+                .output_kib
+                .map_or(host.output_bytes, |k| k.saturating_mul(1 << 10)),
             ..host.clone()
         }
     }

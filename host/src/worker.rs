@@ -97,7 +97,7 @@ impl Workers {
         let stopping = group.stopping();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let room_wanted = Arc::new(AtomicBool::new(false));
-        let (jobs_tx, jobs_rx) = bounded::<ClaimedDelivery>(config.max_in_flight);
+        let (jobs_tx, jobs_rx) = bounded::<Job>(config.max_in_flight);
         let (results_tx, results_rx) = unbounded::<DeliveryResult>();
 
         group.spawn("sighost-fetch", {
@@ -146,7 +146,7 @@ fn fetch(
     stopping: &AtomicBool,
     in_flight: &AtomicUsize,
     room_wanted: &AtomicBool,
-    jobs: Sender<ClaimedDelivery>,
+    jobs: Sender<Job>,
 ) {
     while !stopping.load(Ordering::SeqCst) {
         let room = config
@@ -164,8 +164,15 @@ fn fetch(
                 Ok(batch) => {
                     claimed = batch.len();
                     in_flight.fetch_add(claimed, Ordering::SeqCst);
-                    for delivery in batch {
-                        if jobs.send(delivery).is_err() {
+                    let leased_until = now + config.lease;
+                    for claimed in batch {
+                        if jobs
+                            .send(Job {
+                                claimed,
+                                leased_until,
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -185,21 +192,35 @@ fn invoke_loop(
     config: &WorkerConfig,
     name: &str,
     stopping: &AtomicBool,
-    jobs: Receiver<ClaimedDelivery>,
+    jobs: Receiver<Job>,
     results: Sender<DeliveryResult>,
 ) {
     // Ends when the fetcher is gone and the queue is empty.
-    for claimed in jobs {
+    for Job {
+        claimed,
+        leased_until,
+    } in jobs
+    {
         let result = if stopping.load(Ordering::SeqCst) {
             release(&claimed, name, (deps.clock)())
         } else {
-            run(deps, config, name, &claimed)
+            run(deps, config, name, &claimed, leased_until)
         };
         if results.send(result).is_err() {
             return;
         }
     }
 }
+
+/// A claimed delivery waiting in this process's queue, and when its lease ends.
+struct Job {
+    claimed: ClaimedDelivery,
+    leased_until: DateTime<Utc>,
+}
+
+/// Time kept in hand, beyond the handler's timeout, to record a result
+/// before the lease ends.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
 
 /// Puts a claimed delivery back untouched (shutdown, or handler not loaded).
 fn release(claimed: &ClaimedDelivery, worker: &str, at: DateTime<Utc>) -> DeliveryResult {
@@ -224,6 +245,7 @@ fn run(
     config: &WorkerConfig,
     worker: &str,
     claimed: &ClaimedDelivery,
+    leased_until: DateTime<Utc>,
 ) -> DeliveryResult {
     let delivery = &claimed.delivery;
     let Some(handler) = deps.registry.get(&delivery.handler) else {
@@ -231,6 +253,20 @@ fn run(
         tracing::debug!(handler = %delivery.handler, delivery = delivery.id, "handler not loaded; snoozing");
         return release(claimed, worker, (deps.clock)() + config.snooze);
     };
+    // A delivery that waited in the queue too long to finish within its
+    // lease goes back untouched: run now, it could be rescued and run by
+    // another worker at the same time, and charged an attempt it never had.
+    // (A lease configured shorter than a run cannot be honoured; then at
+    // least half of it must be left.)
+    let now = (deps.clock)();
+    let needed = (handler.limits.timeout + LEASE_MARGIN).min(config.lease / 2);
+    if now + needed > leased_until {
+        tracing::debug!(
+            delivery = delivery.id,
+            "lease too short to run; putting it back"
+        );
+        return release(claimed, worker, now);
+    }
     let context = DeliveryContext {
         attempt: delivery.attempt,
         max_attempts: delivery.max_attempts,

@@ -1362,3 +1362,46 @@ fn a_delivery_held_by_a_worker_that_died_is_run_again_after_its_lease_expires() 
     assert!(attempts[0].error.is_some());
     one(directives_of(&host, &signal_id), "directive");
 }
+
+#[test]
+fn a_delivery_that_waited_too_long_for_its_lease_is_put_back_not_run_twice() {
+    // One invoker, a 1 s lease and handlers that take 300 ms: of ten claimed
+    // at once, the later ones would start after their lease ended, be rescued
+    // by the next claim and run again elsewhere. They must go back untouched.
+    let scratch = Scratch::new("fanout-lease");
+    let handlers = scratch.subdir("handlers");
+    install(&handlers, "slow", &guest("slow"), "");
+    let mut config = fast_config(scratch.path(), 10);
+    config.workers.threads = 1;
+    config.workers.lease = Duration::from_secs(1);
+    let host = open_host(config, &handlers);
+    create_tenant(&host, "org_acme", json!({}), &[]);
+    let signals: Vec<_> = (0..10)
+        .map(|n| new_signal("org_acme", "slow.work", json!({"n": n})))
+        .collect();
+    host.emit_batch(signals).expect("emit");
+    let running = host.start().expect("start");
+    let done = wait_for("every slow delivery to complete", |last| {
+        let found = host
+            .store()
+            .deliveries(&DeliveryFilter::default())
+            .expect("deliveries");
+        *last = summary(&found);
+        found
+            .iter()
+            .all(|d| d.state == DeliveryState::Completed)
+            .then_some(found)
+    });
+    running.shutdown();
+    assert_eq!(done.len(), 10);
+    for delivery in &done {
+        let attempts = host.store().attempts(delivery.id).expect("attempts");
+        let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            ["ok"],
+            "delivery {} ran once, within its lease",
+            delivery.id
+        );
+    }
+}

@@ -70,23 +70,30 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
+/// One labelled count per state. Every state is listed, zero or not, so a
+/// series never vanishes.
+fn by_state<S: PartialEq>(
+    all: &[S],
+    counts: &[(S, u64)],
+    name: fn(&S) -> &'static str,
+) -> Vec<(String, u64)> {
+    all.iter()
+        .map(|state| {
+            let count = counts
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n);
+            (format!("{{state=\"{}\"}}", name(state)), count)
+        })
+        .collect()
+}
+
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<Arc<ApiState>>) -> Result<impl IntoResponse, ApiError> {
     let host = state.host.clone();
     let stats = blocking(move || Ok(host.store().stats()?)).await?;
     let mut out = String::new();
-    // Every state is listed, zero or not, so a series never vanishes.
-    let deliveries: Vec<(String, u64)> = DeliveryState::ALL
-        .iter()
-        .map(|s| {
-            let count = stats
-                .deliveries
-                .iter()
-                .find(|(t, _)| t == s)
-                .map_or(0, |(_, n)| *n);
-            (format!("{{state=\"{}\"}}", s.as_str()), count)
-        })
-        .collect();
+    let deliveries = by_state(&DeliveryState::ALL, &stats.deliveries, |s| s.as_str());
     family(
         &mut out,
         "sighost_deliveries",
@@ -94,17 +101,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> Result<impl IntoResp
         "Deliveries in the store, by state.",
         &deliveries,
     );
-    let directives: Vec<(String, u64)> = DirectiveState::ALL
-        .iter()
-        .map(|s| {
-            let count = stats
-                .directives
-                .iter()
-                .find(|(t, _)| t == s)
-                .map_or(0, |(_, n)| *n);
-            (format!("{{state=\"{}\"}}", s.as_str()), count)
-        })
-        .collect();
+    let directives = by_state(&DirectiveState::ALL, &stats.directives, |s| s.as_str());
     family(
         &mut out,
         "sighost_directives",

@@ -46,7 +46,10 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             threads: 2,
-            batch_size: 16,
+            // One at a time: a directive claimed in a batch waits behind the
+            // others' executors, and a batch of slow ones would outlive the
+            // lease and be run twice at once.
+            batch_size: 1,
             lease: Duration::from_secs(300),
             poll_interval: Duration::from_millis(200),
             retry: RetryPolicy::default(),

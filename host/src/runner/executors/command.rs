@@ -40,9 +40,12 @@ impl CommandExecutor {
         if config.program.as_os_str().is_empty() {
             return Err("command executor: program is empty".into());
         }
-        if config.timeout_ms == 0 {
+        // A day at most: beyond it the lease would have long expired anyway,
+        // and deadlines far enough away do not fit in an `Instant`.
+        const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+        if config.timeout_ms == 0 || config.timeout_ms > MAX_TIMEOUT_MS {
             return Err(format!(
-                "command executor for {}: timeout_ms must be at least 1",
+                "command executor for {}: timeout_ms must be 1 to {MAX_TIMEOUT_MS}",
                 config.program.display()
             ));
         }
