@@ -235,6 +235,29 @@ fn a_handler_error_is_reported_as_transient_or_permanent_and_leaves_no_directive
     assert_eq!(ok.outcome, Outcome::Ok);
     assert_eq!(ok.directives.len(), 1);
 
+    // The benchmarks' mode: only a first attempt of the picked signals fails,
+    // and the seed keys the directive.
+    let always = load_guest(
+        "transient-failure",
+        "directives = ['flaky.done']\n[options]\nfail_percent = 100\nseed = 7",
+    );
+    let first = self::run(&always, "org_acme");
+    assert!(first.outcome.is_retryable(), "{:?}", first.outcome);
+    let mut retry = delivery(json!({}), &[]);
+    retry.attempt = 2;
+    let second = SANDBOX.invoke(
+        &always,
+        &signal("org_acme", "test.happened", json!({"n": 1})),
+        &retry,
+    );
+    assert_eq!(second.outcome, Outcome::Ok);
+    assert_eq!(second.directives[0].idempotency_key, "sig_org_acme_1:7");
+    let never = load_guest(
+        "transient-failure",
+        "directives = ['flaky.done']\n[options]\nfail_percent = 0",
+    );
+    assert_eq!(self::run(&never, "org_acme").outcome, Outcome::Ok);
+
     let broken = load_guest("permanent-failure", "");
     let run = self::run(&broken, "org_acme");
     assert_eq!(

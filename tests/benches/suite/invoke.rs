@@ -12,10 +12,10 @@
 //! - `native`: the handler's logic as a plain Rust function under the SDK's
 //!   test harness, the floor no sandbox can beat.
 //!
-//! Run with `cargo bench -p sighost-tests --bench invoke`. Each figure is the
-//! median of several rounds, with the fastest and slowest round beside it.
+//! Each figure is the time per call in µs: the median of several rounds of
+//! many calls, with the fastest and slowest round beside it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 use sighost::sandbox::{Manifest, Sandbox, SandboxConfig};
@@ -32,8 +32,9 @@ mod bare {
 }
 use bare::sighost::handler::types;
 
-const ROUNDS: usize = 7;
-const CALLS_PER_ROUND: u32 = 2_000;
+use crate::stats::Runs;
+
+pub const CALLS_PER_ROUND: u32 = 2_000;
 
 struct BareState {
     wasi: WasiCtx,
@@ -65,32 +66,21 @@ impl bare::sighost::handler::directives::Host for BareState {
     }
 }
 
-/// Median, fastest and slowest per-call time over the rounds.
-struct Figure {
-    median: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-fn measure(mut call: impl FnMut()) -> Figure {
+/// Per-call µs over `rounds` rounds, after a warm-up.
+fn measure(rounds: usize, mut call: impl FnMut()) -> Runs {
     for _ in 0..200 {
         call(); // warm caches and the instance pool
     }
-    let mut rounds: Vec<Duration> = (0..ROUNDS)
+    let values = (0..rounds)
         .map(|_| {
             let start = Instant::now();
             for _ in 0..CALLS_PER_ROUND {
                 call();
             }
-            start.elapsed() / CALLS_PER_ROUND
+            start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS_PER_ROUND)
         })
         .collect();
-    rounds.sort();
-    Figure {
-        median: rounds[ROUNDS / 2],
-        min: rounds[0],
-        max: rounds[ROUNDS - 1],
-    }
+    Runs::from_values(values)
 }
 
 /// How bare wasmtime allocates instances.
@@ -103,7 +93,7 @@ enum Allocation {
     PoolingTuned,
 }
 
-fn bare_wasmtime(bytes: &[u8], allocation: Allocation) -> Figure {
+fn bare_wasmtime(bytes: &[u8], allocation: Allocation, rounds: usize) -> Runs {
     let mut config = Config::new();
     let mut pool = PoolingAllocationConfig::new();
     match allocation {
@@ -153,7 +143,7 @@ fn bare_wasmtime(bytes: &[u8], allocation: Allocation) -> Figure {
         settings: "{}".into(),
         packages: vec![],
     };
-    measure(|| {
+    measure(rounds, || {
         let state = BareState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -168,7 +158,7 @@ fn bare_wasmtime(bytes: &[u8], allocation: Allocation) -> Figure {
     })
 }
 
-fn sighost(bytes: &[u8]) -> Figure {
+fn sighost(bytes: &[u8], rounds: usize) -> Runs {
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
     let manifest = Manifest::parse("directives = ['bench.noop']").expect("manifest");
     let handler = sandbox
@@ -176,7 +166,7 @@ fn sighost(bytes: &[u8]) -> Figure {
         .expect("load");
     let signal = signal("org_acme", "test.happened", json!({"n": 1}));
     let delivery = delivery(json!({}), &[]);
-    measure(|| {
+    measure(rounds, || {
         let run = sandbox.invoke(&handler, &signal, &delivery);
         assert!(
             run.outcome.is_ok() && run.directives.len() == 1,
@@ -198,54 +188,44 @@ fn trivial_native(
     Ok(())
 }
 
-fn native() -> Figure {
+fn native(rounds: usize) -> Runs {
     let harness = sighost_sdk::testing::Harness::new("trivial", "org_acme");
-    measure(|| {
+    measure(rounds, || {
         let signal = harness.signal("test.happened", json!({"n": 1}));
         let run = harness.run_tenant_handler(signal, trivial_native);
         assert!(run.result.is_ok() && run.directives.len() == 1);
     })
 }
 
-fn main() {
-    let bytes = std::fs::read(guest("trivial")).expect("trivial guest built by build.rs");
-    println!(
-        "invocation cost of a trivial handler: {ROUNDS} rounds of {CALLS_PER_ROUND} calls, median (min..max)"
-    );
-    let rows = [
-        ("sighost Sandbox::invoke", sighost(&bytes)),
-        (
-            "bare wasmtime (tuned pool)",
-            bare_wasmtime(&bytes, Allocation::PoolingTuned),
-        ),
-        (
-            "bare wasmtime (default pool)",
-            bare_wasmtime(&bytes, Allocation::Pooling),
-        ),
-        (
-            "bare wasmtime (on-demand)",
-            bare_wasmtime(&bytes, Allocation::OnDemand),
-        ),
-        ("native Rust (floor)", native()),
-    ];
-    for (name, f) in &rows {
-        println!(
-            "  {name:<30} {:>9.2} µs  ({:.2}..{:.2})",
-            micros(f.median),
-            micros(f.min),
-            micros(f.max)
-        );
-    }
-    let ratio = |i: usize| micros(rows[0].1.median) / micros(rows[i].1.median);
-    println!(
-        "  sighost / bare wasmtime (tuned pool):   {:.2}x (goal <= 1.5x)",
-        ratio(1)
-    );
-    println!("  sighost / bare wasmtime (default pool): {:.2}x", ratio(2));
-    println!("  sighost / bare wasmtime (on-demand):    {:.2}x", ratio(3));
-    println!("  sighost / native:                       {:.0}x", ratio(4));
+/// Per-call µs of each way to run the trivial handler, sighost first.
+pub struct Invocation {
+    pub rows: Vec<(&'static str, Runs)>,
 }
 
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
+pub fn run(rounds: usize) -> Invocation {
+    let bytes = std::fs::read(guest("trivial")).expect("trivial guest built by build.rs");
+    let mut rows = Vec::new();
+    let mut row = |name: &'static str, measure: &mut dyn FnMut() -> Runs| {
+        eprintln!("  {name} …");
+        rows.push((name, measure()));
+    };
+    row("sighost `Sandbox::invoke`", &mut || sighost(&bytes, rounds));
+    row("bare wasmtime, pool tuned as sighost's", &mut || {
+        bare_wasmtime(&bytes, Allocation::PoolingTuned, rounds)
+    });
+    row("bare wasmtime, default pool", &mut || {
+        bare_wasmtime(&bytes, Allocation::Pooling, rounds)
+    });
+    row("bare wasmtime, on-demand allocation", &mut || {
+        bare_wasmtime(&bytes, Allocation::OnDemand, rounds)
+    });
+    row("native Rust function (the floor)", &mut || native(rounds));
+    Invocation { rows }
+}
+
+impl Invocation {
+    /// sighost's median over row `i`'s.
+    pub fn ratio(&self, i: usize) -> f64 {
+        self.rows[0].1.median() / self.rows[i].1.median()
+    }
 }

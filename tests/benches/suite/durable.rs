@@ -3,18 +3,12 @@
 //! delivery is completed and every directive committed (the directive runner
 //! is off: this measures the delivery path, not an executor).
 //!
-//! For each store (SQLite file; PostgreSQL on 127.0.0.1):
-//! - deliveries/s with about 1k pending: a feeder keeps 500–1,500 deliveries
-//!   pending while the workers drain, emit included;
-//! - deliveries/s with a deep queue: `SIGHOST_BENCH_QUEUED` signals (default
-//!   1,000,000 for SQLite, 200,000 for PostgreSQL) emitted first, then the
-//!   rate over the first `DRAIN` of them;
-//! - PostgreSQL only: the deep queue drained by two host processes (this one
-//!   and a `sighost run` of the release binary);
-//! - emit → handler-start latency p50/p99 at half the ~1k-pending rate:
-//!   signals emitted at a steady pace, latency = attempt start − signal insert.
-//!
-//! Run: `cargo bench -p sighost-tests --bench durable [-- sqlite|postgres]`.
+//! - [`steady`]: deliveries/s while a feeder keeps 500–1,500 deliveries
+//!   pending, emit included;
+//! - [`queued`]: `n` signals emitted first, then the rate at which one or more
+//!   host processes drain the first `DRAIN` of them;
+//! - [`latency`]: emit → handler-start p50/p99 with signals emitted at a
+//!   steady pace; latency = attempt start − signal insert.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,36 +20,64 @@ use sighost::{HostConfig, Sighost};
 use sighost_tests::guest;
 use sighost_tests::postgres::FreshDatabase;
 
-const SHALLOW_TOTAL: usize = 100_000;
-const DRAIN: usize = 200_000;
+use crate::stats::percentile;
+
+const STEADY_TOTAL: usize = 100_000;
+/// A deep queue's rate is measured over its first `DRAIN` deliveries.
+pub const DRAIN: usize = 200_000;
 const BATCH: usize = 500;
 
-#[derive(Clone)]
-enum Backend {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backend {
     Sqlite,
     /// A fresh database per measurement on the local server.
     Postgres,
 }
 
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// A handler file the measurement loads: a test guest under a name, with its
+/// manifest.
+pub struct HandlerFile {
+    pub guest: &'static str,
+    pub name: String,
+    pub manifest: String,
+}
+
+/// The trivial guest as `noop`, subscribed to `bench.*`.
+fn noop() -> Vec<HandlerFile> {
+    vec![HandlerFile {
+        guest: "trivial",
+        name: "noop".into(),
+        manifest: "subscriptions = ['bench.*']\ndirectives = ['bench.noop']\n".into(),
+    }]
+}
+
 /// One measurement's directory, store and database.
-struct Setup {
-    dir: PathBuf,
+pub struct Setup {
+    pub dir: PathBuf,
     store: String,
     /// Dropped, with the database, when the measurement ends.
     database: Option<FreshDatabase>,
 }
 
 impl Setup {
-    fn new(backend: &Backend, name: &str) -> Self {
+    pub fn new(backend: Backend, name: &str, handlers: &[HandlerFile]) -> Self {
         let dir = std::env::temp_dir().join(format!("sighost-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("handlers")).expect("bench dir");
-        std::fs::copy(guest("trivial"), dir.join("handlers/noop.wasm")).expect("copy guest");
-        std::fs::write(
-            dir.join("handlers/noop.toml"),
-            "subscriptions = ['bench.*']\ndirectives = ['bench.noop']\n",
-        )
-        .expect("manifest");
+        for handler in handlers {
+            let path = dir.join("handlers").join(&handler.name);
+            std::fs::copy(guest(handler.guest), path.with_extension("wasm")).expect("copy guest");
+            std::fs::write(path.with_extension("toml"), &handler.manifest).expect("manifest");
+        }
         let (store, database) = match backend {
             Backend::Sqlite => (dir.join("data/sighost.db").display().to_string(), None),
             Backend::Postgres => {
@@ -70,10 +92,17 @@ impl Setup {
         }
     }
 
-    fn host(&self) -> Sighost {
+    pub fn host(&self) -> Sighost {
+        self.host_with(|_| {})
+    }
+
+    /// A host on this store with the bench's handlers loaded, after `tweak`
+    /// has adjusted its configuration.
+    pub fn host_with(&self, tweak: impl FnOnce(&mut HostConfig)) -> Sighost {
         let mut config = HostConfig::new(self.dir.join("data"));
         config.store = sighost::store::StoreLocation::parse(&self.store).expect("store url");
         config.workers.poll_interval = Duration::from_millis(50);
+        tweak(&mut config);
         let host = Sighost::open(config).expect("open");
         assert!(
             host.load_handlers_dir(&self.dir.join("handlers"))
@@ -93,7 +122,7 @@ impl Setup {
         host
     }
 
-    fn probe(&self) -> Probe {
+    pub fn probe(&self) -> Probe {
         match &self.database {
             None => Probe::Sqlite(rusqlite::Connection::open(&self.store).expect("probe")),
             Some(_) => Probe::Postgres(Box::new(
@@ -124,10 +153,15 @@ impl Drop for Setup {
 }
 
 fn batch(n: usize, offset: usize) -> Vec<NewSignal> {
+    named_batch("bench.happened", n, offset)
+}
+
+/// `n` signals named `name` for the bench tenant, numbered from `offset`.
+pub fn named_batch(name: &str, n: usize, offset: usize) -> Vec<NewSignal> {
     (0..n)
         .map(|i| NewSignal {
             tenant: "org_bench".into(),
-            name: "bench.happened".into(),
+            name: name.into(),
             payload: json!({"i": offset + i}),
             ..NewSignal::default()
         })
@@ -135,13 +169,13 @@ fn batch(n: usize, offset: usize) -> Vec<NewSignal> {
 }
 
 /// A read-only view of the database for counting, beside the host's own.
-enum Probe {
+pub enum Probe {
     Sqlite(rusqlite::Connection),
     Postgres(Box<postgres::Client>),
 }
 
 impl Probe {
-    fn count(&mut self, sql: &str) -> i64 {
+    pub fn count(&mut self, sql: &str) -> i64 {
         match self {
             Probe::Sqlite(c) => c.query_row(sql, [], |r| r.get(0)).expect(sql),
             Probe::Postgres(c) => c.query_one(sql, &[]).expect(sql).get(0),
@@ -149,7 +183,7 @@ impl Probe {
     }
 
     /// Directives committed so far: one per completed delivery here.
-    fn committed(&mut self) -> usize {
+    pub fn committed(&mut self) -> usize {
         self.count("SELECT COALESCE(MAX(seq), 0) FROM directives") as usize
     }
 
@@ -195,21 +229,21 @@ impl Probe {
     }
 }
 
-fn wait_until(probe: &mut Probe, committed: usize) {
+pub fn wait_until(probe: &mut Probe, committed: usize) {
     while probe.committed() < committed {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
 /// Deliveries/s with about 1k pending, emit included.
-fn shallow_queue(backend: &Backend) -> f64 {
-    let setup = Setup::new(backend, "shallow");
+pub fn steady(backend: Backend) -> f64 {
+    let setup = Setup::new(backend, "steady", &noop());
     let host = setup.host();
     let mut probe = setup.probe();
     let workers = host.start_workers().expect("workers");
     let started = Instant::now();
     let mut emitted = 0;
-    while emitted < SHALLOW_TOTAL {
+    while emitted < STEADY_TOTAL {
         if probe.pending() < 1_000 {
             host.emit_batch(batch(BATCH, emitted)).expect("emit");
             emitted += BATCH;
@@ -217,44 +251,59 @@ fn shallow_queue(backend: &Backend) -> f64 {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    wait_until(&mut probe, SHALLOW_TOTAL);
-    let rate = SHALLOW_TOTAL as f64 / started.elapsed().as_secs_f64();
+    wait_until(&mut probe, STEADY_TOTAL);
+    let rate = STEADY_TOTAL as f64 / started.elapsed().as_secs_f64();
     workers.shutdown();
     rate
 }
 
-/// Emit rate, and deliveries/s while `processes` hosts drain a deep queue.
-fn deep_queue(backend: &Backend, queued: usize, processes: usize) -> (f64, f64) {
-    let setup = Setup::new(backend, &format!("deep{processes}"));
+/// Signals/s of emitting a queue, and deliveries/s of draining it.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    pub emit_per_s: f64,
+    pub per_s: f64,
+}
+
+/// `queued` signals emitted first; then `processes` hosts (this one and
+/// `sighost run` children) drain the first `DRAIN` of them.
+pub fn queued(backend: Backend, queued: usize, processes: usize) -> Drain {
+    let setup = Setup::new(backend, &format!("queued{processes}"), &noop());
     let host = setup.host();
     let mut probe = setup.probe();
     let emit_started = Instant::now();
     for offset in (0..queued).step_by(5_000) {
         host.emit_batch(batch(5_000.min(queued - offset), offset))
             .expect("emit");
-        if offset % 100_000 == 0 {
-            eprintln!("  emitting: {offset}/{queued}");
+        if offset > 0 && offset % 100_000 == 0 {
+            eprintln!("    emitted {offset}/{queued}");
         }
     }
-    let emit_rate = queued as f64 / emit_started.elapsed().as_secs_f64();
-    eprintln!("  emitted {queued} signals at {emit_rate:.0}/s");
+    let emit_per_s = queued as f64 / emit_started.elapsed().as_secs_f64();
     let drain = DRAIN.min(queued);
     let mut others: Vec<Child> = (1..processes).map(|_| setup.second_process()).collect();
     let workers = host.start_workers().expect("workers");
     let started = Instant::now();
     wait_until(&mut probe, drain);
-    let rate = drain as f64 / started.elapsed().as_secs_f64();
+    let per_s = drain as f64 / started.elapsed().as_secs_f64();
     workers.shutdown();
     for child in &mut others {
         let _ = child.kill();
         let _ = child.wait();
     }
-    (emit_rate, rate)
+    Drain { emit_per_s, per_s }
 }
 
-/// Emit → start latency percentiles (µs) at `rate` signals/s for `seconds`.
-fn latency(backend: &Backend, rate: f64, seconds: u64) -> (i64, i64, i64) {
-    let setup = Setup::new(backend, "latency");
+/// Emit → handler-start latency of one run, in ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Emit → start latency at `rate` signals/s for `seconds`.
+pub fn latency(backend: Backend, rate: f64, seconds: u64) -> Latency {
+    let setup = Setup::new(backend, "latency", &noop());
     let host = setup.host();
     let mut probe = setup.probe();
     let workers = host.start_workers().expect("workers");
@@ -277,54 +326,10 @@ fn latency(backend: &Backend, rate: f64, seconds: u64) -> (i64, i64, i64) {
     wait_until(&mut probe, 1_000 + emitted);
     workers.shutdown();
     let latencies = probe.latencies(since);
-    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
-    (at(0.5), at(0.99), *latencies.last().expect("some"))
-}
-
-fn report(backend: Backend, name: &str, default_queued: usize) {
-    let queued: usize = std::env::var("SIGHOST_BENCH_QUEUED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_queued);
-    println!("{name}: one trivial wasm handler, one directive per delivery");
-    eprintln!("shallow queue: {SHALLOW_TOTAL} signals kept ~1k pending …");
-    let shallow = shallow_queue(&backend);
-    println!("  ~1k queued:            {shallow:>9.0} deliveries/s");
-    eprintln!("deep queue: {queued} signals …");
-    let (emit_rate, deep) = deep_queue(&backend, queued, 1);
-    println!(
-        "  {queued} queued:      {deep:>9.0} deliveries/s over the first {} (emit alone: {emit_rate:.0} signals/s)",
-        DRAIN.min(queued)
-    );
-    println!("  deep / shallow:        {:>9.2}", deep / shallow);
-    if matches!(backend, Backend::Postgres) {
-        let (_, two) = deep_queue(&backend, queued, 2);
-        println!(
-            "  {queued} queued, 2 processes: {two:>9.0} deliveries/s ({:.2}x one)",
-            two / deep
-        );
-    }
-    let half = shallow / 2.0;
-    eprintln!("latency at {half:.0} signals/s for 10 s …");
-    let (p50, p99, max) = latency(&backend, half, 10);
-    println!(
-        "  emit→start at {half:.0}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        p50 as f64 / 1000.0,
-        p99 as f64 / 1000.0,
-        max as f64 / 1000.0
-    );
-}
-
-fn main() {
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    if wanted("sqlite") {
-        report(Backend::Sqlite, "SQLite", 1_000_000);
-    }
-    if wanted("postgres") {
-        report(Backend::Postgres, "PostgreSQL", 200_000);
+    let ms = |micros: i64| micros as f64 / 1000.0;
+    Latency {
+        p50: ms(percentile(&latencies, 0.5)),
+        p99: ms(percentile(&latencies, 0.99)),
+        max: ms(*latencies.last().expect("some")),
     }
 }
