@@ -57,7 +57,16 @@ pub enum PeerStore<'a> {
     Postgres(&'a str),
 }
 
-pub fn run(store: PeerStore<'_>, queued: usize, window_secs: u64) -> PeerRun {
+/// How the peer is configured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tuning {
+    /// The best settings found on this machine (see bench/peers/src/main.rs).
+    Best,
+    /// apalis's own defaults: one worker, batches of 10, tasks locked.
+    Defaults,
+}
+
+pub fn run(store: PeerStore<'_>, queued: usize, window_secs: u64, tuning: Tuning) -> PeerRun {
     let mut command = Command::new(binary());
     let scratch;
     match store {
@@ -79,6 +88,17 @@ pub fn run(store: PeerStore<'_>, queued: usize, window_secs: u64) -> PeerRun {
     let output = command
         .args(["--queued", &queued.to_string()])
         .args(["--window-secs", &window_secs.to_string()])
+        .args(match tuning {
+            Tuning::Best => &[][..],
+            Tuning::Defaults => &[
+                "--concurrency",
+                "1",
+                "--batch",
+                "10",
+                "--lock-tasks",
+                "true",
+            ],
+        })
         .stderr(Stdio::inherit())
         .output()
         .expect("run peer-bench");
