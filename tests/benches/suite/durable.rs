@@ -60,6 +60,14 @@ fn noop() -> Vec<HandlerFile> {
     }]
 }
 
+/// Lets the machine settle between measurements: flushes what earlier ones
+/// left in the page cache and waits a moment, so their write-back (hundreds
+/// of MB after a deep queue) does not land in the next one's timing.
+pub fn settle() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 /// One measurement's directory, store and database.
 pub struct Setup {
     pub dir: PathBuf,
@@ -70,6 +78,7 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(backend: Backend, name: &str, handlers: &[HandlerFile]) -> Self {
+        settle();
         let dir = std::env::temp_dir().join(format!("sighost-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("handlers")).expect("bench dir");

@@ -68,6 +68,7 @@ pub enum Tuning {
 
 pub fn run(store: PeerStore<'_>, queued: usize, window_secs: u64, tuning: Tuning) -> PeerRun {
     let mut command = Command::new(binary());
+    crate::durable::settle();
     let scratch;
     match store {
         PeerStore::Sqlite => {
