@@ -251,7 +251,7 @@ fn a_handler_error_is_reported_as_transient_or_permanent_and_leaves_no_directive
         &retry,
     );
     assert_eq!(second.outcome, Outcome::Ok);
-    assert_eq!(second.directives[0].idempotency_key, "sig_org_acme_1:7");
+    assert_eq!(second.directives[0].idempotency_key, "sig_org_acme_1:7:2");
     let never = load_guest(
         "transient-failure",
         "directives = ['flaky.done']\n[options]\nfail_percent = 0",

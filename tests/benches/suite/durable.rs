@@ -63,9 +63,27 @@ fn noop() -> Vec<HandlerFile> {
 /// Lets the machine settle between measurements: flushes what earlier ones
 /// left in the page cache and waits a moment, so their write-back (hundreds
 /// of MB after a deep queue) does not land in the next one's timing.
+/// PostgreSQL writes its dirty buffers back too: a CHECKPOINT does it now.
 pub fn settle() {
     let _ = Command::new("sync").status();
+    if let Ok(mut server) =
+        postgres::Client::connect(&sighost_tests::postgres::base_url(), postgres::NoTls)
+    {
+        let _ = server.batch_execute("CHECKPOINT");
+    }
     std::thread::sleep(Duration::from_secs(1));
+}
+
+/// `sighost` as a child process that sees none of the caller's `SIGHOST_*`
+/// settings (a config file or store of the user's own).
+pub fn sighost_command() -> Command {
+    let mut command = Command::new(sighost_tests::sighost_binary());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SIGHOST_") {
+            command.env_remove(key);
+        }
+    }
+    command
 }
 
 /// One measurement's directory, store and database.
@@ -142,8 +160,7 @@ impl Setup {
 
     /// A second host process working on the same store.
     fn second_process(&self) -> Child {
-        let binary = sighost_tests::sighost_binary();
-        Command::new(binary)
+        sighost_command()
             .args(["--store", &self.store, "--data-dir"])
             .arg(self.dir.join("data2"))
             .args(["run", "--listen", "", "--handlers"])
@@ -191,16 +208,23 @@ impl Probe {
         }
     }
 
-    /// Directives committed so far: one per completed delivery here.
-    pub fn committed(&mut self) -> usize {
+    /// The newest directive's number: cheap to poll, but only an upper
+    /// bound of the directives committed (a rolled-back insert leaves a gap,
+    /// and commits from several connections land out of order).
+    fn newest_directive(&mut self) -> usize {
         self.count("SELECT COALESCE(MAX(seq), 0) FROM directives") as usize
     }
 
-    /// Deliveries not finished; cheap through the partial indexes.
-    fn pending(&mut self) -> usize {
-        (self.count("SELECT COUNT(*) FROM deliveries WHERE state IN ('available', 'retryable')")
-            + self.count("SELECT COUNT(*) FROM deliveries WHERE state = 'running'"))
-            as usize
+    /// Directives committed so far: one per completed delivery here.
+    fn committed(&mut self) -> usize {
+        self.count("SELECT COUNT(*) FROM directives") as usize
+    }
+
+    /// Deliveries not finished, counted in one statement (one snapshot).
+    pub fn pending(&mut self) -> usize {
+        self.count(
+            "SELECT COUNT(*) FROM deliveries WHERE state IN ('available', 'retryable', 'running')",
+        ) as usize
     }
 
     fn last_signal_seq(&mut self) -> i64 {
@@ -238,10 +262,21 @@ impl Probe {
     }
 }
 
-pub fn wait_until(probe: &mut Probe, committed: usize) {
-    while probe.committed() < committed {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+/// Waits until `committed` directives are in the store: polls the cheap
+/// upper bound, then confirms with a count (the clock stops at the count).
+fn wait_until(probe: &mut Probe, committed: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut poll = |done: &mut dyn FnMut(&mut Probe) -> bool| {
+        while !done(probe) {
+            assert!(
+                Instant::now() < deadline,
+                "{committed} directives not committed in 10 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    poll(&mut |p| p.newest_directive() >= committed);
+    poll(&mut |p| p.committed() >= committed);
 }
 
 /// Deliveries/s with about 1k pending, emit included.
@@ -288,23 +323,33 @@ pub fn queued(backend: Backend, queued: usize, processes: usize) -> Drain {
         }
     }
     let emit_per_s = queued as f64 / emit_started.elapsed().as_secs_f64();
+    settle(); // the fill's write-back is not the drain's
     let drain = DRAIN.min(queued);
+    // The clock starts before any worker does, as the peer's does.
+    let started = Instant::now();
     let mut others: Vec<Child> = (1..processes).map(|_| setup.second_process()).collect();
     let workers = host.start_workers().expect("workers");
-    let started = Instant::now();
     wait_until(&mut probe, drain);
     let per_s = drain as f64 / started.elapsed().as_secs_f64();
     workers.shutdown();
     for child in &mut others {
+        assert!(
+            child.try_wait().expect("child status").is_none(),
+            "a second `sighost run` exited during the drain"
+        );
         let _ = child.kill();
         let _ = child.wait();
     }
+    let working = probe.count("SELECT COUNT(DISTINCT worker) FROM attempts") as usize;
+    assert_eq!(working, processes, "every host process ran deliveries");
     Drain { emit_per_s, per_s }
 }
 
-/// Emit → handler-start latency of one run, in ms.
+/// Emit → handler-start latency of one run, in ms, and the emit rate the
+/// run achieved (signals/s).
 #[derive(Debug, Clone, Copy)]
 pub struct Latency {
+    pub achieved: f64,
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
@@ -332,11 +377,13 @@ pub fn latency(backend: Backend, rate: f64, seconds: u64) -> Latency {
             std::thread::sleep(wait);
         }
     }
+    let achieved = emitted as f64 / started.elapsed().as_secs_f64();
     wait_until(&mut probe, 1_000 + emitted);
     workers.shutdown();
     let latencies = probe.latencies(since);
     let ms = |micros: i64| micros as f64 / 1000.0;
     Latency {
+        achieved,
         p50: ms(percentile(&latencies, 0.5)),
         p99: ms(percentile(&latencies, 0.99)),
         max: ms(*latencies.last().expect("some")),

@@ -203,6 +203,7 @@ pub struct Invocation {
 }
 
 pub fn run(rounds: usize) -> Invocation {
+    crate::durable::settle();
     let bytes = std::fs::read(guest("trivial")).expect("trivial guest built by build.rs");
     let mut rows = Vec::new();
     let mut row = |name: &'static str, measure: &mut dyn FnMut() -> Runs| {

@@ -47,6 +47,23 @@ pub fn describe() -> Vec<(String, String)> {
             rusqlite::version().to_owned(),
         ),
         ("PostgreSQL server".into(), postgres_version()),
+        (
+            "file system of the stores' files (the temp directory)".into(),
+            command_output(
+                &root,
+                "df",
+                &[
+                    "-T",
+                    "--output=fstype",
+                    &std::env::temp_dir().display().to_string(),
+                ],
+            )
+            .lines()
+            .last()
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned(),
+        ),
     ]
 }
 
@@ -75,7 +92,12 @@ fn locked_version(lock: &str, package: &str) -> String {
 fn postgres_version() -> String {
     match ::postgres::Client::connect(&sighost_tests::postgres::base_url(), ::postgres::NoTls) {
         Ok(mut client) => client
-            .query_one("SELECT current_setting('server_version')", &[])
+            .query_one(
+                "SELECT current_setting('server_version') || '; fsync ' || current_setting('fsync') \
+                 || ', synchronous_commit ' || current_setting('synchronous_commit') \
+                 || ', shared_buffers ' || current_setting('shared_buffers')",
+                &[],
+            )
             .map(|row| row.get::<_, String>(0))
             .unwrap_or_else(|e| format!("unknown ({e})")),
         Err(e) => format!("unreachable ({e})"),

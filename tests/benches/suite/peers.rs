@@ -13,6 +13,11 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Builds `peer-bench` (once per suite).
+pub fn build() {
+    binary();
+}
+
 /// `peer-bench`, built in release mode under `target/peers`.
 fn binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();

@@ -9,7 +9,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sighost_tests::guest;
@@ -57,13 +57,14 @@ impl Fleet {
     /// Starts `sighost run`, waits until it is running, reads its resident
     /// memory, and stops it.
     pub fn start(&self, expected_handlers: usize) -> Start {
+        crate::durable::settle();
         let started = Instant::now();
-        let mut child = Command::new(sighost_tests::sighost_binary())
+        let mut child = crate::durable::sighost_command()
             .arg("--data-dir")
             .arg(self.root.join("data"))
             .args(["run", "--listen", "", "--handlers"])
             .arg(self.root.join("handlers"))
-            .env("RUST_LOG", "info")
+            .env("SIGHOST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -7,7 +7,9 @@
 //! - `fail_percent = p`, `seed = s`: fail only the first attempt, and only for
 //!   about p% of signals, picked by a hash of the signal id and the seed, so
 //!   several copies of this guest (different seeds) fail different signals.
-//!   The seed also goes into the directive's key, so each copy writes its own.
+//!   The seed and the attempt go into the directive's key, so each copy
+//!   writes its own, and a directive written by any attempt but the one that
+//!   completed would show up as a second row.
 
 use sighost_sdk::{Context, HandlerError, Signal, directive, handler};
 
@@ -17,7 +19,7 @@ fn handle_signal(signal: Signal, _tenant: String, context: Context) -> Result<()
     let seed = options["seed"].as_u64();
     let mut request = directive("flaky.done").payload(&serde_json::json!({ "signal": signal.id }));
     if let Some(seed) = seed {
-        request = request.idempotency_key(format!("{}:{seed}", signal.id));
+        request = request.idempotency_key(format!("{}:{seed}:{}", signal.id, context.attempt));
     }
     request.request(&signal)?;
 
