@@ -53,7 +53,6 @@ pub fn describe() -> Vec<(String, String)> {
                 &root,
                 "df",
                 &[
-                    "-T",
                     "--output=fstype",
                     &std::env::temp_dir().display().to_string(),
                 ],
