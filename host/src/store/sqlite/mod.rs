@@ -66,7 +66,7 @@ pub struct SqliteStore {
 /// How often the checkpointer runs. Often, because each checkpoint ends in
 /// an fsync that stalls the writer's WAL appends while it lasts, and a small
 /// checkpoint syncs quickly. Measured on this machine (emit→start at half the
-/// maximum rate, `cargo bench --bench durable -- sqlite`): p99 3.4 ms every
+/// maximum rate, `./scripts/bench.sh latency`): p99 3.4 ms every
 /// 5 ms, 7.4 ms every 20 ms, 12.5 ms every 100 ms, 15 ms every second. An
 /// idle database makes it a no-op.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
