@@ -77,6 +77,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::host::HostConfig;
+use crate::limits::LimitOverrides;
 use crate::retry::RetryPolicy;
 use crate::runner::Executors;
 use crate::runner::executors::{ExecutorConfig, LogExecutor, build};
@@ -425,28 +426,22 @@ impl Config {
     /// The sandbox settings with `[limits]` applied to `base`.
     pub fn sandbox_config(&self, mut base: SandboxConfig) -> SandboxConfig {
         let l = &self.limits;
-        let limits = &mut base.limits;
-        if let Some(mib) = l.memory_mib {
-            limits.memory_bytes = mib.saturating_mul(1 << 20);
-        }
-        if let Some(ms) = l.timeout_ms {
-            limits.timeout = Duration::from_millis(ms);
-        }
-        limits.fuel = l.fuel.or(limits.fuel);
+        // The limits a handler's manifest may also set are applied the same
+        // way as the manifest's; the host-wide ones after them.
+        let shared = LimitOverrides {
+            memory_mib: l.memory_mib,
+            timeout_ms: l.timeout_ms,
+            fuel: l.fuel,
+            directive_payload_kib: l.directive_payload_kib,
+            directives_per_invocation: l.directives_per_invocation,
+            output_kib: l.output_kib,
+        };
+        base.limits = shared.apply(&base.limits);
         if let Some(kib) = l.signal_payload_kib {
-            limits.signal_payload_bytes = kib.saturating_mul(1 << 10);
-        }
-        if let Some(kib) = l.directive_payload_kib {
-            limits.directive_payload_bytes = kib.saturating_mul(1 << 10);
-        }
-        if let Some(n) = l.directives_per_invocation {
-            limits.directives_per_invocation = n;
-        }
-        if let Some(kib) = l.output_kib {
-            limits.output_bytes = kib.saturating_mul(1 << 10);
+            base.limits.signal_payload_bytes = kib.saturating_mul(1 << 10);
         }
         if let Some(depth) = l.causation_depth {
-            limits.causation_depth = depth;
+            base.limits.causation_depth = depth;
         }
         // The pooled memory slots must hold the host's own limit.
         base.max_memory_bytes = base.max_memory_bytes.max(base.limits.memory_bytes);
