@@ -72,30 +72,40 @@ pub fn delivery(settings: serde_json::Value, packages: &[&str]) -> DeliveryConte
     }
 }
 
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the cargo that runs us with `args` in the workspace root, and fails
+/// the caller if the build fails.
+pub fn cargo_build(args: &[&str]) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(workspace_root())
+        .arg("build")
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build {args:?}: {e}"));
+    assert!(status.success(), "cargo build {args:?} failed");
+}
+
 /// The `sighost` binary, built on first use by the same cargo that runs the
 /// tests (it is another package's binary, so cargo does not build it for us).
 pub fn sighost_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut command = std::process::Command::new(cargo);
-            command
-                .current_dir(&root)
-                .args(["build", "-p", "sighost", "--bin", "sighost"]);
             // Tests run in the profile they were built with; build the binary in it too.
             let profile_dir = std::env::current_exe()
                 .ok()
                 .and_then(|exe| exe.parent()?.parent().map(|p| p.to_path_buf()))
                 .expect("test binary lives in target/<profile>/deps");
+            let mut args = vec!["-p", "sighost", "--bin", "sighost"];
             if profile_dir.ends_with("release") {
-                command.arg("--release");
+                args.push("--release");
             }
-            let status = command
-                .status()
-                .expect("run cargo build for the sighost binary");
-            assert!(status.success(), "building the sighost binary failed");
+            cargo_build(&args);
             profile_dir.join("sighost")
         })
         .clone()

@@ -156,6 +156,21 @@ struct MemoryLimiter {
 const RESIDENT_MEMORY_BYTES: usize = 4 << 20;
 const RESIDENT_TABLE_BYTES: usize = 64 << 10;
 
+/// How sighost resets reused pool slots, public so that the benchmarks'
+/// bare-wasmtime baseline can tune its pool the same way.
+///
+/// Reused slots are reset by rewriting the pages a guest touched instead of
+/// unmapping them: an `madvise` per instance costs a TLB shootdown on every
+/// core, and the pages would fault back in on the next delivery. Most
+/// handlers stay within a few MiB. What is still decommitted goes in
+/// batches: fewer shootdowns.
+pub fn tune_slot_reuse(pool: &mut PoolingAllocationConfig) {
+    pool.linear_memory_keep_resident(RESIDENT_MEMORY_BYTES)
+        .table_keep_resident(RESIDENT_TABLE_BYTES)
+        .pagemap_scan(Enabled::Auto)
+        .decommit_batch_size(16);
+}
+
 /// Table growth is not what a handler needs; this bound only keeps a hostile
 /// guest from using tables as a memory side door.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -250,16 +265,8 @@ impl Sandbox {
             .max_memories_per_component(2)
             .total_tables(instances * 8)
             .max_tables_per_component(8)
-            .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
-            // Reset reused slots by rewriting the pages a guest touched
-            // instead of unmapping them: an `madvise` per instance costs a
-            // TLB shootdown on every core, and the pages would fault back in
-            // on the next delivery. Most handlers stay within a few MiB.
-            .linear_memory_keep_resident(RESIDENT_MEMORY_BYTES)
-            .table_keep_resident(RESIDENT_TABLE_BYTES)
-            .pagemap_scan(Enabled::Auto)
-            // What is still decommitted goes in batches: fewer shootdowns.
-            .decommit_batch_size(16);
+            .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
+        tune_slot_reuse(&mut pool);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)

@@ -102,10 +102,7 @@ fn bare_wasmtime(bytes: &[u8], allocation: Allocation, rounds: usize) -> Runs {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         Allocation::PoolingTuned => {
-            pool.linear_memory_keep_resident(4 << 20)
-                .table_keep_resident(64 << 10)
-                .pagemap_scan(wasmtime::Enabled::Auto)
-                .decommit_batch_size(16);
+            sighost::sandbox::tune_slot_reuse(&mut pool);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
     }

@@ -5,7 +5,7 @@ use std::process::Command;
 
 /// Lines of `- key: value` for the report's header.
 pub fn describe() -> Vec<(String, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = sighost_tests::workspace_root();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()

@@ -73,9 +73,9 @@ fn options() -> Options {
     }
     if options.sections.is_empty() {
         options.sections = SECTIONS.iter().map(|s| s.to_string()).collect();
-        options.out.get_or_insert_with(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md")
-        });
+        options
+            .out
+            .get_or_insert_with(|| sighost_tests::workspace_root().join("BENCHMARKS.md"));
     }
     options
 }

@@ -9,10 +9,6 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Builds `peer-bench` (once per suite).
 pub fn build() {
     binary();
@@ -24,21 +20,14 @@ fn binary() -> PathBuf {
     BUILT
         .get_or_init(|| {
             eprintln!("building the apalis peer (bench/peers) …");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .current_dir(root())
-                .args([
-                    "build",
-                    "--release",
-                    "--manifest-path",
-                    "bench/peers/Cargo.toml",
-                    "--target-dir",
-                    "target/peers",
-                ])
-                .status()
-                .expect("run cargo build for bench/peers");
-            assert!(status.success(), "building bench/peers failed");
-            root().join("target/peers/release/peer-bench")
+            sighost_tests::cargo_build(&[
+                "--release",
+                "--manifest-path",
+                "bench/peers/Cargo.toml",
+                "--target-dir",
+                "target/peers",
+            ]);
+            sighost_tests::workspace_root().join("target/peers/release/peer-bench")
         })
         .clone()
 }
