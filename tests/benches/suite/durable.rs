@@ -8,14 +8,18 @@
 //! - [`queued`]: `n` signals emitted first, then the rate at which one or more
 //!   host processes drain the first `DRAIN` of them;
 //! - [`latency`]: emit → handler-start p50/p99 with signals emitted at a
-//!   steady pace; latency = attempt start − signal insert.
+//!   steady pace; latency = attempt start − signal insert;
+//! - [`store_only`]: the same claims and completions with no sandbox, the
+//!   ceiling the store's writes put on the path.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sighost::store::NewSignal;
+use sighost::sandbox::RequestedDirective;
+use sighost::store::{ClaimedDelivery, Decision, DeliveryResult, NewSignal};
 use sighost::{HostConfig, Sighost};
 use sighost_tests::guest;
 use sighost_tests::postgres::FreshDatabase;
@@ -301,6 +305,22 @@ pub fn steady(backend: Backend) -> f64 {
     rate
 }
 
+/// Emits `queued` signals in batches and lets their write-back finish before
+/// the drain is timed; returns the emit rate (signals/s).
+fn fill(host: &Sighost, queued: usize) -> f64 {
+    let started = Instant::now();
+    for offset in (0..queued).step_by(5_000) {
+        host.emit_batch(batch(5_000.min(queued - offset), offset))
+            .expect("emit");
+        if offset > 0 && offset % 100_000 == 0 {
+            eprintln!("    emitted {offset}/{queued}");
+        }
+    }
+    let per_s = queued as f64 / started.elapsed().as_secs_f64();
+    settle();
+    per_s
+}
+
 /// Signals/s of emitting a queue, and deliveries/s of draining it.
 #[derive(Debug, Clone, Copy)]
 pub struct Drain {
@@ -314,16 +334,7 @@ pub fn queued(backend: Backend, queued: usize, processes: usize) -> Drain {
     let setup = Setup::new(backend, &format!("queued{processes}"), &noop());
     let host = setup.host();
     let mut probe = setup.probe();
-    let emit_started = Instant::now();
-    for offset in (0..queued).step_by(5_000) {
-        host.emit_batch(batch(5_000.min(queued - offset), offset))
-            .expect("emit");
-        if offset > 0 && offset % 100_000 == 0 {
-            eprintln!("    emitted {offset}/{queued}");
-        }
-    }
-    let emit_per_s = queued as f64 / emit_started.elapsed().as_secs_f64();
-    settle(); // the fill's write-back is not the drain's
+    let emit_per_s = fill(&host, queued);
     let drain = DRAIN.min(queued);
     // The clock starts before any worker does, as the peer's does.
     let started = Instant::now();
@@ -387,5 +398,71 @@ pub fn latency(backend: Backend, rate: f64, seconds: u64) -> Latency {
         p50: ms(percentile(&latencies, 0.5)),
         p99: ms(percentile(&latencies, 0.99)),
         max: ms(*latencies.last().expect("some")),
+    }
+}
+
+/// Deliveries/s of the store alone: `queued` signals emitted, then `threads`
+/// threads claim batches and complete each delivery with one directive, as
+/// the workers do, but with no sandbox in between. The path as a whole can go
+/// no faster than this on the same cores.
+pub fn store_only(backend: Backend, queued: usize, threads: usize) -> f64 {
+    let setup = Setup::new(backend, "store-only", &noop());
+    let host = setup.host();
+    fill(&host, queued);
+    let drain = DRAIN.min(queued);
+    let claim_batch = sighost::worker::WorkerConfig::default().batch_size;
+    let done = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let store = host.store();
+                let worker = sighost::worker::worker_name();
+                while done.load(Ordering::Relaxed) < drain {
+                    let now = chrono::Utc::now();
+                    let claimed = store
+                        .claim_deliveries(&worker, claim_batch, Duration::from_secs(300), now)
+                        .expect("claim");
+                    let results: Vec<DeliveryResult> = claimed
+                        .iter()
+                        .map(|c| completed_with_one_directive(c, &worker, now))
+                        .collect();
+                    store
+                        .finish_deliveries(&results, chrono::Utc::now())
+                        .expect("finish");
+                    done.fetch_add(claimed.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    drain as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What a worker reports for the trivial handler's run of `claimed`.
+fn completed_with_one_directive(
+    claimed: &ClaimedDelivery,
+    worker: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> DeliveryResult {
+    DeliveryResult {
+        delivery_id: claimed.delivery.id,
+        attempt: claimed.delivery.attempt,
+        worker: worker.to_owned(),
+        decision: Decision::Complete(vec![RequestedDirective {
+            id: format!("store-only-{}", claimed.delivery.id),
+            tenant: claimed.signal.tenant.clone(),
+            name: "bench.noop".into(),
+            payload: json!({"signal": claimed.signal.id}),
+            idempotency_key: claimed.signal.id.clone(),
+            scheduled_at: None,
+        }]),
+        handler_digest: "store-only".into(),
+        outcome: "ok".into(),
+        error: None,
+        started_at,
+        duration: Duration::from_micros(10),
+        fuel: None,
+        directive_count: 1,
+        output: String::new(),
     }
 }

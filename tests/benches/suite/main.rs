@@ -36,6 +36,8 @@ const LATENCY_SECS: u64 = 10;
 const FANOUT_SIGNALS: usize = 10_000;
 /// Queue depth of the peer's run with its own default settings.
 const DEFAULTS_QUEUED: usize = 100_000;
+/// Queue depth of the store-alone measurement.
+const STORE_ALONE_QUEUED: usize = 100_000;
 
 struct Options {
     runs: usize,
@@ -103,15 +105,19 @@ fn main() {
     // The steady rates the durable sections measured; the latency section
     // runs at half of them (and measures them itself when they are missing).
     let mut steady = Steady::default();
+    // Bare wasmtime's µs per call, when the invoke section ran first.
+    let mut bare_invoke_us = None;
     for section in &options.sections {
         eprintln!(
             "== {section} ({:.0} s into the suite)",
             started.elapsed().as_secs_f64()
         );
         let text = match section.as_str() {
-            "invoke" => invoke_section(options.runs),
-            "sqlite" => durable_section(Backend::Sqlite, options.runs, &mut steady),
-            "postgres" => durable_section(Backend::Postgres, options.runs, &mut steady),
+            "invoke" => invoke_section(options.runs, &mut bare_invoke_us),
+            "sqlite" => durable_section(Backend::Sqlite, options.runs, &mut steady, bare_invoke_us),
+            "postgres" => {
+                durable_section(Backend::Postgres, options.runs, &mut steady, bare_invoke_us)
+            }
             "latency" => latency_section(options.runs, &mut steady),
             "fanout" => fanout_section(options.runs),
             "restart" => restart_section(options.runs),
@@ -154,10 +160,11 @@ fn goal(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
 }
 
-fn invoke_section(runs: usize) -> String {
+fn invoke_section(runs: usize, bare_invoke_us: &mut Option<f64>) -> String {
     // More rounds than runs elsewhere: a round is cheap.
     let rounds = (runs * 2 + 1).max(5);
     let result = invoke::run(rounds);
+    *bare_invoke_us = Some(result.rows[1].1.median());
     let mut text = String::from("\n## 1. Invocation overhead\n\n");
     let _ = writeln!(
         text,
@@ -218,7 +225,12 @@ impl Steady {
     }
 }
 
-fn durable_section(backend: Backend, runs: usize, steady: &mut Steady) -> String {
+fn durable_section(
+    backend: Backend,
+    runs: usize,
+    steady: &mut Steady,
+    bare_invoke_us: Option<f64>,
+) -> String {
     let (section_number, depths, peer_name, goal_ratio): (&str, &[usize], &str, f64) = match backend
     {
         Backend::Sqlite => ("2", &[1_000, 100_000, 1_000_000], "apalis-sqlite", 20.0),
@@ -264,6 +276,11 @@ fn durable_section(backend: Backend, runs: usize, steady: &mut Steady) -> String
         version: peer_version,
         notes: peer_notes,
     } = peer_info;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    eprintln!("{store}: the store alone, {STORE_ALONE_QUEUED} queued …");
+    let store_alone = Runs::collect("store alone, deliveries/s", runs, || {
+        durable::store_only(backend, STORE_ALONE_QUEUED, cores)
+    });
     let two_processes = (backend == Backend::Postgres).then(|| {
         eprintln!("{store}: two host processes, 100000 queued …");
         Runs::collect("sighost 2 processes, deliveries/s", runs, || {
@@ -286,9 +303,12 @@ fn durable_section(backend: Backend, runs: usize, steady: &mut Steady) -> String
         "| queued | sighost deliveries/s | peer jobs/s | sighost / peer | sighost emit signals/s | peer enqueue jobs/s |\n|---|---|---|---|---|---|\n",
     );
     let mut worst_ratio = f64::INFINITY;
+    let mut worst_row = &rows[0];
     for row in &rows {
         let ratio = row.sighost.median() / row.peer.median();
-        worst_ratio = worst_ratio.min(ratio);
+        if ratio < worst_ratio {
+            (worst_ratio, worst_row) = (ratio, row);
+        }
         let _ = writeln!(
             text,
             "| {} | {} | {}{} | {ratio:.1}× | {} | {} |",
@@ -314,6 +334,28 @@ fn durable_section(backend: Backend, runs: usize, steady: &mut Steady) -> String
     let _ = writeln!(
         text,
         "- sighost at the deepest queue / at 1k queued: {flat:.2} (flat is 1.0)."
+    );
+    let needed = goal_ratio * worst_row.peer.median();
+    let peer_at_store_alone_depth = rows
+        .iter()
+        .find(|r| r.queued == STORE_ALONE_QUEUED)
+        .map_or(f64::NAN, |r| r.peer.median());
+    let _ = writeln!(
+        text,
+        "- What bounds the ratio: the store alone, without the sandbox ({cores} threads claim          batches and complete each delivery with one directive, as the workers do, {} queued),          runs **{store_alone}** deliveries/s, {:.1}× the peer at that depth. Meeting the goal          in the row furthest from it ({} queued) takes {} deliveries/s, {:.1}× what the store          alone does; at that rate the {cores} cores have {:.1} µs of CPU per delivery for          everything: the wasm instance, the host and {}.{}",
+        number(STORE_ALONE_QUEUED as f64, 0),
+        store_alone.median() / peer_at_store_alone_depth,
+        number(worst_row.queued as f64, 0),
+        number(needed, 0),
+        needed / store_alone.median(),
+        cores as f64 * 1e6 / needed,
+        match backend {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "the PostgreSQL server",
+        },
+        bare_invoke_us.map_or(String::new(), |us| format!(
+            " Bare wasmtime's instantiate-and-call alone takes {us:.2} µs (section 1)."
+        )),
     );
     let _ = writeln!(
         text,
