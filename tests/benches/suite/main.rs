@@ -342,7 +342,12 @@ fn durable_section(
         .map_or(f64::NAN, |r| r.peer.median());
     let _ = writeln!(
         text,
-        "- What bounds the ratio: the store alone, without the sandbox ({cores} threads claim          batches and complete each delivery with one directive, as the workers do, {} queued),          runs **{store_alone}** deliveries/s, {:.1}× the peer at that depth. Meeting the goal          in the row furthest from it ({} queued) takes {} deliveries/s, {:.1}× what the store          alone does; at that rate the {cores} cores have {:.1} µs of CPU per delivery for          everything: the wasm instance, the host and {}.{}",
+        "- What bounds the ratio: the store alone, without the sandbox ({cores} threads claim \
+         batches and complete each delivery with one directive, as the workers do, {} queued), \
+         runs **{store_alone}** deliveries/s, {:.1}× the peer at that depth. Meeting the goal \
+         in the row furthest from it ({} queued) takes {} deliveries/s, {:.1}× what the store \
+         alone does; at that rate the {cores} cores have {:.1} µs of CPU per delivery for \
+         everything: the wasm instance, the host and {}.{}",
         number(STORE_ALONE_QUEUED as f64, 0),
         store_alone.median() / peer_at_store_alone_depth,
         number(worst_row.queued as f64, 0),
