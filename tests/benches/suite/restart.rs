@@ -10,9 +10,14 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use sighost_tests::guest;
+
+/// How long one start may take: compiling 1,000 handlers takes under a
+/// minute here.
+const START_DEADLINE: Duration = Duration::from_secs(600);
 
 /// One start of the host.
 #[derive(Debug, Clone, Copy)]
@@ -69,13 +74,31 @@ impl Fleet {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sighost run");
+        // Lines are read on a thread so that a host that hangs while loading
+        // fails the suite at the deadline instead of stalling it.
         let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let ready = lines
-            .by_ref()
-            .map(|line| line.expect("read stderr"))
-            .find(|line| line.contains("sighost is running"))
-            .unwrap_or_else(|| panic!("sighost run exited before it was running"));
+        let (line_tx, line_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = started + START_DEADLINE;
+        let ready = loop {
+            match line_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains("sighost is running") => break line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    panic!("sighost run was not running {START_DEADLINE:?} after its start");
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("sighost run exited before it was running")
+                }
+            }
+        };
         let seconds = started.elapsed().as_secs_f64();
         assert!(
             ready.contains(&format!("handlers={expected_handlers}")),
