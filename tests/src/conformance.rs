@@ -200,7 +200,7 @@ fn claim_one(store: &dyn Store, worker: &str, now: DateTime<Utc>) -> ClaimedDeli
 }
 
 /// A result as the worker reports it, with plausible measurements.
-fn result(
+pub fn result(
     claimed: &ClaimedDelivery,
     worker: &str,
     decision: Decision,
@@ -301,7 +301,7 @@ fn directive_by_key(store: &dyn Store, tenant: &str, key: &str) -> Directive {
 }
 
 /// A directive as the sandbox accepts it, with a fresh id.
-fn requested(tenant: &str, key: &str, payload: Value) -> RequestedDirective {
+pub fn requested(tenant: &str, key: &str, payload: Value) -> RequestedDirective {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     RequestedDirective {
         id: format!("dir_{}", NEXT.fetch_add(1, Ordering::Relaxed)),

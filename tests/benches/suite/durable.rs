@@ -9,8 +9,8 @@
 //!   host processes drain the first `DRAIN` of them;
 //! - [`latency`]: emit → handler-start p50/p99 with signals emitted at a
 //!   steady pace; latency = attempt start − signal insert;
-//! - [`store_only`]: the same claims and completions with no sandbox, the
-//!   ceiling the store's writes put on the path.
+//! - [`store_only`]: the same claims, completions and directives with no
+//!   sandbox: the rate the store alone sustains for the path's writes.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,11 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sighost::sandbox::RequestedDirective;
-use sighost::store::{ClaimedDelivery, Decision, DeliveryResult, NewSignal};
+use sighost::store::{Decision, DeliveryResult, FinishOutcome, NewSignal};
 use sighost::{HostConfig, Sighost};
-use sighost_tests::guest;
 use sighost_tests::postgres::FreshDatabase;
+use sighost_tests::{conformance, guest};
 
 use crate::stats::percentile;
 
@@ -401,10 +400,10 @@ pub fn latency(backend: Backend, rate: f64, seconds: u64) -> Latency {
     }
 }
 
-/// Deliveries/s of the store alone: `queued` signals emitted, then `threads`
-/// threads claim batches and complete each delivery with one directive, as
-/// the workers do, but with no sandbox in between. The path as a whole can go
-/// no faster than this on the same cores.
+/// Deliveries/s of the store alone, for the same writes as the path without
+/// the sandbox: `queued` signals emitted, then `threads` threads each claim a
+/// batch, complete every delivery of it with one directive in one
+/// transaction, and go again, until the first `DRAIN` are done.
 pub fn store_only(backend: Backend, queued: usize, threads: usize) -> f64 {
     let setup = Setup::new(backend, "store-only", &noop());
     let host = setup.host();
@@ -418,51 +417,42 @@ pub fn store_only(backend: Backend, queued: usize, threads: usize) -> f64 {
             scope.spawn(|| {
                 let store = host.store();
                 let worker = sighost::worker::worker_name();
-                while done.load(Ordering::Relaxed) < drain {
+                while done.load(Ordering::SeqCst) < drain {
                     let now = chrono::Utc::now();
                     let claimed = store
                         .claim_deliveries(&worker, claim_batch, Duration::from_secs(300), now)
                         .expect("claim");
+                    if claimed.is_empty() {
+                        return; // the other threads hold the rest
+                    }
                     let results: Vec<DeliveryResult> = claimed
                         .iter()
-                        .map(|c| completed_with_one_directive(c, &worker, now))
+                        .map(|c| {
+                            let directive = conformance::requested(
+                                &c.signal.tenant,
+                                &c.signal.id,
+                                json!({"signal": c.signal.id}),
+                            );
+                            conformance::result(
+                                c,
+                                &worker,
+                                Decision::Complete(vec![directive]),
+                                now,
+                            )
+                        })
                         .collect();
-                    store
+                    let outcomes = store
                         .finish_deliveries(&results, chrono::Utc::now())
                         .expect("finish");
-                    done.fetch_add(claimed.len(), Ordering::Relaxed);
+                    let completed = FinishOutcome::Completed {
+                        directives_created: 1,
+                        duplicates: 0,
+                    };
+                    assert!(outcomes.iter().all(|o| *o == completed), "{outcomes:?}");
+                    done.fetch_add(outcomes.len(), Ordering::SeqCst);
                 }
             });
         }
     });
-    drain as f64 / started.elapsed().as_secs_f64()
-}
-
-/// What a worker reports for the trivial handler's run of `claimed`.
-fn completed_with_one_directive(
-    claimed: &ClaimedDelivery,
-    worker: &str,
-    started_at: chrono::DateTime<chrono::Utc>,
-) -> DeliveryResult {
-    DeliveryResult {
-        delivery_id: claimed.delivery.id,
-        attempt: claimed.delivery.attempt,
-        worker: worker.to_owned(),
-        decision: Decision::Complete(vec![RequestedDirective {
-            id: format!("store-only-{}", claimed.delivery.id),
-            tenant: claimed.signal.tenant.clone(),
-            name: "bench.noop".into(),
-            payload: json!({"signal": claimed.signal.id}),
-            idempotency_key: claimed.signal.id.clone(),
-            scheduled_at: None,
-        }]),
-        handler_digest: "store-only".into(),
-        outcome: "ok".into(),
-        error: None,
-        started_at,
-        duration: Duration::from_micros(10),
-        fuel: None,
-        directive_count: 1,
-        output: String::new(),
-    }
+    done.into_inner() as f64 / started.elapsed().as_secs_f64()
 }

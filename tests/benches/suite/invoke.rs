@@ -194,6 +194,8 @@ fn native(rounds: usize) -> Runs {
     })
 }
 
+const BARE_TUNED: &str = "bare wasmtime, pool tuned as sighost's";
+
 /// Per-call µs of each way to run the trivial handler, sighost first.
 pub struct Invocation {
     pub rows: Vec<(&'static str, Runs)>,
@@ -208,7 +210,7 @@ pub fn run(rounds: usize) -> Invocation {
         rows.push((name, measure()));
     };
     row("sighost `Sandbox::invoke`", &mut || sighost(&bytes, rounds));
-    row("bare wasmtime, pool tuned as sighost's", &mut || {
+    row(BARE_TUNED, &mut || {
         bare_wasmtime(&bytes, Allocation::PoolingTuned, rounds)
     });
     row("bare wasmtime, default pool", &mut || {
@@ -225,5 +227,15 @@ impl Invocation {
     /// sighost's median over row `i`'s.
     pub fn ratio(&self, i: usize) -> f64 {
         self.rows[0].1.median() / self.rows[i].1.median()
+    }
+
+    /// Bare wasmtime's median µs per call, with sighost's pool tuning.
+    pub fn bare_tuned_us(&self) -> f64 {
+        let (_, runs) = self
+            .rows
+            .iter()
+            .find(|(name, _)| *name == BARE_TUNED)
+            .expect("the bare wasmtime row");
+        runs.median()
     }
 }

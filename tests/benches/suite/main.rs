@@ -36,8 +36,6 @@ const LATENCY_SECS: u64 = 10;
 const FANOUT_SIGNALS: usize = 10_000;
 /// Queue depth of the peer's run with its own default settings.
 const DEFAULTS_QUEUED: usize = 100_000;
-/// Queue depth of the store-alone measurement.
-const STORE_ALONE_QUEUED: usize = 100_000;
 
 struct Options {
     runs: usize,
@@ -164,7 +162,8 @@ fn invoke_section(runs: usize, bare_invoke_us: &mut Option<f64>) -> String {
     // More rounds than runs elsewhere: a round is cheap.
     let rounds = (runs * 2 + 1).max(5);
     let result = invoke::run(rounds);
-    *bare_invoke_us = Some(result.rows[1].1.median());
+    let bare_tuned_us = result.bare_tuned_us();
+    *bare_invoke_us = Some(bare_tuned_us);
     let mut text = String::from("\n## 1. Invocation overhead\n\n");
     let _ = writeln!(
         text,
@@ -181,7 +180,7 @@ fn invoke_section(runs: usize, bare_invoke_us: &mut Option<f64>) -> String {
             result.ratio(i)
         );
     }
-    let ratio = result.ratio(1);
+    let ratio = result.rows[0].1.median() / bare_tuned_us;
     let _ = writeln!(
         text,
         "\nsighost / bare wasmtime with the same pool tuning: **{ratio:.2}×** (goal ≤ 1.5×: {}). \
@@ -202,6 +201,13 @@ struct DepthRow {
     peer: Runs,
     peer_enqueue: Runs,
     peer_cut: bool,
+}
+
+impl DepthRow {
+    /// sighost's median over the peer's.
+    fn ratio(&self) -> f64 {
+        self.sighost.median() / self.peer.median()
+    }
 }
 
 /// Median steady rate (deliveries/s, ~1k pending) per store, once measured.
@@ -276,10 +282,15 @@ fn durable_section(
         version: peer_version,
         notes: peer_notes,
     } = peer_info;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    eprintln!("{store}: the store alone, {STORE_ALONE_QUEUED} queued …");
+    // The store alone is measured where sighost is furthest from the goal.
+    let worst = rows
+        .iter()
+        .min_by(|a, b| a.ratio().total_cmp(&b.ratio()))
+        .expect("rows");
+    let workers = sighost::worker::WorkerConfig::default();
+    eprintln!("{store}: the store alone, {} queued …", worst.queued);
     let store_alone = Runs::collect("store alone, deliveries/s", runs, || {
-        durable::store_only(backend, STORE_ALONE_QUEUED, cores)
+        durable::store_only(backend, worst.queued, workers.threads)
     });
     let two_processes = (backend == Backend::Postgres).then(|| {
         eprintln!("{store}: two host processes, 100000 queued …");
@@ -302,20 +313,15 @@ fn durable_section(
     text.push_str(
         "| queued | sighost deliveries/s | peer jobs/s | sighost / peer | sighost emit signals/s | peer enqueue jobs/s |\n|---|---|---|---|---|---|\n",
     );
-    let mut worst_ratio = f64::INFINITY;
-    let mut worst_row = &rows[0];
     for row in &rows {
-        let ratio = row.sighost.median() / row.peer.median();
-        if ratio < worst_ratio {
-            (worst_ratio, worst_row) = (ratio, row);
-        }
         let _ = writeln!(
             text,
-            "| {} | {} | {}{} | {ratio:.1}× | {} | {} |",
+            "| {} | {} | {}{} | {:.1}× | {} | {} |",
             number(row.queued as f64, 0),
             row.sighost,
             row.peer,
             if row.peer_cut { " (window)" } else { "" },
+            row.ratio(),
             row.sighost_emit,
             row.peer_enqueue,
         );
@@ -328,32 +334,33 @@ fn durable_section(
     );
     let _ = writeln!(
         text,
-        "- sighost / {peer_name}, the lowest of the rows: **{worst_ratio:.1}×** (goal ≥ {goal_ratio}×: {}).",
-        goal(worst_ratio >= goal_ratio)
+        "- sighost / {peer_name}, the lowest of the rows: **{:.1}×** (goal ≥ {goal_ratio}×: {}).",
+        worst.ratio(),
+        goal(worst.ratio() >= goal_ratio)
     );
     let _ = writeln!(
         text,
         "- sighost at the deepest queue / at 1k queued: {flat:.2} (flat is 1.0)."
     );
-    let needed = goal_ratio * worst_row.peer.median();
-    let peer_at_store_alone_depth = rows
-        .iter()
-        .find(|r| r.queued == STORE_ALONE_QUEUED)
-        .map_or(f64::NAN, |r| r.peer.median());
+    let needed = goal_ratio * worst.peer.median();
     let _ = writeln!(
         text,
-        "- What bounds the ratio: the store alone, without the sandbox ({cores} threads claim \
-         batches and complete each delivery with one directive, as the workers do, {} queued), \
-         runs **{store_alone}** deliveries/s, {:.1}× the peer at that depth. Meeting the goal \
-         in the row furthest from it ({} queued) takes {} deliveries/s, {:.1}× what the store \
-         alone does; at that rate the {cores} cores have {:.1} µs of CPU per delivery for \
-         everything: the wasm instance, the host and {}.{}",
-        number(STORE_ALONE_QUEUED as f64, 0),
-        store_alone.median() / peer_at_store_alone_depth,
-        number(worst_row.queued as f64, 0),
+        "- What limits the ratio: the store alone, with no sandbox ({} threads, each claiming \
+         a batch of {} and completing it with one directive per delivery in one transaction), \
+         sustains **{store_alone}** deliveries/s with {} queued, {:.1}× the peer at that depth \
+         (sighost's whole path there, with the wasm on the same cores: {}). Meeting the goal \
+         at that depth takes {} deliveries/s, {:.1}× what the store alone does; at that rate \
+         the {} cores have {:.1} µs of CPU per delivery for everything: the wasm instance, the \
+         host and {}.{}",
+        workers.threads,
+        workers.batch_size,
+        number(worst.queued as f64, 0),
+        store_alone.median() / worst.peer.median(),
+        worst.sighost,
         number(needed, 0),
         needed / store_alone.median(),
-        cores as f64 * 1e6 / needed,
+        workers.threads,
+        workers.threads as f64 * 1e6 / needed,
         match backend {
             Backend::Sqlite => "SQLite",
             Backend::Postgres => "the PostgreSQL server",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sighost_tests::guest;
 
-/// How long one start may take: compiling 1,000 handlers takes under a
+/// How long one start may take: compiling 1,000 handlers takes about a
 /// minute here.
 const START_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -79,7 +79,8 @@ impl Fleet {
         let stderr = child.stderr.take().expect("piped stderr");
         let (line_tx, line_rx) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in BufReader::new(stderr).split(b'\n') {
+                let line = line.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
                 if line_tx.send(line).is_err() {
                     return;
                 }
@@ -87,26 +88,30 @@ impl Fleet {
         });
         let deadline = started + START_DEADLINE;
         let ready = loop {
-            match line_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.contains("sighost is running") => break line,
-                Ok(_) => {}
+            let failure = match line_rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Ok(line)) if line.contains("sighost is running") => break line,
+                Ok(Ok(_)) => continue,
+                Ok(Err(error)) => format!("reading its stderr failed: {error}"),
                 Err(RecvTimeoutError::Timeout) => {
-                    let _ = child.kill();
-                    panic!("sighost run was not running {START_DEADLINE:?} after its start");
+                    format!("not running {START_DEADLINE:?} after its start")
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("sighost run exited before it was running")
-                }
-            }
+                Err(RecvTimeoutError::Disconnected) => "exited before it was running".to_owned(),
+            };
+            // Never leave a host behind: the panic ends the suite.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sighost run {failure}");
         };
         let seconds = started.elapsed().as_secs_f64();
+        let rss_mib = resident_kib(child.id()) as f64 / 1024.0;
+        let _ = child.kill();
+        let _ = child.wait();
         assert!(
             ready.contains(&format!("handlers={expected_handlers}")),
             "expected {expected_handlers} handlers loaded: {ready}"
         );
-        let rss_mib = resident_kib(child.id()) as f64 / 1024.0;
-        let _ = child.kill();
-        let _ = child.wait();
         // Let the killed process's memory go back before the next start.
         std::thread::sleep(Duration::from_millis(200));
         Start { seconds, rss_mib }
