@@ -349,12 +349,11 @@ fn durable_section(
         text,
         "- What limits the ratio: the store alone, with no sandbox ({} threads, each claiming \
          a batch of {} and completing it with one directive per delivery in one transaction), \
-         sustains **{store_alone}** deliveries/s with {} queued (the deepest row), {:.1}× the peer's \
-         rate at that depth (sighost's whole path, with the wasm on the same cores: {}). \
-         Meeting the goal \
-         at that depth takes {} deliveries/s, {:.1}× what the store alone does; at that rate \
-         the {} cores have {:.1} µs of CPU per delivery for everything: the wasm instance, the \
-         host and {}.{}",
+         sustains **{store_alone}** deliveries/s with {} queued (the deepest row), {:.1}× \
+         the peer's rate at that depth (sighost's whole path, with the wasm on the same \
+         cores: {}). Meeting the goal at that depth takes {} deliveries/s, {:.1}× what the \
+         store alone does; at that rate the {} cores have {:.1} µs of CPU per delivery for \
+         everything: the wasm instance, the host and {}.{}",
         workers.threads,
         workers.batch_size,
         number(deepest.queued as f64, 0),
