@@ -67,6 +67,10 @@ use crate::Sighost;
 /// Room for the rest of a signal body around the largest payload.
 const BODY_OVERHEAD_BYTES: usize = 16 << 10;
 
+/// An oversized body up to this size is read and dropped before its 413 (see
+/// `refuse_oversized`); a larger one is refused without reading it.
+const REFUSED_BODY_DRAIN_BYTES: usize = 1 << 20;
+
 /// The message for requests that name a tenant.
 const TENANT_FROM_TOKEN: &str =
     "the tenant comes from the bearer token; a request cannot name one (remove `tenant`)";
@@ -180,8 +184,8 @@ async fn log_request(State(state): State<Arc<ApiState>>, request: Request, next:
     response
 }
 
-/// Refuses a body whose declared length is over the limit before reading any
-/// of it. Bodies without a declared length are cut off by the
+/// Refuses a body whose declared length is over the limit before any
+/// handler parses it. Bodies without a declared length are cut off by the
 /// `DefaultBodyLimit` as they stream in.
 async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
     let declared = request
@@ -189,6 +193,15 @@ async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Ne
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     if let Some(length) = declared.filter(|&length| length > limit as u64) {
+        // A body up to a bound is read and dropped before the answer, so the
+        // connection can carry the client's next request. Left unread, it
+        // makes the server close the connection after the 413, and a client
+        // that reuses it at that moment gets no answer at all.
+        // A client waiting for `100 Continue` has sent nothing: answer at once.
+        let waits_for_continue = request.headers().contains_key(header::EXPECT);
+        if length <= REFUSED_BODY_DRAIN_BYTES as u64 && !waits_for_continue {
+            let _ = axum::body::to_bytes(request.into_body(), REFUSED_BODY_DRAIN_BYTES).await;
+        }
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is {length} bytes, over the limit of {limit}"),
