@@ -87,6 +87,29 @@ fn main() {
         )
         .expect("string write");
     }
+    // Components written as text (`tests/components/*.wat`): what no
+    // language toolchain emits, such as a core start function.
+    let components_dir = root.join("tests").join("components");
+    println!("cargo:rerun-if-changed={}", components_dir.display());
+    let built_dir = target_dir.join("components");
+    std::fs::create_dir_all(&built_dir)
+        .unwrap_or_else(|e| panic!("create {}: {e}", built_dir.display()));
+    for text in wat_files(&components_dir) {
+        let name = text
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a file name")
+            .to_owned();
+        let bytes = wat::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", text.display()));
+        let built = built_dir.join(format!("{}.wasm", name.replace('-', "_")));
+        std::fs::write(&built, bytes).unwrap_or_else(|e| panic!("write {}: {e}", built.display()));
+        writeln!(
+            listing,
+            "    ({name:?}, {:?}),",
+            built.display().to_string()
+        )
+        .expect("string write");
+    }
     writeln!(listing, "];").expect("string write");
 
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("guests.rs");
@@ -103,6 +126,18 @@ fn member_crates(workspace: &Path) -> Vec<String> {
         .collect();
     crates.sort();
     crates
+}
+
+/// The `*.wat` files of `dir`, in name order.
+fn wat_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "wat"))
+        .collect();
+    files.sort();
+    files
 }
 
 fn wasm_output(target_dir: &Path, profile: &str, name: &str) -> PathBuf {

@@ -28,6 +28,7 @@ pub mod emit;
 mod host;
 pub mod http;
 pub mod limits;
+mod priority;
 pub mod registry;
 pub mod reload;
 pub mod retry;

@@ -30,7 +30,7 @@ fn load_in(sandbox: &Sandbox, name: &str, toml: &str) -> Handler {
 }
 
 fn run(handler: &Handler, tenant: &str) -> sighost::Invocation {
-    SANDBOX.invoke(
+    SANDBOX.invoke_blocking(
         handler,
         &signal(tenant, "test.happened", json!({"n": 1})),
         &delivery(json!({}), &[]),
@@ -63,6 +63,15 @@ fn every_guest_has_a_test() {
         "signal-shape",
         "tenant-shape",
         "slow",
+        "sleeper",
+        "sleepy-constructor",
+        // components written as text
+        "busy-start",
+        "sleepy-start",
+        "exiter",
+        "random-hog",
+        "resource-hoarder",
+        "stream-spinner",
         // examples
         "forum-summarizer",
         "audit-trail",
@@ -93,7 +102,7 @@ fn forum_summarizer_requests_a_summary_for_a_tenant_that_turned_it_on() {
         "forum.thread.created",
         json!({"thread_id": "t42", "title": "Hello"}),
     );
-    let on = SANDBOX.invoke(
+    let on = SANDBOX.invoke_blocking(
         &handler,
         &thread,
         &delivery(json!({"auto_summaries": true}), &["forum"]),
@@ -126,7 +135,7 @@ fn forum_summarizer_does_nothing_when_not_applicable() {
         (json!({"auto_summaries": true}), &[][..]),
         (json!({}), &["forum"][..]),
     ] {
-        let run = SANDBOX.invoke(&handler, &thread, &delivery(settings, packages));
+        let run = SANDBOX.invoke_blocking(&handler, &thread, &delivery(settings, packages));
         assert_eq!(run.outcome, Outcome::Ok);
         assert!(run.directives.is_empty());
     }
@@ -148,7 +157,7 @@ fn the_other_example_shapes_run_with_their_manifests() {
         .expect("loads");
     assert_eq!(echo.shape, Shape::Signal);
     let ping = signal("org_acme", "echo.ping", json!({"n": 7}));
-    let run = SANDBOX.invoke(&echo, &ping, &delivery(json!({}), &[]));
+    let run = SANDBOX.invoke_blocking(&echo, &ping, &delivery(json!({}), &[]));
     assert_eq!(run.outcome, Outcome::Ok);
     assert_eq!(
         run.directives[0].payload,
@@ -170,7 +179,7 @@ fn each_shape_receives_the_right_arguments() {
     );
     let mut ctx = delivery(json!({"auto_summaries": true}), &["forum", "billing"]);
     ctx.attempt = 3;
-    let run = SANDBOX.invoke(&tenant, &sig, &ctx);
+    let run = SANDBOX.invoke_blocking(&tenant, &sig, &ctx);
     assert_eq!(run.outcome, Outcome::Ok, "{}", run.report.output);
     assert_eq!(
         run.directives[0].payload,
@@ -184,7 +193,7 @@ fn each_shape_receives_the_right_arguments() {
 
     let context = load_guest("context-shape", "directives = ['shape.context']");
     assert_eq!(context.shape, Shape::SignalContext);
-    let run = SANDBOX.invoke(&context, &sig, &ctx);
+    let run = SANDBOX.invoke_blocking(&context, &sig, &ctx);
     assert_eq!(
         run.directives[0].payload,
         json!({"tenant": "org_acme", "attempt": 3, "signal_id": sig.id})
@@ -192,7 +201,7 @@ fn each_shape_receives_the_right_arguments() {
 
     let only_signal = load_guest("signal-shape", "directives = ['shape.signal']");
     assert_eq!(only_signal.shape, Shape::Signal);
-    let run = SANDBOX.invoke(&only_signal, &sig, &ctx);
+    let run = SANDBOX.invoke_blocking(&only_signal, &sig, &ctx);
     assert_eq!(
         run.directives[0].payload,
         json!({"tenant": "org_acme", "signal_id": sig.id})
@@ -245,7 +254,7 @@ fn a_handler_error_is_reported_as_transient_or_permanent_and_leaves_no_directive
     assert!(first.outcome.is_retryable(), "{:?}", first.outcome);
     let mut retry = delivery(json!({}), &[]);
     retry.attempt = 2;
-    let second = SANDBOX.invoke(
+    let second = SANDBOX.invoke_blocking(
         &always,
         &signal("org_acme", "test.happened", json!({"n": 1})),
         &retry,
@@ -354,7 +363,7 @@ fn an_infinite_loop_runs_out_of_fuel_when_metered() {
     })
     .expect("sandbox");
     let handler = load_in(&metered, "looper", "[limits]\nfuel = 5000000");
-    let run = metered.invoke(
+    let run = metered.invoke_blocking(
         &handler,
         &signal("org_acme", "a.b", json!({})),
         &delivery(json!({}), &[]),
@@ -367,7 +376,7 @@ fn an_infinite_loop_runs_out_of_fuel_when_metered() {
     );
 
     let trivial = load_in(&metered, "trivial", "directives = ['bench.noop']");
-    let ok = metered.invoke(
+    let ok = metered.invoke_blocking(
         &trivial,
         &signal("org_acme", "a.b", json!({})),
         &delivery(json!({}), &[]),
@@ -406,6 +415,16 @@ fn refusal(name: &str) -> String {
 #[test]
 fn errors_when_a_handler_imports_the_filesystem() {
     assert!(refusal("fs-importer").contains("imports wasi:filesystem/"));
+}
+
+#[test]
+fn a_refusal_names_every_forbidden_import() {
+    // std's file access imports two filesystem interfaces: both are named.
+    let message = refusal("fs-importer");
+    assert!(
+        message.contains("wasi:filesystem/types") && message.contains("wasi:filesystem/preopens"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -464,7 +483,7 @@ fn the_snooping_guest_sees_no_environment_no_arguments_and_no_files() {
     // variables and a readable /etc/passwd.
     assert!(std::env::vars().count() > 0);
     let handler = load_in(&open, "snoop", "directives = ['snoop.report']");
-    let run = open.invoke(
+    let run = open.invoke_blocking(
         &handler,
         &signal("org_acme", "a.b", json!({})),
         &delivery(json!({}), &[]),
@@ -629,5 +648,244 @@ fn a_manifest_cannot_raise_memory_above_the_host_maximum() {
     assert!(
         err.to_string().contains("above this host's maximum"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_guest_sleeping_in_a_host_call_is_stopped_at_its_deadline() {
+    // The guest asks for a 60 s sleep; the limit is 300 ms. Before the async
+    // sandbox it slept the whole 60 s, blocking its thread.
+    let handler = load_guest(
+        "sleeper",
+        "[limits]\ntimeout_ms = 300\n[options]\nsleep_ms = 60000",
+    );
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::Timeout);
+    let took = run.report.wall_time;
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "ran the guest's sleep: {took:?}"
+    );
+}
+
+#[test]
+fn a_guest_sleeping_within_its_limit_succeeds() {
+    let handler = load_guest("sleeper", "[options]\nsleep_ms = 50");
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::Ok, "{}", run.report.output);
+    assert!(run.report.wall_time >= Duration::from_millis(50));
+}
+
+#[test]
+fn waiting_guests_hold_no_thread() {
+    // One thread runs everything: twenty guests asleep inside a host call
+    // and then two hundred good invocations, which must all finish while
+    // the sleepers still sleep.
+    let sleeper = std::sync::Arc::new(load_guest(
+        "sleeper",
+        "[limits]\ntimeout_ms = 60000\n[options]\nsleep_ms = 60000",
+    ));
+    let good = std::sync::Arc::new(load_guest("trivial", "directives = ['bench.noop']"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let sandbox: &'static Sandbox = &SANDBOX;
+    runtime.block_on(async {
+        let sleepers: Vec<_> = (0..20)
+            .map(|_| {
+                let sleeper = sleeper.clone();
+                tokio::spawn(async move {
+                    let signal = signal("org_sleepy", "test.happened", json!({}));
+                    sandbox
+                        .invoke(&sleeper, &signal, &delivery(json!({}), &[]))
+                        .await
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await; // let every sleeper start and block
+        for _ in 0..200 {
+            let signal = signal("org_acme", "test.happened", json!({"n": 1}));
+            let run = sandbox
+                .invoke(&good, &signal, &delivery(json!({}), &[]))
+                .await;
+            assert_eq!(run.outcome, Outcome::Ok);
+        }
+        assert!(
+            sleepers.iter().all(|s| !s.is_finished()),
+            "the sleepers are still waiting"
+        );
+        for sleeper in sleepers {
+            sleeper.abort();
+        }
+    });
+}
+
+#[test]
+fn a_guest_spinning_on_stream_calls_is_stopped_and_its_output_bounded() {
+    let handler = load_guest(
+        "stream-spinner",
+        "[limits]\ntimeout_ms = 300\noutput_kib = 4",
+    );
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::Timeout);
+    assert!(run.report.output_truncated);
+    assert!(
+        run.report.output.len() <= 4 << 10,
+        "{}",
+        run.report.output.len()
+    );
+    assert!(
+        run.report.output.starts_with("read 0 bytes\n"),
+        "stdin is empty"
+    );
+}
+
+#[test]
+fn a_start_function_that_loops_is_refused_saying_it_timed_out() {
+    let bytes = std::fs::read(guest("busy-start")).expect("built");
+    let err = SANDBOX
+        .load_bytes("busy-start", &bytes, Manifest::default(), "busy-start.wasm")
+        .expect_err("never finishes starting");
+    assert!(matches!(err, LoadError::Instantiate { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "busy-start.wasm: cannot be instantiated: timed out after 2000 ms while running its \
+         start function (the host's load budget, `[sandbox] load_timeout_ms`)"
+    );
+}
+
+#[test]
+fn a_start_function_that_waits_is_refused_within_the_load_budget() {
+    let quick = Sandbox::new(SandboxConfig {
+        load_timeout: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let bytes = std::fs::read(guest("sleepy-start")).expect("built");
+    let started = std::time::Instant::now();
+    // The manifest's own limit does not lengthen the load budget.
+    let err = quick
+        .load_bytes(
+            "sleepy-start",
+            &bytes,
+            manifest("[limits]\ntimeout_ms = 60000"),
+            "sleepy-start.wasm",
+        )
+        .expect_err("sleeps 60 s while starting");
+    let took = started.elapsed();
+    assert!(
+        err.to_string()
+            .contains("timed out after 300 ms while running its start function"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(30), "slept through: {took:?}");
+}
+
+#[test]
+fn a_static_constructor_that_waits_is_stopped_at_the_deadline() {
+    // Constructors of a wasip2 cdylib run when an export is first called:
+    // inside the invocation, under its limit.
+    let handler = load_guest("sleepy-constructor", "[limits]\ntimeout_ms = 300");
+    let run = run(&handler, "org_acme");
+    assert_eq!(run.outcome, Outcome::Timeout);
+    assert!(
+        run.report.wall_time < Duration::from_secs(30),
+        "{:?}",
+        run.report.wall_time
+    );
+}
+
+#[test]
+fn exit_zero_ends_the_handler_successfully_and_exit_nonzero_fails_it() {
+    let zero = load_guest("exiter", "directives = ['exit.before']");
+    let done = run(&zero, "org_acme");
+    assert_eq!(done.outcome, Outcome::Ok, "exit(0) means done");
+    assert_eq!(
+        done.directives.len(),
+        1,
+        "what it asked before exiting stands"
+    );
+
+    // WASI 0.2's exit takes ok or err: any other status arrives as 1.
+    let three = load_guest(
+        "exiter",
+        "directives = ['exit.before']\n[options]\ncode = 3",
+    );
+    let failed = run(&three, "org_acme");
+    assert_eq!(
+        failed.outcome,
+        Outcome::Trap("the handler called exit(1) instead of returning".into())
+    );
+    assert!(failed.outcome.is_retryable());
+    assert!(failed.directives.is_empty(), "a failed attempt leaves none");
+}
+
+#[test]
+fn random_bytes_are_capped_below_the_guest_memory_limit() {
+    // 48 MiB asked in one call: the host would allocate it outside the
+    // guest's memory cap, so the call traps instead.
+    let handler = load_guest("random-hog", "");
+    let run = run(&handler, "org_acme");
+    let Outcome::Trap(message) = &run.outcome else {
+        panic!("expected a trap, got {:?}", run.outcome);
+    };
+    assert!(
+        message.contains("requested len 50331648 exceeds limit 1048576"),
+        "{message}"
+    );
+    assert!(
+        run.report.peak_memory_bytes < 16 << 20,
+        "{}",
+        run.report.peak_memory_bytes
+    );
+}
+
+#[test]
+fn a_guest_hoarding_host_resources_is_stopped_at_the_table_cap() {
+    let handler = load_guest("resource-hoarder", "");
+    let run = run(&handler, "org_acme");
+    let Outcome::Trap(message) = &run.outcome else {
+        panic!("expected a trap, got {:?}", run.outcome);
+    };
+    assert!(message.contains("resource table"), "{message}");
+}
+
+/// A valid component, given as text, that is over one of the pool's limits.
+fn over_the_pool(wat: &str) -> String {
+    let bytes = wat::parse_str(wat).expect("valid component text");
+    let err = SANDBOX
+        .load_bytes("big", &bytes, Manifest::default(), "big.wasm")
+        .expect_err("over a pool limit");
+    assert!(matches!(err, LoadError::OverLimit { .. }), "{err}");
+    err.to_string()
+}
+
+#[test]
+fn a_component_over_a_pool_limit_is_refused_naming_the_limit_and_the_setting() {
+    let instances = "(core instance (instantiate $m))".repeat(38);
+    assert_eq!(
+        over_the_pool(&format!("(component (core module $m) {instances})")),
+        "big.wasm: over this host's limits: the component needs 38 core module instances, \
+         above this host's maximum of 16 per component; \
+         `[sandbox] max_core_instances_per_component` raises it"
+    );
+    // 16384 pages: 1 GiB of memory declared at start.
+    let memory = over_the_pool(
+        "(component (core module $m (memory 16384)) (core instance (instantiate $m)))",
+    );
+    assert!(
+        memory.contains("needs 1073741824 bytes of linear memory at start")
+            && memory.contains("`[sandbox] max_memory_mib`"),
+        "{memory}"
+    );
+    let table = over_the_pool(
+        "(component (core module $m (table 10000000 funcref)) (core instance (instantiate $m)))",
+    );
+    assert!(
+        table.contains("needs 10000000 table elements at start")
+            && table.contains("`[sandbox] max_table_elements`"),
+        "{table}"
     );
 }

@@ -90,12 +90,16 @@ pub enum LoadError {
     Manifest { origin: String, message: String },
     #[error("{origin}: not a valid WebAssembly component: {message}")]
     NotAComponent { origin: String, message: String },
-    #[error("{origin}: imports {import}, which handlers may not use (allowed: {allowed})")]
+    #[error("{origin}: imports {}, which handlers may not use (allowed: {allowed})", imports.join(", "))]
     ForbiddenImport {
         origin: String,
-        import: String,
+        /// Every refused import, in the component's order.
+        imports: Vec<String>,
         allowed: String,
     },
+    /// A valid component that does not fit this host's instance pool.
+    #[error("{origin}: over this host's limits: {message}")]
+    OverLimit { origin: String, message: String },
     #[error("{origin}: {message}")]
     Shape { origin: String, message: String },
     #[error("{origin}: limits: {message}")]
@@ -189,20 +193,32 @@ impl Sandbox {
                 origin: origin.to_owned(),
                 message,
             })?;
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent {
-                origin: origin.to_owned(),
-                message: format!("{e:#}"),
-            })?;
-        let component_type = component.component_type();
-        for (import, _) in component_type.imports(&self.engine) {
-            if !self.config.import_policy.allows(import) {
-                return Err(LoadError::ForbiddenImport {
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            let message = format!("{e:#}");
+            match super::pool::over_limit(&message) {
+                Some(message) => LoadError::OverLimit {
                     origin: origin.to_owned(),
-                    import: import.to_owned(),
-                    allowed: self.config.import_policy.allowed_prefixes.join(", "),
-                });
+                    message,
+                },
+                None => LoadError::NotAComponent {
+                    origin: origin.to_owned(),
+                    message,
+                },
             }
+        })?;
+        let refused: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(import, _)| import)
+            .filter(|import| !self.config.import_policy.allows(import))
+            .map(str::to_owned)
+            .collect();
+        if !refused.is_empty() {
+            return Err(LoadError::ForbiddenImport {
+                origin: origin.to_owned(),
+                imports: refused,
+                allowed: self.config.import_policy.allowed_prefixes.join(", "),
+            });
         }
         let shape = detect_shape(&component, &self.engine).map_err(|message| LoadError::Shape {
             origin: origin.to_owned(),

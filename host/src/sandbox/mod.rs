@@ -8,12 +8,22 @@
 //! [`Sandbox::invoke`] then gives every delivery its own store and instance, so
 //! no state survives between signals or tenants.
 //!
-//! `invoke` is synchronous and `&self`: call it from as many threads as you
-//! want invocations in flight. We use wasmtime's synchronous API on a blocking
-//! pool rather than its async support because handlers are short CPU-bound
-//! calls whose one import answers at once; fibers would add a stack switch per
-//! call and buy no concurrency that threads do not already give. Timeouts work
-//! the same either way: the epoch deadline traps the guest.
+//! # Time
+//!
+//! `invoke` is `async` and `&self`: every invocation is a future, run on a
+//! fiber of wasmtime's async support, with WASI linked asynchronously. That
+//! is what makes the wall-clock limit hold wherever the guest is:
+//!
+//! - running wasm code, the epoch deadline traps it (a loop never yields, so
+//!   no timer could stop it);
+//! - blocked in a host call (a WASI poll on a timer, a blocking read), the
+//!   invocation's future is suspended and holds no thread; at the deadline
+//!   `tokio::time::timeout_at` drops it, which unwinds the guest's fiber.
+//!
+//! Both start when the invocation does and cover instantiation too, so a
+//! start function or static constructor that loops or waits is cut off the
+//! same way. [`Sandbox::invoke_blocking`] runs one invocation to its end on
+//! a runtime of its own, for callers that are not async.
 
 mod bindings;
 mod directives;
@@ -21,6 +31,7 @@ mod loader;
 pub mod manifest;
 mod outcome;
 mod output;
+mod pool;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +52,7 @@ pub use loader::{Handler, ImportPolicy, LoadError, Shape, digest};
 pub use manifest::Manifest;
 pub use outcome::{Invocation, Outcome, Report};
 use output::CapturedOutput;
+pub use pool::PoolLimits;
 
 /// How the sandbox is built. The defaults are DESIGN.md's limits.
 #[derive(Debug, Clone)]
@@ -53,6 +65,13 @@ pub struct SandboxConfig {
     /// Instances that may be alive at once; an invocation beyond this fails
     /// with a retryable host error instead of allocating without bound.
     pub max_concurrent_instances: u32,
+    /// What one component may hold, checked when it is loaded.
+    pub pool: PoolLimits,
+    /// Wall-clock budget of the instantiation a load runs (the start
+    /// function and static constructors). The host's, whatever a manifest
+    /// says: the one who drops a file in does not choose how long loading
+    /// may take.
+    pub load_timeout: Duration,
     /// Turns fuel metering on. Implied by `limits.fuel`; needed for a
     /// manifest to set a fuel budget.
     pub fuel_metering: bool,
@@ -71,6 +90,8 @@ impl Default for SandboxConfig {
             limits: Limits::default(),
             max_memory_bytes: 256 << 20,
             max_concurrent_instances: 64,
+            pool: PoolLimits::default(),
+            load_timeout: Duration::from_secs(2),
             fuel_metering: false,
             import_policy: ImportPolicy::default(),
             epoch_tick: Duration::from_millis(5),
@@ -151,6 +172,18 @@ struct MemoryLimiter {
     peak: usize,
     exceeded: bool,
 }
+
+/// Resources (pollables, streams, …) one invocation may hold at once in its
+/// table. wasmtime's default is a million: a loop of `subscribe-duration`
+/// calls would make the host keep a million timers for one guest. Language
+/// runtimes hold a few dozen.
+const MAX_RESOURCES: usize = 10_000;
+
+/// The most random bytes one `get-random-bytes` call may ask for (capped
+/// further by the handler's memory limit). The host allocates them before
+/// they are copied into the guest, outside the guest's memory cap; runtimes
+/// ask for a few dozen bytes at a time. A larger request traps.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// Memory and table bytes of a pooled slot kept mapped between instances.
 const RESIDENT_MEMORY_BYTES: usize = 4 << 20;
@@ -251,6 +284,9 @@ enum Failure {
     Instantiate(wasmtime::Error),
     /// The guest trapped or was interrupted during the call.
     Call(wasmtime::Error),
+    /// The deadline passed while the guest waited in a host call; its
+    /// future was dropped. (In wasm code the epoch traps it instead.)
+    Deadline,
 }
 
 impl Sandbox {
@@ -258,14 +294,8 @@ impl Sandbox {
         let fuel_metering = config.fuel_metering || config.limits.fuel.is_some();
         let instances = config.max_concurrent_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(instances)
-            .total_core_instances(instances * 8)
-            .max_core_instances_per_component(16)
-            .total_memories(instances * 2)
-            .max_memories_per_component(2)
-            .total_tables(instances * 8)
-            .max_tables_per_component(8)
-            .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
+        config.pool.apply(&mut pool, instances);
+        pool.max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
         tune_slot_reuse(&mut pool);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
@@ -284,9 +314,10 @@ impl Sandbox {
             wasm.cache(Some(cache));
         }
         let engine = Engine::new(&wasm).map_err(|e| SandboxError(format!("{e:#}")))?;
+        crate::priority::lower_compiler_threads();
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SandboxError(format!("{e:#}")))?;
         bindings::Imports::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| SandboxError(format!("{e:#}")))?;
@@ -306,8 +337,10 @@ impl Sandbox {
     }
 
     /// Runs `handler` on `signal` for the signal's tenant. Never panics and
-    /// never fails: whatever the guest does ends up in the outcome.
-    pub fn invoke(
+    /// never fails: whatever the guest does ends up in the outcome. Must run
+    /// inside a tokio runtime with timers enabled (WASI's clocks and the
+    /// deadline use them).
+    pub async fn invoke(
         &self,
         handler: &Handler,
         signal: &Signal,
@@ -315,10 +348,14 @@ impl Sandbox {
     ) -> Invocation {
         let started = Instant::now();
         let output = CapturedOutput::new(handler.limits.output_bytes);
-        let mut store = self.new_store(handler, &signal.tenant, &output);
+        let mut store = self.new_store(handler, &signal.tenant, &output, handler.limits.timeout);
         let fuel_budget = store.get_fuel().ok();
 
-        let result = self.call(&mut store, handler, signal, delivery);
+        let deadline = tokio::time::Instant::from_std(started + handler.limits.timeout);
+        let call = self.call(&mut store, handler, signal, delivery);
+        let result = tokio::time::timeout_at(deadline, call)
+            .await
+            .unwrap_or(Err(Failure::Deadline));
         let wall_time = started.elapsed();
         let fuel_consumed = fuel_budget
             .zip(store.get_fuel().ok())
@@ -353,21 +390,38 @@ impl Sandbox {
         }
     }
 
+    /// [`Sandbox::invoke`] for callers that are not async: runs the one
+    /// invocation to its end on a runtime of its own.
+    pub fn invoke_blocking(
+        &self,
+        handler: &Handler,
+        signal: &Signal,
+        delivery: &DeliveryContext,
+    ) -> Invocation {
+        block_on(self.invoke(handler, signal, delivery))
+    }
+
+    /// A store for one instance of `handler`, whose epoch deadline is
+    /// `timeout` from now.
     fn new_store(
         &self,
         handler: &Handler,
         tenant: &str,
         output: &CapturedOutput,
+        timeout: Duration,
     ) -> Store<InvocationState> {
         // The builder's defaults grant nothing: no arguments, no environment,
         // no preopened directories, closed stdin, every socket address denied.
         let wasi = WasiCtx::builder()
             .stdout(output.clone())
             .stderr(output.clone())
+            .max_random_size(MAX_RANDOM_BYTES.min(handler.limits.memory_bytes))
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let state = InvocationState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             memory: MemoryLimiter {
                 cap: usize::try_from(handler.limits.memory_bytes).unwrap_or(usize::MAX),
                 peak: 0,
@@ -383,7 +437,7 @@ impl Sandbox {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
         let tick = self.config.epoch_tick.as_nanos().max(1);
-        store.set_epoch_deadline((handler.limits.timeout.as_nanos().div_ceil(tick) + 1) as u64);
+        store.set_epoch_deadline((timeout.as_nanos().div_ceil(tick) + 1) as u64);
         if self.fuel_metering {
             // Cannot fail: fuel metering is on for this engine.
             let _ = store.set_fuel(handler.limits.fuel.unwrap_or(u64::MAX));
@@ -391,55 +445,91 @@ impl Sandbox {
         store
     }
 
-    fn entry(
+    async fn entry(
         &self,
         store: &mut Store<InvocationState>,
         handler: &Handler,
     ) -> wasmtime::Result<Entry> {
-        let instance = handler.pre.instantiate(&mut *store)?;
-        let export = &handler.export;
-        Ok(match handler.shape {
-            Shape::SignalTenantContext => {
-                Entry::SignalTenantContext(instance.get_typed_func(&mut *store, export)?)
-            }
-            Shape::SignalContext => {
-                Entry::SignalContext(instance.get_typed_func(&mut *store, export)?)
-            }
-            Shape::Signal => Entry::Signal(instance.get_typed_func(&mut *store, export)?),
-        })
+        let instance = handler.pre.instantiate_async(&mut *store).await?;
+        typed_entry(store, &instance, handler)
     }
 
-    fn call(
+    async fn call(
         &self,
         store: &mut Store<InvocationState>,
         handler: &Handler,
         signal: &Signal,
         delivery: &DeliveryContext,
     ) -> Result<HandlerResult, Failure> {
-        let entry = self.entry(store, handler).map_err(Failure::Instantiate)?;
+        let entry = self
+            .entry(store, handler)
+            .await
+            .map_err(Failure::Instantiate)?;
         let wit_signal = wit_signal(signal);
         let result = match entry {
             Entry::SignalTenantContext(f) => {
                 let context = wit_context(handler, signal, delivery);
-                f.call(&mut *store, (wit_signal, signal.tenant.clone(), context))
+                f.call_async(&mut *store, (wit_signal, signal.tenant.clone(), context))
+                    .await
             }
             Entry::SignalContext(f) => {
                 let context = wit_context(handler, signal, delivery);
-                f.call(&mut *store, (wit_signal, context))
+                f.call_async(&mut *store, (wit_signal, context)).await
             }
-            Entry::Signal(f) => f.call(&mut *store, (wit_signal,)),
+            Entry::Signal(f) => f.call_async(&mut *store, (wit_signal,)).await,
         };
         result.map_err(Failure::Call)
     }
 
-    /// Instantiates `handler` once and type-checks its export; see `load_bytes`.
+    /// Instantiates `handler` once, under its limits, and type-checks its
+    /// export; see `load_bytes`. The load budget bounds it as the wall-clock
+    /// limit bounds an invocation, so a start function that loops or waits
+    /// is refused within that time.
     fn smoke_test(&self, handler: &Handler) -> Result<(), String> {
         let output = CapturedOutput::new(0);
-        let mut store = self.new_store(handler, "", &output);
-        match self.entry(&mut store, handler) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("{e:#}")),
-        }
+        let timeout = self.config.load_timeout;
+        let mut store = self.new_store(handler, "", &output, timeout);
+        let instantiated = block_on(async {
+            tokio::time::timeout(timeout, handler.pre.instantiate_async(&mut store)).await
+        });
+        let timed_out = || {
+            format!(
+                "timed out after {} ms while running its start function \
+                 (the host's load budget, `[sandbox] load_timeout_ms`)",
+                timeout.as_millis()
+            )
+        };
+        let instance = match instantiated {
+            Ok(Ok(instance)) => instance,
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => {
+                return Err(match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => timed_out(),
+                    Some(Trap::OutOfFuel) => {
+                        "ran out of fuel while running its start function".into()
+                    }
+                    _ if store.data().memory.exceeded => format!(
+                        "its start function grew memory past the limit of {} MiB (`memory_mib`)",
+                        handler.limits.memory_bytes >> 20
+                    ),
+                    _ => match exit_status(&e) {
+                        Some(code) => format!(
+                            "its start function called exit({code}) (a handler returns instead)"
+                        ),
+                        None => format!("its start function failed: {}", describe_error(&e)),
+                    },
+                });
+            }
+        };
+        typed_entry(&mut store, &instance, handler)
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "its export does not match {}: {}",
+                    handler.shape.describe(),
+                    describe_error(&e)
+                )
+            })
     }
 
     fn check_limits(&self, limits: &Limits) -> Result<(), String> {
@@ -460,19 +550,76 @@ impl Sandbox {
     }
 }
 
+/// The handler's export on `instance`, typed for its shape.
+fn typed_entry(
+    store: &mut Store<InvocationState>,
+    instance: &wasmtime::component::Instance,
+    handler: &Handler,
+) -> wasmtime::Result<Entry> {
+    let export = &handler.export;
+    Ok(match handler.shape {
+        Shape::SignalTenantContext => {
+            Entry::SignalTenantContext(instance.get_typed_func(&mut *store, export)?)
+        }
+        Shape::SignalContext => Entry::SignalContext(instance.get_typed_func(&mut *store, export)?),
+        Shape::Signal => Entry::Signal(instance.get_typed_func(&mut *store, export)?),
+    })
+}
+
 fn classify(failure: Failure, memory_exceeded: bool) -> Outcome {
     let (error, instantiating) = match failure {
         Failure::Instantiate(e) => (e, true),
         Failure::Call(e) => (e, false),
+        Failure::Deadline => return Outcome::Timeout,
     };
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Outcome::Timeout,
         Some(Trap::OutOfFuel) => Outcome::FuelExhausted,
         _ if memory_exceeded => Outcome::MemoryExceeded,
         Some(_) => Outcome::Trap(describe_error(&error)),
-        None if instantiating => Outcome::HostError(describe_error(&error)),
-        None => Outcome::Trap(describe_error(&error)),
+        None => match exit_status(&error) {
+            // `wasi:cli/exit`: the guest ended itself instead of returning.
+            // Status 0 says it is done, as it would for a process; any other
+            // status is a failure worth a retry, like a trap.
+            Some(0) => Outcome::Ok,
+            Some(code) => Outcome::Trap(format!(
+                "the handler called exit({code}) instead of returning"
+            )),
+            None if instantiating => Outcome::HostError(describe_error(&error)),
+            None => Outcome::Trap(describe_error(&error)),
+        },
     }
+}
+
+/// The status of a `wasi:cli/exit` call, if that is what ended the guest.
+fn exit_status(error: &wasmtime::Error) -> Option<i32> {
+    error
+        .downcast_ref::<wasmtime_wasi::I32Exit>()
+        .map(|exit| exit.0)
+}
+
+/// Runs `future` to its end on a runtime of its own, for the callers that are
+/// not async (loading, `invoke_blocking`). Inside a runtime, where a nested
+/// one may not block, it runs on a thread of its own.
+fn block_on<F: std::future::Future + Send>(future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    let run = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map(|runtime| runtime.block_on(future))
+    };
+    let result = if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|scope| scope.spawn(run).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    } else {
+        run()
+    };
+    // Building a current-thread runtime fails only when the process is out of
+    // file descriptors or memory; nothing sensible can go on then.
+    result.unwrap_or_else(|e| panic!("cannot build a tokio runtime: {e}"))
 }
 
 /// The error's chain on one line, without the wasm backtrace: a stack of
