@@ -1,27 +1,37 @@
 //! Delivery workers: claim due deliveries in batches, run each in the sandbox,
 //! and record the results in batches (DESIGN.md §4).
 //!
-//! Three kinds of thread share the work, so that neither the database nor the
+//! Three stages share the work, so that neither the database nor the
 //! sandbox waits on the other:
 //!
 //! ```text
-//! fetcher ──claimed deliveries──► invokers (N) ──results──► completer
-//!    ▲  claims up to `max_in_flight`     │ Sandbox::invoke     │ one transaction
-//!    └──────── wake (emit, completions) ◄┴─────────────────────┘ per batch
+//! fetcher ──claimed deliveries──► dispatcher ──► invocations ──results──► completer
+//!    ▲  claims up to `max_in_flight`   │ slots.rs    (tokio tasks)           │ one transaction
+//!    └──────── wake (emit, completions) ◄┴──────────────────────────────────┘ per batch
 //! ```
+//!
+//! Invocations are futures on a tokio runtime of `threads` threads (see
+//! `sandbox` for why). A guest waiting in a host call is a suspended future
+//! and holds no thread, so the others keep running; it does hold one of the
+//! `threads + max_waiting` invocation slots, which the dispatcher shares
+//! fairly between tenants ([`slots`]). A delivery waiting for a slot has not
+//! started and is charged no attempt.
 //!
 //! Retries are decided here ([`decide`]): ok completes the delivery with its
 //! directives, a permanent error discards it, anything else is retried with
 //! backoff until the attempts run out. A worker that dies holds its
 //! deliveries only until their lease expires; the next claim rescues them.
 
-use std::panic::AssertUnwindSafe;
+mod slots;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use tokio::task::JoinSet;
 
 use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
@@ -29,11 +39,17 @@ use crate::sandbox::{DeliveryContext, Invocation, Outcome, Sandbox};
 use crate::store::{ClaimedDelivery, Decision, DeliveryResult, FinishOutcome, Store};
 use crate::threads::ThreadGroup;
 use crate::wake::Wake;
+use slots::Slots;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Threads that run handlers; the number of cores by default.
     pub threads: usize,
+    /// Invocations that may be in flight beyond `threads`: guests suspended
+    /// in a host call (waiting on a timer, say) hold one of these slots and
+    /// no thread. Past `threads + max_waiting`, claimed deliveries wait in
+    /// this process, uncharged. Bounded by the sandbox's instance pool.
+    pub max_waiting: usize,
     /// Deliveries claimed in one query.
     pub batch_size: usize,
     /// Deliveries claimed but not yet finished, at most.
@@ -53,6 +69,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_waiting: 32,
             batch_size: 256,
             max_in_flight: 1024,
             lease: Duration::from_secs(300),
@@ -97,8 +114,13 @@ impl Workers {
         let stopping = group.stopping();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let room_wanted = Arc::new(AtomicBool::new(false));
-        let (jobs_tx, jobs_rx) = bounded::<Job>(config.max_in_flight);
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(config.max_in_flight.max(1));
         let (results_tx, results_rx) = unbounded::<DeliveryResult>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name("sighost-invoke")
+            .enable_time()
+            .build()?;
 
         group.spawn("sighost-fetch", {
             let (deps, config, name, stopping) =
@@ -116,15 +138,20 @@ impl Workers {
                 )
             }
         })?;
-        for i in 0..config.threads.max(1) {
-            group.spawn(&format!("sighost-invoke-{i}"), {
-                let (deps, config, name, stopping) =
-                    (deps.clone(), config.clone(), name.clone(), stopping.clone());
-                let (jobs_rx, results_tx) = (jobs_rx.clone(), results_tx.clone());
-                move || invoke_loop(&deps, &config, &name, &stopping, jobs_rx, results_tx)
-            })?;
-        }
-        drop(results_tx);
+        group.spawn("sighost-dispatch", {
+            let slots = invocation_slots(&deps, &config);
+            let invoker = Arc::new(Invoker {
+                deps: deps.clone(),
+                config: config.clone(),
+                name,
+            });
+            move || {
+                runtime.block_on(dispatch(invoker, slots, &stopping, jobs_rx, results_tx));
+                // Invocations cut off at their deadline may leave timers
+                // behind; they hold nothing of the store's.
+                runtime.shutdown_background();
+            }
+        })?;
         group.spawn("sighost-complete", move || {
             complete(&deps, &config, &in_flight, &room_wanted, results_rx)
         })?;
@@ -146,7 +173,7 @@ fn fetch(
     stopping: &AtomicBool,
     in_flight: &AtomicUsize,
     room_wanted: &AtomicBool,
-    jobs: Sender<Job>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
 ) {
     while !stopping.load(Ordering::SeqCst) {
         let room = config
@@ -167,7 +194,7 @@ fn fetch(
                     let leased_until = now + config.lease;
                     for claimed in batch {
                         if jobs
-                            .send(Job {
+                            .blocking_send(Job {
                                 claimed,
                                 leased_until,
                             })
@@ -187,27 +214,126 @@ fn fetch(
     }
 }
 
-fn invoke_loop(
-    deps: &WorkerDeps,
-    config: &WorkerConfig,
-    name: &str,
+/// How many invocations may be in flight at once: running ones and waiting
+/// ones, within what the sandbox's instance pool holds.
+fn invocation_slots(deps: &WorkerDeps, config: &WorkerConfig) -> usize {
+    let wanted = config.threads.max(1) + config.max_waiting;
+    let pool = deps.sandbox.config().max_concurrent_instances as usize;
+    if wanted > pool {
+        tracing::warn!(
+            wanted,
+            pool,
+            "workers.threads + workers.max_waiting is above the sandbox's instance pool; \
+             using the pool's size"
+        );
+    }
+    wanted.min(pool).max(1)
+}
+
+/// What every invocation task needs, shared.
+struct Invoker {
+    deps: WorkerDeps,
+    config: WorkerConfig,
+    /// This process's worker name, recorded on claims and attempts.
+    name: String,
+}
+
+/// Hands claimed deliveries to invocation tasks as slots free up, fairly by
+/// tenant, and passes their results on. Ends when the fetcher is gone and
+/// every job is done or put back.
+async fn dispatch(
+    invoker: Arc<Invoker>,
+    capacity: usize,
     stopping: &AtomicBool,
-    jobs: Receiver<Job>,
+    mut jobs: tokio::sync::mpsc::Receiver<Job>,
     results: Sender<DeliveryResult>,
 ) {
-    // Ends when the fetcher is gone and the queue is empty.
-    for Job {
-        claimed,
-        leased_until,
-    } in jobs
-    {
-        let result = if stopping.load(Ordering::SeqCst) {
-            release(&claimed, name, (deps.clock)())
-        } else {
-            run(deps, config, name, &claimed, leased_until)
-        };
-        if results.send(result).is_err() {
+    let mut slots: Slots<Job> = Slots::new(capacity);
+    let mut running: JoinSet<DeliveryResult> = JoinSet::new();
+    // What a task's result needs if the task panics, and whose slot it holds.
+    let mut started: HashMap<tokio::task::Id, (String, ClaimedKey)> = HashMap::new();
+    let mut fetcher_gone = false;
+    loop {
+        if stopping.load(Ordering::SeqCst) {
+            let now = (invoker.deps.clock)();
+            for job in slots.drain() {
+                let _ = results.send(release(&job.claimed, &invoker.name, now));
+            }
+        }
+        while let Some((tenant, job)) = slots.next() {
+            let key = ClaimedKey::of(&job.claimed);
+            let task = running.spawn({
+                let invoker = invoker.clone();
+                async move { run(&invoker, job).await }
+            });
+            started.insert(task.id(), (tenant, key));
+        }
+        if fetcher_gone && slots.is_idle() {
             return;
+        }
+        tokio::select! {
+            job = jobs.recv(), if !fetcher_gone => match job {
+                Some(job) => {
+                    let tenant = job.claimed.signal.tenant.clone();
+                    slots.push(&tenant, job);
+                }
+                None => fetcher_gone = true,
+            },
+            Some(done) = running.join_next_with_id() => {
+                let (id, result) = match done {
+                    Ok((id, result)) => (id, Ok(result)),
+                    Err(error) => (error.id(), Err(error)),
+                };
+                let Some((tenant, key)) = started.remove(&id) else { continue };
+                slots.release(&tenant);
+                let result = result.unwrap_or_else(|_| key.host_panicked(&invoker));
+                let _ = results.send(result);
+            }
+        }
+    }
+}
+
+/// What identifies a claimed delivery's attempt, kept apart from the job.
+struct ClaimedKey {
+    delivery_id: i64,
+    attempt: u32,
+    max_attempts: u32,
+}
+
+impl ClaimedKey {
+    fn of(claimed: &ClaimedDelivery) -> Self {
+        Self {
+            delivery_id: claimed.delivery.id,
+            attempt: claimed.delivery.attempt,
+            max_attempts: claimed.delivery.max_attempts,
+        }
+    }
+
+    /// The result of an attempt whose task panicked: a host fault, retried
+    /// like one.
+    fn host_panicked(&self, invoker: &Invoker) -> DeliveryResult {
+        let now = (invoker.deps.clock)();
+        let outcome = Outcome::HostError("the host panicked while running the handler".into());
+        DeliveryResult {
+            delivery_id: self.delivery_id,
+            attempt: self.attempt,
+            worker: invoker.name.clone(),
+            error: Some(outcome.describe()),
+            outcome: outcome_label(&outcome).into(),
+            decision: decide(
+                &invoker.config.retry,
+                self.attempt,
+                self.max_attempts,
+                outcome,
+                Vec::new(),
+                now,
+            ),
+            handler_digest: String::new(),
+            started_at: now,
+            duration: Duration::ZERO,
+            fuel: None,
+            directive_count: 0,
+            output: String::new(),
         }
     }
 }
@@ -240,18 +366,21 @@ fn release(claimed: &ClaimedDelivery, worker: &str, at: DateTime<Utc>) -> Delive
     }
 }
 
-fn run(
-    deps: &WorkerDeps,
-    config: &WorkerConfig,
-    worker: &str,
-    claimed: &ClaimedDelivery,
-    leased_until: DateTime<Utc>,
-) -> DeliveryResult {
+async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
+    let Invoker {
+        deps,
+        config,
+        name: worker,
+    } = invoker;
+    let Job {
+        claimed,
+        leased_until,
+    } = job;
     let delivery = &claimed.delivery;
     let Some(handler) = deps.registry.get(&delivery.handler) else {
         // Kept, not lost: it runs when a handler of that name is back.
         tracing::debug!(handler = %delivery.handler, delivery = delivery.id, "handler not loaded; snoozing");
-        return release(claimed, worker, (deps.clock)() + config.snooze);
+        return release(&claimed, worker, (deps.clock)() + config.snooze);
     };
     // A delivery that waited in the queue too long to finish within its
     // lease goes back untouched: run now, it could be rescued and run by
@@ -265,7 +394,7 @@ fn run(
             delivery = delivery.id,
             "lease too short to run; putting it back"
         );
-        return release(claimed, worker, now);
+        return release(&claimed, worker, now);
     }
     let context = DeliveryContext {
         attempt: delivery.attempt,
@@ -274,23 +403,10 @@ fn run(
         packages: claimed.packages.clone(),
     };
     let started_at = (deps.clock)();
-    let started = Instant::now();
-    let invocation = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        deps.sandbox.invoke(&handler, &claimed.signal, &context)
-    }))
-    .unwrap_or_else(|_| Invocation {
-        outcome: Outcome::HostError("the host panicked while running the handler".into()),
-        directives: Vec::new(),
-        report: crate::sandbox::Report {
-            wall_time: started.elapsed(),
-            fuel_consumed: None,
-            peak_memory_bytes: 0,
-            directive_count: 0,
-            refused_directives: 0,
-            output: String::new(),
-            output_truncated: false,
-        },
-    });
+    let invocation: Invocation = deps
+        .sandbox
+        .invoke(&handler, &claimed.signal, &context)
+        .await;
     let now = (deps.clock)();
     let error = (!invocation.outcome.is_ok()).then(|| invocation.outcome.describe());
     if let Some(error) = &error {
