@@ -2,10 +2,16 @@
 //! `<name>.toml` manifest, is a handler; a [`Watcher`] keeps the registry in
 //! step with it while the host runs.
 //!
-//! - A new or changed file is compiled on the watcher's thread, never on a
+//! - A new or changed file is compiled on a thread of its own, never on a
 //!   delivery's, and swapped into the registry in one step. A delivery runs on
 //!   the `Arc<Handler>` it looked up, so one in flight finishes on the old
 //!   code and the next records the new digest.
+//! - Files load side by side and none waits for another: a large component
+//!   that takes half a minute to compile, or a hostile one whose start
+//!   function waits (cut off at the handler's wall-clock limit), delays no
+//!   other file; the watcher keeps scanning while they load. Loading threads
+//!   (and the compiler's) run at a lower CPU priority than deliveries, so a
+//!   compile takes the cores only when deliveries leave them idle.
 //! - A file that does not load leaves the previous version running; the
 //!   error is logged and kept in [`HandlerFiles`] for `sighost handlers`.
 //! - A removed file removes its handler: emit creates no new deliveries for
@@ -23,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -287,29 +294,55 @@ impl HandlerLoader {
     }
 
     /// Loads every `*.wasm` of `dir` that is new or changed since this loader
-    /// last saw it, and unloads those whose file is gone. Returns the files
-    /// that failed to load, each error naming its file.
+    /// last saw it, side by side, and unloads those whose file is gone.
+    /// Returns the files that failed to load, each error naming its file.
     pub(crate) fn load_dir(&self, dir: &Path) -> std::io::Result<Vec<LoadError>> {
-        self.scan(dir, &mut BTreeMap::new(), Settle::Now)
+        let to_load = self.scan(dir, &mut BTreeMap::new(), Settle::Now, &|_| false)?;
+        let queue = Mutex::new(to_load.into_iter());
+        let errors = Mutex::new(Vec::new());
+        let threads = to_load_threads(queue.lock().map_or(0, |q| q.len()));
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    crate::priority::lower_this_thread();
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                        let Some(file) = next else { break };
+                        if let Err(error) = self.load(&file) {
+                            errors.lock().unwrap_or_else(|p| p.into_inner()).push(error);
+                        }
+                    }
+                });
+            }
+        });
+        let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+        errors.sort_by_key(|e| e.to_string());
+        Ok(errors)
     }
 
-    /// One look at `dir`. `unsettled` carries the changes seen by the
-    /// previous scan, for [`Settle::TwoScans`].
+    /// One look at `dir`: unloads the handlers of removed files and returns
+    /// the files to load. `unsettled` carries the changes seen by the
+    /// previous scan, for [`Settle::TwoScans`]; files for which `loading`
+    /// is true are being loaded and are left alone until that ends.
     fn scan(
         &self,
         dir: &Path,
         unsettled: &mut BTreeMap<PathBuf, Option<Fingerprint>>,
         settle: Settle,
-    ) -> std::io::Result<Vec<LoadError>> {
+        loading: &dyn Fn(&Path) -> bool,
+    ) -> std::io::Result<Vec<PathBuf>> {
         let mut files = wasm_files(dir)?;
         for known in self.files.in_dir(dir) {
             if !files.contains(&known) {
                 files.push(known);
             }
         }
-        let mut errors = Vec::new();
+        let mut to_load = Vec::new();
         let mut seen_now = BTreeMap::new();
         for file in files {
+            if loading(&file) {
+                continue;
+            }
             let current = Fingerprint::of(&file);
             let seen_last_scan = unsettled.get(&file).copied();
             match step(
@@ -322,13 +355,21 @@ impl HandlerLoader {
                 Step::Wait => {
                     seen_now.insert(file, current);
                 }
-                Step::Load => errors.extend(self.load(&file).err()),
+                Step::Load => to_load.push(file),
                 Step::Unload => self.unload(&file),
             }
         }
         *unsettled = seen_now;
-        Ok(errors)
+        Ok(to_load)
     }
+}
+
+/// Threads that load `files` files side by side: enough that a few slow or
+/// hostile files cannot hold the others back, few enough that a directory
+/// of a thousand does not start a thousand compiles at once.
+fn to_load_threads(files: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    files.min((2 * cores).max(8))
 }
 
 /// Watches a handlers directory on a thread of its own until stopped.
@@ -367,14 +408,26 @@ fn watch(
     wake: &Wake,
 ) {
     let mut unsettled = BTreeMap::new();
+    // Loads under way, each on a thread of its own: the scans go on while a
+    // file compiles or its start function runs.
+    let mut loading: BTreeMap<PathBuf, JoinHandle<()>> = BTreeMap::new();
     // A directory that cannot be read is reported once, not twice a second.
     let mut unreadable: Option<String> = None;
     while !stopping.load(Ordering::SeqCst) {
-        match loader.scan(dir, &mut unsettled, Settle::TwoScans) {
-            Ok(errors) => {
+        loading.retain(|_, load| !load.is_finished());
+        let busy = |file: &Path| loading.contains_key(file);
+        match loader.scan(dir, &mut unsettled, Settle::TwoScans, &busy) {
+            Ok(to_load) => {
                 unreadable = None;
-                for error in errors {
-                    tracing::error!(%error, "handler not loaded; its previous version, if any, keeps running");
+                for file in to_load {
+                    match start_load(loader, &file) {
+                        Ok(load) => {
+                            loading.insert(file, load);
+                        }
+                        Err(error) => {
+                            tracing::warn!(file = %file.display(), %error, "cannot start a thread to load it; trying again")
+                        }
+                    }
                 }
             }
             Err(error) => {
@@ -387,6 +440,24 @@ fn watch(
         }
         wake.wait(interval);
     }
+    // Each load is bounded: compiling, and the start function within the
+    // handler's wall-clock limit.
+    for (_, load) in loading {
+        let _ = load.join();
+    }
+}
+
+/// Loads `file` on a thread of its own, logging a failure.
+fn start_load(loader: &HandlerLoader, file: &Path) -> std::io::Result<JoinHandle<()>> {
+    let (loader, file) = (loader.clone(), file.to_owned());
+    std::thread::Builder::new()
+        .name("sighost-load".into())
+        .spawn(move || {
+            crate::priority::lower_this_thread();
+            if let Err(error) = loader.load(&file) {
+                tracing::error!(%error, "handler not loaded; its previous version, if any, keeps running");
+            }
+        })
 }
 
 #[cfg(test)]
