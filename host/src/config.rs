@@ -21,8 +21,18 @@
 //! output_kib = 64
 //! causation_depth = 16
 //!
+//! [sandbox]                      # the instance pool, sized at start
+//! max_instances = 64             # instances alive at once (all handlers)
+//! max_memory_mib = 256           # a pool slot's memory: the most a manifest may give
+//! max_core_instances_per_component = 16
+//! max_memories_per_component = 2
+//! max_tables_per_component = 8
+//! max_table_elements = 20_000
+//! load_timeout_ms = 2000         # a load's start function, whatever the manifest says
+//!
 //! [workers]                      # delivery workers
 //! threads = 4                    # default: one per core
+//! max_waiting = 32               # invocations suspended in host calls, beyond threads
 //! batch_size = 256
 //! lease_ms = 300_000
 //! poll_interval_ms = 200
@@ -123,6 +133,7 @@ pub struct Config {
     pub store: Option<String>,
     pub handlers_dir: PathBuf,
     pub limits: LimitsSection,
+    pub sandbox: SandboxSection,
     pub workers: WorkersSection,
     pub runner: RunnerSection,
     /// Directive name (or [`CATCH_ALL_EXECUTOR`]) → how it is performed.
@@ -144,6 +155,7 @@ impl std::fmt::Debug for Config {
             .field("store", &self.store.as_ref().map(|_| "<redacted>"))
             .field("handlers_dir", &self.handlers_dir)
             .field("limits", &self.limits)
+            .field("sandbox", &self.sandbox)
             .field("workers", &self.workers)
             .field("runner", &self.runner)
             .field("executors", &self.executors)
@@ -162,6 +174,7 @@ impl Default for Config {
             store: None,
             handlers_dir: PathBuf::from("./handlers"),
             limits: LimitsSection::default(),
+            sandbox: SandboxSection::default(),
             workers: WorkersSection::default(),
             runner: RunnerSection::default(),
             executors: BTreeMap::new(),
@@ -187,11 +200,26 @@ pub struct LimitsSection {
     pub causation_depth: Option<u32>,
 }
 
+/// `[sandbox]`: the instance pool. Its slots are reserved for the maximum,
+/// so raise these only as far as your handlers need.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    pub max_instances: Option<u32>,
+    pub max_memory_mib: Option<u64>,
+    pub max_core_instances_per_component: Option<u32>,
+    pub max_memories_per_component: Option<u32>,
+    pub max_tables_per_component: Option<u32>,
+    pub max_table_elements: Option<usize>,
+    pub load_timeout_ms: Option<u64>,
+}
+
 /// `[workers]`: the delivery workers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkersSection {
     pub threads: Option<usize>,
+    pub max_waiting: Option<usize>,
     pub batch_size: Option<usize>,
     pub lease_ms: Option<u64>,
     pub poll_interval_ms: Option<u64>,
@@ -443,6 +471,29 @@ impl Config {
         if let Some(depth) = l.causation_depth {
             base.limits.causation_depth = depth;
         }
+        let p = &self.sandbox;
+        if let Some(mib) = p.max_memory_mib {
+            base.max_memory_bytes = mib.saturating_mul(1 << 20);
+        }
+        if let Some(instances) = p.max_instances {
+            base.max_concurrent_instances = instances;
+        }
+        if let Some(ms) = p.load_timeout_ms {
+            base.load_timeout = Duration::from_millis(ms);
+        }
+        let pool = &mut base.pool;
+        if let Some(n) = p.max_core_instances_per_component {
+            pool.core_instances_per_component = n;
+        }
+        if let Some(n) = p.max_memories_per_component {
+            pool.memories_per_component = n;
+        }
+        if let Some(n) = p.max_tables_per_component {
+            pool.tables_per_component = n;
+        }
+        if let Some(n) = p.max_table_elements {
+            pool.table_elements = n;
+        }
         // The pooled memory slots must hold the host's own limit.
         base.max_memory_bytes = base.max_memory_bytes.max(base.limits.memory_bytes);
         base
@@ -453,6 +504,9 @@ impl Config {
         let workers = &mut host.workers;
         if let Some(threads) = w.threads {
             workers.threads = threads;
+        }
+        if let Some(waiting) = w.max_waiting {
+            workers.max_waiting = waiting;
         }
         if let Some(size) = w.batch_size {
             workers.batch_size = size;
@@ -548,8 +602,30 @@ impl Config {
         positive("limits.directive_payload_kib", l.directive_payload_kib)?;
         positive("limits.output_kib", l.output_kib)?;
         positive("limits.causation_depth", l.causation_depth)?;
+        let p = &self.sandbox;
+        positive("sandbox.max_instances", p.max_instances)?;
+        positive("sandbox.max_memory_mib", p.max_memory_mib)?;
+        positive("sandbox.load_timeout_ms", p.load_timeout_ms)?;
+        positive(
+            "sandbox.max_core_instances_per_component",
+            p.max_core_instances_per_component,
+        )?;
+        positive(
+            "sandbox.max_memories_per_component",
+            p.max_memories_per_component,
+        )?;
         let w = &self.workers;
         positive("workers.threads", w.threads)?;
+        // Every invocation in flight, running or waiting, holds an instance.
+        let host = self.host_config();
+        let in_flight = host.workers.threads + host.workers.max_waiting;
+        let pool = host.sandbox.max_concurrent_instances as usize;
+        if in_flight > pool {
+            return Err(format!(
+                "`workers.threads` + `workers.max_waiting` is {in_flight}, above the {pool} \
+                 instances of the sandbox's pool; lower them or raise `sandbox.max_instances`"
+            ));
+        }
         positive("workers.batch_size", w.batch_size)?;
         positive("workers.lease_ms", w.lease_ms)?;
         positive("workers.poll_interval_ms", w.poll_interval_ms)?;
