@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod postgres;
 
 pub mod host_helpers;
+pub mod server;
 
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));

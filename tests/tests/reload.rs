@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -18,115 +17,12 @@ use serde_json::{Value, json};
 use sighost::sandbox::digest;
 use sighost::store::{Delivery, DeliveryFilter, DeliveryState, DirectiveFilter, NewSignal};
 use sighost::{HostConfig, Sighost};
+use sighost_tests::guest;
 use sighost_tests::host_helpers::{Scratch, install, wait_for};
-use sighost_tests::{guest, sighost_binary};
+use sighost_tests::server::{Server, cli, error_about, field, loaded, message};
 
 const TENANT: &str = "org_reload";
 const MANIFEST: &str = "subscriptions = ['reload.*']\ndirectives = ['bench.noop']\n";
-
-/// A `sighost run` child process logging JSON lines to a file.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(data: &Path, handlers: &Path, label: &str) -> Self {
-        let log = data.join(format!("{label}.log"));
-        let child = Command::new(sighost_binary())
-            .arg("--data-dir")
-            .arg(data)
-            .args([
-                "--log-json",
-                "run",
-                "--workers",
-                "1",
-                "--fast-retries",
-                "--handlers",
-            ])
-            .arg(handlers)
-            // Tests run side by side: no HTTP API, so no port to share.
-            .args(["--listen", ""])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn sighost run");
-        let server = Self { child, log };
-        server.wait_for_log("the host to start", |line| {
-            message(line) == "sighost is running"
-        });
-        server
-    }
-
-    /// Every JSON line logged so far.
-    fn log(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-
-    fn wait_for_log(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        wait_for(what, |last| {
-            let log = self.log();
-            *last = format!("{} log lines", log.len());
-            log.into_iter().find(&matches)
-        })
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("poll the child").is_none()
-    }
-
-    /// SIGTERM, as an operator stops it; it must exit cleanly.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("send SIGTERM");
-        let status = self.child.wait().expect("reap sighost run");
-        assert!(status.success(), "a graceful stop exits 0: {status}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A failing test must not leave the child running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn message(line: &Value) -> &str {
-    line["fields"]["message"].as_str().unwrap_or_default()
-}
-
-fn field<'a>(line: &'a Value, name: &str) -> &'a str {
-    line["fields"][name].as_str().unwrap_or_default()
-}
-
-fn loaded(line: &Value, handler: &str, digest: &str) -> bool {
-    message(line) == "handler loaded"
-        && field(line, "handler") == handler
-        && field(line, "digest") == digest
-}
-
-/// An ERROR line whose error mentions every one of `words`.
-fn error_about(line: &Value, words: &[&str]) -> bool {
-    line["level"] == "ERROR" && words.iter().all(|w| field(line, "error").contains(w))
-}
-
-/// Runs the `sighost` CLI on `data`.
-fn cli(data: &Path, args: &[&str]) -> Output {
-    Command::new(sighost_binary())
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .expect("run sighost")
-}
 
 /// A host on the test's side of `data`, with `handlers` loaded as they are
 /// now, and the test tenant.
@@ -199,7 +95,7 @@ fn a_swapped_handler_runs_new_deliveries_and_finishes_in_flight_ones_on_the_old_
     let wasm = install(&handlers, "swap", &guest("slow"), MANIFEST);
     let (old, new) = (wasm_digest(&guest("slow")), wasm_digest(&guest("trivial")));
     let host = library_host(&data, &handlers);
-    let server = Server::start(&data, &handlers, "run");
+    let server = Server::start(&data, &handlers, "run", 1);
 
     // Emit faster than one worker runs version 1, so that deliveries are in
     // flight and queued whenever the swap lands, however long it compiles.
@@ -278,7 +174,7 @@ fn garbage_and_forbidden_imports_are_reported_and_the_other_handlers_keep_workin
     let good = install(&handlers, "good", &guest("trivial"), MANIFEST);
     let good_digest = wasm_digest(&good);
     let host = library_host(&data, &handlers);
-    let mut server = Server::start(&data, &handlers, "run");
+    let mut server = Server::start(&data, &handlers, "run", 1);
 
     let garbage = handlers.join("garbage.wasm");
     std::fs::write(&garbage, b"this is not a WebAssembly module").expect("write garbage");
@@ -406,7 +302,7 @@ fn a_removed_handler_keeps_its_pending_deliveries_until_it_is_back() {
     let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
     let wasm = install(&handlers, "keeper", &guest("trivial"), MANIFEST);
     let host = library_host(&data, &handlers);
-    let server = Server::start(&data, &handlers, "run");
+    let server = Server::start(&data, &handlers, "run", 1);
 
     std::fs::remove_file(&wasm).expect("remove the handler");
     server.wait_for_log("the removal to be noticed", |l| {
@@ -457,7 +353,7 @@ fn a_removed_handler_keeps_its_pending_deliveries_until_it_is_back() {
 fn a_module_still_being_written_is_loaded_once_complete() {
     let scratch = Scratch::new("reload-slow-write");
     let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
-    let server = Server::start(&data, &handlers, "run");
+    let server = Server::start(&data, &handlers, "run", 1);
 
     // Written in pieces over about 2.5 s: every scan sees a new size.
     let bytes = std::fs::read(guest("trivial")).expect("read component");
@@ -512,11 +408,11 @@ fn a_restart_loads_handlers_from_the_compiled_cache() {
     install(&handlers, "first", &guest("trivial"), MANIFEST);
     install(&handlers, "second", &guest("slow"), MANIFEST);
 
-    Server::start(&data, &handlers, "run-1").stop();
+    Server::start(&data, &handlers, "run-1", 1).stop();
     let compiled = compiled_entries(&data.join("cache"));
     assert!(!compiled.is_empty(), "the first start fills the cache");
 
-    let server = Server::start(&data, &handlers, "run-2");
+    let server = Server::start(&data, &handlers, "run-2", 1);
     for name in ["first", "second"] {
         server.wait_for_log("the handler to load", |l| {
             message(l) == "handler loaded" && field(l, "handler") == name
