@@ -183,12 +183,15 @@ fn invoke_section(runs: usize, bare_invoke_us: &mut Option<f64>) -> String {
     let ratio = result.rows[0].1.median() / bare_tuned_us;
     let _ = writeln!(
         text,
-        "\nsighost / bare wasmtime with the same pool tuning: **{ratio:.2}×** (goal ≤ 1.5×: {}). \
-         sighost does per call what the bare embedding skips: the epoch deadline, the memory \
-         limiter and its peak, captured and redacted output, the directive checks (name, size, \
-         key, payload JSON), and the context built from the delivery. The native row runs the \
-         handler's Rust code under the SDK's test harness: no sandbox at all.",
-        goal(ratio <= 1.5)
+        "\nsighost / bare wasmtime with the same pool tuning: **{ratio:.2}×** (goal ≤ 1.3×: {}). \
+         Every wasmtime row calls the component in wasmtime's async mode (a fiber per call, WASI \
+         linked asynchronously), as sighost must for its wall-clock limit to hold while a guest \
+         waits in a host call. sighost does per call what the bare embedding skips: the epoch \
+         deadline and the timer beside it, the memory limiter and its peak, captured and \
+         redacted output, the directive checks (name, size, key, payload JSON), and the context \
+         built from the delivery. The native row runs the handler's Rust code under the SDK's \
+         test harness: no sandbox at all.",
+        goal(ratio <= 1.3)
     );
     text
 }
