@@ -42,7 +42,7 @@ pub enum EmitError {
     Store(#[from] StoreError),
 }
 
-/// Checks a signal against DESIGN.md §1 without touching the store.
+/// Checks a signal against ARCHITECTURE.md §1 without touching the store.
 pub fn validate(signal: &NewSignal, limits: &Limits) -> Result<(), EmitError> {
     check_tenant_id(&signal.tenant).map_err(|e| EmitError::Invalid(e.to_string()))?;
     check_name(&signal.name).map_err(EmitError::Invalid)?;
@@ -142,15 +142,18 @@ impl Emitter {
         let mut batch = Vec::with_capacity(signals.len());
         for signal in signals {
             validate(&signal, &self.limits)?;
-            if let Some(cause) = &signal.causation_id
-                && let Some(depth) = self.store.signal_depth(cause)?
-                && depth + 1 > self.limits.causation_depth
-            {
-                return Err(EmitError::DepthExceeded {
-                    name: signal.name,
-                    depth: depth + 1,
-                    limit: self.limits.causation_depth,
-                });
+            if let Some(cause) = &signal.causation_id {
+                // The same rule as the store's, and asked of the emitting
+                // tenant only: another tenant's signal id counts as unknown.
+                let depth =
+                    crate::rules::causation_depth(self.store.signal_depth(&signal.tenant, cause)?);
+                if depth > self.limits.causation_depth {
+                    return Err(EmitError::DepthExceeded {
+                        name: signal.name,
+                        depth,
+                        limit: self.limits.causation_depth,
+                    });
+                }
             }
             let targets = self.registry.targets_for(&signal.name);
             batch.push((signal, targets));

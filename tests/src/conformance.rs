@@ -1,4 +1,4 @@
-//! One conformance suite for the store contract (`sighost::store::Store`, DESIGN.md §8),
+//! One conformance suite for the store contract (`sighost::store::Store`, ARCHITECTURE.md §8),
 //! run against every implementation, as River does for its drivers.
 //!
 //! Each test is a plain function taking `&dyn Store` (or a [`TestDatabase`]
@@ -15,7 +15,7 @@
 //!
 //! Time is a parameter of every store method: the tests pin it with [`at`]
 //! and never sleep. They hold an implementation only to what the contract
-//! (the `Store` docs and DESIGN.md) says; where it is silent about order or
+//! (the `Store` docs and ARCHITECTURE.md) says; where it is silent about order or
 //! boundaries, they compare sets and stay off the boundary.
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,9 +28,9 @@ use serde_json::{Value, json};
 use sighost::sandbox::RequestedDirective;
 use sighost::signal::EntityRef;
 use sighost::store::{
-    ClaimedDelivery, Decision, Delivery, DeliveryFilter, DeliveryResult, DeliveryState,
-    DeliveryTarget, Directive, DirectiveDecision, DirectiveFilter, DirectiveState, EmitStatus,
-    Emitted, FinishOutcome, NewSignal, SignalFilter, Store, StoreError,
+    AttemptOutcome, ClaimedDelivery, Decision, Delivery, DeliveryFilter, DeliveryResult,
+    DeliveryState, DeliveryTarget, Directive, DirectiveDecision, DirectiveFilter, DirectiveState,
+    EmitStatus, Emitted, FinishOutcome, NewSignal, SignalFilter, Store, StoreError,
 };
 
 /// A database under test. Opening it twice gives two independent handles on
@@ -58,6 +58,7 @@ macro_rules! store_conformance_tests {
             returns_the_existing_signal_when_a_tenant_reuses_a_dedupe_key,
             dedupes_a_key_used_twice_in_one_batch,
             counts_causation_depth_from_the_causing_signal,
+            treats_a_cause_of_another_tenant_exactly_like_an_unknown_one,
             claims_only_due_deliveries_up_to_the_limit,
             hands_each_claimed_delivery_its_own_tenants_settings_and_packages,
             does_not_claim_a_delivery_again_while_its_lease_holds,
@@ -207,10 +208,16 @@ pub fn result(
     now: DateTime<Utc>,
 ) -> DeliveryResult {
     let (outcome, error) = match &decision {
-        Decision::Complete(_) => ("ok", None),
-        Decision::Retry { .. } => ("transient", Some("transient: upstream busy".to_owned())),
-        Decision::Discard => ("permanent", Some("permanent: bad input".to_owned())),
-        Decision::Snooze { .. } => ("released", None),
+        Decision::Complete(_) => (AttemptOutcome::Ok, None),
+        Decision::Retry { .. } => (
+            AttemptOutcome::Transient,
+            Some("transient: upstream busy".to_owned()),
+        ),
+        Decision::Discard => (
+            AttemptOutcome::Permanent,
+            Some("permanent: bad input".to_owned()),
+        ),
+        Decision::Snooze { .. } => (AttemptOutcome::Released, None),
     };
     let directive_count = match &decision {
         Decision::Complete(directives) => directives.len() as u32,
@@ -222,7 +229,7 @@ pub fn result(
         worker: worker.to_owned(),
         decision,
         handler_digest: "sha256:0123abcd".to_owned(),
-        outcome: outcome.to_owned(),
+        outcome,
         error,
         started_at: now,
         duration: Duration::from_micros(1500),
@@ -677,7 +684,12 @@ pub fn emits_a_signal_with_one_delivery_per_matching_target(store: &dyn Store) {
         std::slice::from_ref(&emitted.signal),
         "listed as returned"
     );
-    assert_eq!(store.signal_depth(&stored.id).expect("depth"), Some(0));
+    assert_eq!(
+        store
+            .signal_depth(&stored.tenant, &stored.id)
+            .expect("depth"),
+        Some(0)
+    );
 
     let mut deliveries = all_deliveries(store);
     deliveries.sort_by(|a, b| a.handler.cmp(&b.handler));
@@ -830,15 +842,49 @@ pub fn counts_causation_depth_from_the_causing_signal(store: &dyn Store) {
     let grandchild = emit(store, caused_by(&child.id), Vec::new(), at(2)).signal;
     let orphan = emit(store, caused_by("no-such-signal"), Vec::new(), at(3)).signal;
     assert_eq!(child.causation_id.as_deref(), Some(root.id.as_str()));
-    assert_eq!(store.signal_depth(&root.id).expect("depth"), Some(0));
-    assert_eq!(store.signal_depth(&child.id).expect("depth"), Some(1));
-    assert_eq!(store.signal_depth(&grandchild.id).expect("depth"), Some(2));
+    let depth = |id: &str| store.signal_depth("acme", id).expect("depth");
+    assert_eq!(depth(&root.id), Some(0));
+    assert_eq!(depth(&child.id), Some(1));
+    assert_eq!(depth(&grandchild.id), Some(2));
+    assert_eq!(depth(&orphan.id), Some(0), "an unknown cause adds nothing");
+    assert_eq!(depth("no-such-signal"), None);
+}
+
+pub fn treats_a_cause_of_another_tenant_exactly_like_an_unknown_one(store: &dyn Store) {
+    create_tenant(store, "acme");
+    create_tenant(store, "beta");
+    let root = emit(store, new_signal("beta", "test.root"), Vec::new(), at(0)).signal;
+    let child = emit(
+        store,
+        NewSignal {
+            causation_id: Some(root.id.clone()),
+            ..new_signal("beta", "test.caused")
+        },
+        Vec::new(),
+        at(1),
+    )
+    .signal;
+    // acme names beta's signal as its cause: its depth is 0, as for an id
+    // nobody has, and asking acme's depth of beta's signal finds nothing.
+    let borrowed = emit(
+        store,
+        NewSignal {
+            causation_id: Some(child.id.clone()),
+            ..new_signal("acme", "test.caused")
+        },
+        Vec::new(),
+        at(2),
+    )
+    .signal;
     assert_eq!(
-        store.signal_depth(&orphan.id).expect("depth"),
-        Some(0),
-        "an unknown cause adds nothing"
+        store.signal_depth("acme", &borrowed.id).expect("depth"),
+        Some(0)
     );
-    assert_eq!(store.signal_depth("no-such-signal").expect("depth"), None);
+    assert_eq!(store.signal_depth("acme", &child.id).expect("depth"), None);
+    assert_eq!(
+        store.signal_depth("beta", &child.id).expect("depth"),
+        Some(1)
+    );
 }
 
 pub fn emits_one_signal_per_dedupe_key_when_two_processes_race(database: &dyn TestDatabase) {
@@ -1116,7 +1162,7 @@ pub fn completes_a_delivery_and_writes_its_directives_with_the_deliverys_tenant(
         worker: "w".into(),
         decision: Decision::Complete(vec![plain.clone(), later.clone()]),
         handler_digest: "sha256:feed".into(),
-        outcome: "ok".into(),
+        outcome: AttemptOutcome::Ok,
         error: None,
         started_at: started,
         duration: Duration::from_micros(1_234),

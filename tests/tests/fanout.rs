@@ -447,6 +447,7 @@ fn replaying_a_signal_runs_its_handler_again_but_its_directive_only_once() {
                 ..SignalFilter::default()
             },
             Some("audit-trail"),
+            false,
             |done, total| progress.push((done, total)),
         )
         .expect("replay");
@@ -477,7 +478,12 @@ fn replay_naming_an_unknown_handler_is_refused() {
     let scratch = Scratch::new("fanout-replay-unknown");
     let handlers = scratch.subdir("handlers");
     let host = open_host(fast_config(scratch.path(), 3), &handlers);
-    let result = host.replay(&SignalFilter::default(), Some("no-such-handler"), |_, _| {});
+    let result = host.replay(
+        &SignalFilter::default(),
+        Some("no-such-handler"),
+        true,
+        |_, _| {},
+    );
     assert!(
         matches!(&result, Err(HostError::UnknownHandler(name)) if name == "no-such-handler"),
         "{result:?}"
@@ -558,7 +564,7 @@ fn a_fixed_idempotency_key_dedupes_across_signals_and_a_different_payload_is_a_c
     running.shutdown();
     assert_eq!(executor.total_calls(), 1);
 
-    // Every attempt keeps its error (DESIGN.md §4): the attempt that ran into
+    // Every attempt keeps its error (ARCHITECTURE.md §4): the attempt that ran into
     // the conflict is the one that failed.
     let attempts = host.store().attempts(conflicted.id).expect("attempts");
     assert_eq!(attempts.len(), 1, "{attempts:?}");
@@ -994,7 +1000,9 @@ fn a_directive_success_emits_one_deduplicated_directive_succeeded_signal() {
         })
     );
     assert_eq!(
-        host.store().signal_depth(&signal.id).expect("depth"),
+        host.store()
+            .signal_depth(&signal.tenant, &signal.id)
+            .expect("depth"),
         Some(1)
     );
 
@@ -1074,7 +1082,7 @@ fn a_handler_chained_on_directive_succeeded_stops_at_the_causation_depth_limit()
     for signal in &succeeded {
         let depth = host
             .store()
-            .signal_depth(&signal.id)
+            .signal_depth(&signal.tenant, &signal.id)
             .expect("depth")
             .expect("stored");
         assert!((1..=LIMIT).contains(&depth), "{depth}");

@@ -71,7 +71,7 @@ fn completion(
         directive_count: directives.len() as u32,
         decision: Decision::Complete(directives),
         handler_digest: "sha256:00".into(),
-        outcome: "ok".into(),
+        outcome: sighost::store::AttemptOutcome::Ok,
         error: None,
         started_at: at(1),
         duration: Duration::from_millis(1),

@@ -1,4 +1,4 @@
-//! `request-directive`: the only door out of the sandbox (DESIGN.md §5).
+//! `request-directive`: the only door out of the sandbox (ARCHITECTURE.md §5).
 //!
 //! Every request is checked at once and answered with a receipt or a
 //! `directive-error` value; a refused request is an answer, not a trap. Accepted
@@ -8,25 +8,13 @@
 use chrono::{DateTime, Utc};
 
 use super::bindings::types::{DirectiveError, DirectiveRequest, Receipt, ReceiptStatus};
+use crate::rules::{DirectiveMatch, match_directive};
 use crate::secrets::find_secret;
 use crate::signal::check_name;
+pub use crate::store::RequestedDirective;
 
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
-
-/// A directive a handler requested and the host accepted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestedDirective {
-    /// Assigned at request time and returned in the receipt.
-    pub id: String,
-    /// Always the invoking tenant: the guest has no way to name another.
-    pub tenant: String,
-    pub name: String,
-    /// A JSON object.
-    pub payload: serde_json::Value,
-    pub idempotency_key: String,
-    pub scheduled_at: Option<DateTime<Utc>>,
-}
 
 /// The requests of one invocation.
 #[derive(Debug)]
@@ -111,20 +99,24 @@ impl DirectiveBuffer {
             })
             .transpose()?;
 
-        if let Some(earlier) = self
+        let earlier = self
             .accepted
             .iter()
-            .find(|d| d.idempotency_key == idempotency_key)
-        {
-            if earlier.name == name && earlier.payload == payload {
+            .find(|d| d.idempotency_key == idempotency_key);
+        let held = earlier.map(|d| (d.name.as_str(), &d.payload));
+        match (match_directive(held, &name, &payload), earlier) {
+            (DirectiveMatch::Duplicate, Some(earlier)) => {
                 return Ok(Receipt {
                     directive_id: earlier.id.clone(),
                     status: ReceiptStatus::Duplicate,
                 });
             }
-            return Err(DirectiveError::Conflict(format!(
-                "idempotency key {idempotency_key:?} was already requested with another directive"
-            )));
+            (DirectiveMatch::Conflict, _) => {
+                return Err(DirectiveError::Conflict(format!(
+                    "idempotency key {idempotency_key:?} was already requested with another directive"
+                )));
+            }
+            _ => {}
         }
         if self.accepted.len() >= self.max_count as usize {
             return Err(DirectiveError::LimitExceeded(format!(

@@ -17,7 +17,7 @@ use crate::limits::Limits;
 /// The name every handler world exports.
 pub const EXPORT_NAME: &str = "handle-signal";
 
-/// Which of the three handler worlds a component targets (DESIGN.md §2).
+/// Which of the three handler worlds a component targets (ARCHITECTURE.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// `handle-signal(signal, tenant, context)`.

@@ -1,5 +1,5 @@
 //! The sandbox: runs one handler on one signal in a fresh wasmtime instance
-//! (DESIGN.md §7).
+//! (ARCHITECTURE.md §7).
 //!
 //! One [`Sandbox`] owns the engine (pooling allocator, epoch interruption,
 //! optional fuel), the linker (WASI that grants nothing, plus
@@ -54,7 +54,7 @@ pub use outcome::{Invocation, Outcome, Report};
 use output::CapturedOutput;
 pub use pool::PoolLimits;
 
-/// How the sandbox is built. The defaults are DESIGN.md's limits.
+/// How the sandbox is built. The defaults are the limits of ARCHITECTURE.md.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     /// Limits for handlers whose manifest does not override them.
@@ -381,7 +381,7 @@ impl Sandbox {
                 output_truncated,
             },
             // A failed attempt leaves no directive behind (the transactional
-            // outbox of DESIGN.md §5): the requests die with the attempt.
+            // outbox of ARCHITECTURE.md §5): the requests die with the attempt.
             directives: if outcome_ok {
                 state.directives.accepted
             } else {

@@ -6,7 +6,7 @@ use super::directives::RequestedDirective;
 
 /// How an invocation ended. Everything but `Ok` and `Permanent` is worth a
 /// retry: a timeout or a trap may come from a load spike or a transient bug,
-/// and the retry policy caps how often (DESIGN.md §4).
+/// and the retry policy caps how often (ARCHITECTURE.md §4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Ok,

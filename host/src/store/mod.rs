@@ -1,4 +1,4 @@
-//! The store contract (DESIGN.md §8): everything sighost keeps durably, behind
+//! The store contract (ARCHITECTURE.md §8): everything sighost keeps durably, behind
 //! one trait with one implementation per database.
 //!
 //! The contract is synchronous: the hot path runs on worker threads (the
@@ -23,7 +23,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::RequestedDirective;
 use crate::signal::{EntityRef, Signal};
 use crate::wake::Wake;
 
@@ -214,6 +213,97 @@ pub struct Delivery {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// How an attempt ended, as its record keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Ok,
+    /// The handler returned a transient error.
+    Transient,
+    /// The handler returned a permanent error.
+    Permanent,
+    Trap,
+    Timeout,
+    MemoryExceeded,
+    FuelExhausted,
+    /// The host could not run the handler.
+    HostError,
+    /// Put back unrun (shutdown, handler not loaded, lease too short); not
+    /// stored as an attempt.
+    Released,
+    /// The worker holding the lease stopped before finishing.
+    LeaseExpired,
+    /// The handler's directives conflicted with ones already written.
+    Conflict,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 11] = [
+        Self::Ok,
+        Self::Transient,
+        Self::Permanent,
+        Self::Trap,
+        Self::Timeout,
+        Self::MemoryExceeded,
+        Self::FuelExhausted,
+        Self::HostError,
+        Self::Released,
+        Self::LeaseExpired,
+        Self::Conflict,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Trap => "trap",
+            Self::Timeout => "timeout",
+            Self::MemoryExceeded => "memory_exceeded",
+            Self::FuelExhausted => "fuel_exhausted",
+            Self::HostError => "host_error",
+            Self::Released => "released",
+            Self::LeaseExpired => "lease_expired",
+            Self::Conflict => "conflict",
+        }
+    }
+
+    pub fn parse(text: &str) -> StoreResult<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.as_str() == text)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown attempt outcome {text:?}")))
+    }
+}
+
+impl std::fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads as its stored name: `attempt.outcome == "ok"`.
+impl PartialEq<&str> for AttemptOutcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// A directive a handler requested and the sandbox accepted, to be written
+/// when its delivery completes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestedDirective {
+    /// Assigned at request time and returned in the receipt.
+    pub id: String,
+    /// Always the invoking tenant: the guest has no way to name another.
+    pub tenant: String,
+    pub name: String,
+    /// A JSON object.
+    pub payload: serde_json::Value,
+    pub idempotency_key: String,
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
 /// One attempt of a delivery, kept whatever its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -221,7 +311,7 @@ pub struct Attempt {
     pub attempt: u32,
     pub worker: String,
     pub handler_digest: String,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
     pub duration_us: u64,
@@ -263,7 +353,7 @@ pub struct DeliveryResult {
     pub worker: String,
     pub decision: Decision,
     pub handler_digest: String,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub error: Option<String>,
     /// When the handler started: the end of the emit→start latency.
     pub started_at: DateTime<Utc>,
@@ -525,8 +615,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Emitted>>;
     fn signals(&self, filter: &SignalFilter) -> StoreResult<Vec<Signal>>;
-    /// Causation depth of a signal: 0 unless it was caused by another one.
-    fn signal_depth(&self, id: &str) -> StoreResult<Option<u32>>;
+    /// Causation depth of the signal `id` of `tenant` (0 unless another
+    /// caused it); `None` if the tenant has no such signal, whether or not
+    /// another tenant has.
+    fn signal_depth(&self, tenant: &str, id: &str) -> StoreResult<Option<u32>>;
 
     // Deliveries.
     /// Leases up to `limit` due deliveries (available or retryable and due, or

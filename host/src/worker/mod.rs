@@ -1,5 +1,5 @@
 //! Delivery workers: claim due deliveries in batches, run each in the sandbox,
-//! and record the results in batches (DESIGN.md §4).
+//! and record the results in batches (ARCHITECTURE.md §4).
 //!
 //! Three stages share the work, so that neither the database nor the
 //! sandbox waits on the other:
@@ -36,7 +36,9 @@ use tokio::task::JoinSet;
 use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
 use crate::sandbox::{DeliveryContext, Invocation, Outcome, Sandbox};
-use crate::store::{ClaimedDelivery, Decision, DeliveryResult, FinishOutcome, Store};
+use crate::store::{
+    AttemptOutcome, ClaimedDelivery, Decision, DeliveryResult, FinishOutcome, Store,
+};
 use crate::threads::ThreadGroup;
 use crate::wake::Wake;
 use slots::Slots;
@@ -319,7 +321,7 @@ impl ClaimedKey {
             attempt: self.attempt,
             worker: invoker.name.clone(),
             error: Some(outcome.describe()),
-            outcome: outcome_label(&outcome).into(),
+            outcome: attempt_outcome(&outcome),
             decision: decide(
                 &invoker.config.retry,
                 self.attempt,
@@ -356,7 +358,7 @@ fn release(claimed: &ClaimedDelivery, worker: &str, at: DateTime<Utc>) -> Delive
         worker: worker.to_owned(),
         decision: Decision::Snooze { at },
         handler_digest: String::new(),
-        outcome: "released".into(),
+        outcome: AttemptOutcome::Released,
         error: None,
         started_at: at,
         duration: Duration::ZERO,
@@ -415,7 +417,7 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
             attempt = delivery.attempt, %error, "delivery attempt failed"
         );
     }
-    let outcome = outcome_label(&invocation.outcome);
+    let outcome = attempt_outcome(&invocation.outcome);
     DeliveryResult {
         delivery_id: delivery.id,
         attempt: delivery.attempt,
@@ -429,7 +431,7 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
             now,
         ),
         handler_digest: handler.digest.clone(),
-        outcome: outcome.into(),
+        outcome,
         error,
         started_at,
         duration: invocation.report.wall_time,
@@ -439,17 +441,17 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
     }
 }
 
-/// The short name of an outcome, as stored on the attempt.
-pub fn outcome_label(outcome: &Outcome) -> &'static str {
+/// How an invocation's outcome is recorded on its attempt.
+pub fn attempt_outcome(outcome: &Outcome) -> AttemptOutcome {
     match outcome {
-        Outcome::Ok => "ok",
-        Outcome::Transient(_) => "transient",
-        Outcome::Permanent(_) => "permanent",
-        Outcome::Trap(_) => "trap",
-        Outcome::Timeout => "timeout",
-        Outcome::MemoryExceeded => "memory_exceeded",
-        Outcome::FuelExhausted => "fuel_exhausted",
-        Outcome::HostError(_) => "host_error",
+        Outcome::Ok => AttemptOutcome::Ok,
+        Outcome::Transient(_) => AttemptOutcome::Transient,
+        Outcome::Permanent(_) => AttemptOutcome::Permanent,
+        Outcome::Trap(_) => AttemptOutcome::Trap,
+        Outcome::Timeout => AttemptOutcome::Timeout,
+        Outcome::MemoryExceeded => AttemptOutcome::MemoryExceeded,
+        Outcome::FuelExhausted => AttemptOutcome::FuelExhausted,
+        Outcome::HostError(_) => AttemptOutcome::HostError,
     }
 }
 

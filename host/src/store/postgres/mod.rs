@@ -1,5 +1,5 @@
 //! The clustered store: one PostgreSQL database shared by many host
-//! processes on many machines (DESIGN.md §8).
+//! processes on many machines (ARCHITECTURE.md §8).
 //!
 //! # Layout
 //! - `mod.rs`: options, opening and migrating, the [`Store`] methods, each
@@ -396,8 +396,8 @@ impl Store for PostgresStore {
         self.connection(|db| queries::signals(db, filter))
     }
 
-    fn signal_depth(&self, id: &str) -> StoreResult<Option<u32>> {
-        self.connection(|db| queries::signal_depth(db, id))
+    fn signal_depth(&self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
+        self.connection(|db| queries::signal_depth(db, tenant, id))
     }
 
     fn claim_deliveries(

@@ -14,6 +14,7 @@ use ::postgres::{GenericClient, Row, Transaction};
 use chrono::{DateTime, Utc};
 
 use super::{DELIVERIES_CHANNEL, DIRECTIVES_CHANNEL, Db};
+use crate::rules;
 use crate::store::*;
 
 type Tx<'a, 'b> = Db<'a, Transaction<'b>>;
@@ -334,7 +335,7 @@ impl NewDeliveries {
     ) -> u32 {
         let mut added = 0;
         for target in targets {
-            if target.package.as_ref().is_none_or(|p| packages.contains(p)) {
+            if rules::is_deliverable(target, packages) {
                 self.signal_ids.push(signal_id.to_owned());
                 self.tenants.push(tenant.to_owned());
                 self.handlers.push(target.handler.clone());
@@ -392,34 +393,15 @@ fn depths(
     Ok(batch
         .iter()
         .map(|(new, _)| {
-            new.causation_id
+            let cause_depth = new
+                .causation_id
                 .as_ref()
                 .and_then(|cause| known.get(cause))
                 .filter(|(tenant, _)| *tenant == new.tenant)
-                .map_or(0, |(_, depth)| depth + 1)
+                .map(|(_, depth)| *depth);
+            rules::causation_depth(cause_depth)
         })
         .collect())
-}
-
-fn new_signal(new: &NewSignal, now: DateTime<Utc>) -> Signal {
-    Signal {
-        id: uuid::Uuid::now_v7().to_string(),
-        tenant: new.tenant.clone(),
-        name: new.name.clone(),
-        payload: new.payload.clone(),
-        metadata: new
-            .metadata
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({})),
-        dedupe_key: new.dedupe_key.clone(),
-        occurred_at: new.occurred_at.unwrap_or(now),
-        correlation_id: new.correlation_id.clone(),
-        causation_id: new.causation_id.clone(),
-        actor: new.actor.clone(),
-        subject: new.subject.clone(),
-        source: new.source.clone(),
-        inserted_at: now,
-    }
 }
 
 /// Inserts the signals whose dedupe key is free; returns the ids inserted.
@@ -508,7 +490,10 @@ pub fn emit(
     }
     let packages = packages_of(db, batch.iter().map(|(new, _)| new.tenant.as_str()))?;
     let depths = depths(db, batch)?;
-    let signals: Vec<Signal> = batch.iter().map(|(new, _)| new_signal(new, now)).collect();
+    let signals: Vec<Signal> = batch
+        .iter()
+        .map(|(new, _)| rules::new_signal(new, rules::new_signal_id(), now))
+        .collect();
     let created = insert_signals(db, &signals, &depths, now)?;
     let mut deliveries = NewDeliveries::default();
     let mut emitted = Vec::with_capacity(batch.len());
@@ -567,23 +552,33 @@ pub fn signals(
         .collect()
 }
 
-pub fn signal_depth(db: &mut Db<'_, impl GenericClient>, id: &str) -> StoreResult<Option<u32>> {
-    db.query_opt("SELECT depth FROM signals WHERE id = $1", &[&id])?
-        .map(|row| count(&row, 0))
-        .transpose()
+/// The depth of signal `id` of `tenant`; `None` if the tenant has none.
+pub fn signal_depth(
+    db: &mut Db<'_, impl GenericClient>,
+    tenant: &str,
+    id: &str,
+) -> StoreResult<Option<u32>> {
+    db.query_opt(
+        "SELECT depth FROM signals WHERE id = $1 AND tenant = $2",
+        &[&id, &tenant],
+    )?
+    .map(|row| count(&row, 0))
+    .transpose()
 }
 
 // ---------------------------------------------------------------------------
 // Claims.
 
 /// Leases held by workers that stopped: record the lost attempt, then make
-/// the delivery retryable (or discarded, if that was its last attempt).
-/// One statement; rows another transaction holds (a late completion, another
-/// rescuer) are skipped, not waited for.
+/// the delivery retryable (or discarded, if that was its last attempt):
+/// `rules::AFTER_LOST_LEASE`, applied in the statement. One statement; rows
+/// another transaction holds (a late completion, another rescuer) are
+/// skipped, not waited for.
 pub fn rescue_deliveries(
     db: &mut Db<'_, impl GenericClient>,
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
+    let (retried, discarded) = rules::AFTER_LOST_LEASE;
     db.execute(
         "WITH expired AS ( \
              SELECT id, attempt, worker, handler_digest FROM deliveries \
@@ -592,18 +587,24 @@ pub fn rescue_deliveries(
          ), lost AS ( \
              INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
                  duration_us, fuel, directive_count, output, finished_at) \
-             SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), 'lease_expired', \
-                 'the worker holding the lease stopped before finishing', $1, 0, NULL, 0, '', $1 \
+             SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), $2, $3, $1, 0, NULL, 0, \
+                 '', $1 \
              FROM expired \
              ON CONFLICT DO NOTHING \
          ) \
          UPDATE deliveries d SET \
-             state = CASE WHEN d.attempt >= d.max_attempts THEN 'discarded' ELSE 'retryable' END, \
+             state = CASE WHEN d.attempt >= d.max_attempts THEN $5 ELSE $4 END, \
              finished_at = CASE WHEN d.attempt >= d.max_attempts THEN $1 END, \
-             last_error = 'lease expired: the worker holding it stopped before finishing', \
-             worker = NULL, leased_until = NULL, scheduled_at = $1 \
+             last_error = $6, worker = NULL, leased_until = NULL, scheduled_at = $1 \
          FROM expired WHERE d.id = expired.id",
-        &[&now],
+        &[
+            &now,
+            &AttemptOutcome::LeaseExpired.as_str(),
+            &rules::LEASE_EXPIRED_ATTEMPT_ERROR,
+            &retried.as_str(),
+            &discarded.as_str(),
+            &rules::LEASE_EXPIRED_DELIVERY_ERROR,
+        ],
     )
 }
 
@@ -990,7 +991,9 @@ fn write_one_delivery(
                 StoreError::Database(format!("directive {key:?} was neither inserted nor found"))
             })?;
         let (name, payload): (String, serde_json::Value) = (row.try_get(0)?, row.try_get(1)?);
-        if name == d.name && payload == d.payload {
+        if rules::match_directive(Some((&name, &payload)), &d.name, &d.payload)
+            == rules::DirectiveMatch::Duplicate
+        {
             duplicates += 1;
         } else {
             let written: Vec<&String> =
@@ -1007,18 +1010,12 @@ fn write_one_delivery(
     })
 }
 
-fn conflict_reason(key: &str) -> String {
-    format!(
-        "directive conflict: idempotency key {key:?} already belongs to a directive with another payload"
-    )
-}
-
 /// Discards a completed delivery whose directives conflict, with the reason.
 fn discard_conflict(db: &mut Tx<'_, '_>, delivery_id: i64, key: &str) -> StoreResult<()> {
     // Unfenced: this transaction completed it a moment ago.
     db.execute(
         "UPDATE deliveries SET state = 'discarded', last_error = $2 WHERE id = $1",
-        &[&delivery_id, &pg_text(&conflict_reason(key)).as_ref()],
+        &[&delivery_id, &pg_text(&rules::conflict_error(key)).as_ref()],
     )?;
     Ok(())
 }
@@ -1028,7 +1025,7 @@ fn discard_conflict(db: &mut Tx<'_, '_>, delivery_id: i64, key: &str) -> StoreRe
 /// with the outcome and error each attempt ended with.
 fn record_attempts(
     db: &mut Tx<'_, '_>,
-    attempts: &[(&DeliveryResult, &str, Option<String>)],
+    attempts: &[(&DeliveryResult, AttemptOutcome, Option<String>)],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     if attempts.is_empty() {
@@ -1041,7 +1038,7 @@ fn record_attempts(
         .iter()
         .map(|(r, ..)| r.handler_digest.as_str())
         .collect();
-    let outcomes: Vec<&str> = attempts.iter().map(|(_, o, _)| *o).collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|(_, o, _)| o.as_str()).collect();
     let errors: Vec<Option<String>> = attempts
         .iter()
         .map(|(_, _, e)| e.as_deref().map(|e| pg_text(e).into_owned()))
@@ -1137,14 +1134,18 @@ pub fn finish_deliveries(
         };
     }
 
-    let attempts: Vec<(&DeliveryResult, &str, Option<String>)> = results
+    let attempts: Vec<(&DeliveryResult, AttemptOutcome, Option<String>)> = results
         .iter()
         .zip(&outcomes)
         .filter_map(|(r, outcome)| match outcome {
             FinishOutcome::LeaseLost | FinishOutcome::Snoozed => None,
             // The attempt keeps the reason its delivery ended.
-            FinishOutcome::Conflict { key } => Some((r, "conflict", Some(conflict_reason(key)))),
-            _ => Some((r, r.outcome.as_str(), r.error.clone())),
+            FinishOutcome::Conflict { key } => Some((
+                r,
+                AttemptOutcome::Conflict,
+                Some(rules::conflict_error(key)),
+            )),
+            _ => Some((r, r.outcome, r.error.clone())),
         })
         .collect();
     record_attempts(db, &attempts, now)?;
@@ -1192,7 +1193,7 @@ fn attempt_from_row(r: &::postgres::Row) -> StoreResult<Attempt> {
         attempt: count(r, 1)?,
         worker: r.try_get(2)?,
         handler_digest: r.try_get(3)?,
-        outcome: r.try_get(4)?,
+        outcome: AttemptOutcome::parse(r.try_get(4)?)?,
         error: r.try_get(5)?,
         started_at: r.try_get(6)?,
         duration_us: r.try_get::<_, i64>(7)?.max(0) as u64,
@@ -1222,7 +1223,10 @@ pub fn retry_deliveries(
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
     let mut conditions = delivery_conditions(filter);
-    conditions.raw("state IN ('discarded', 'canceled', 'retryable')");
+    conditions.raw(&format!(
+        "state IN ({})",
+        rules::sql_list(rules::RETRYABLE_BY_OPERATOR, DeliveryState::as_str)
+    ));
     let now_param = conditions.bind(now);
     // A discarded delivery gets a fresh budget of the size it had.
     let sql = format!(
@@ -1244,11 +1248,15 @@ pub fn cancel_deliveries(
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
     let mut conditions = delivery_conditions(filter);
-    conditions.raw("state IN ('available', 'retryable')");
+    conditions.raw(&format!(
+        "state IN ({})",
+        rules::sql_list(rules::CANCELABLE_DELIVERIES, DeliveryState::as_str)
+    ));
     let now_param = conditions.bind(now);
+    let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR);
     let sql = format!(
         "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
-         last_error = 'canceled by an operator'{}",
+         last_error = {error_param}{}",
         conditions.sql()
     );
     Ok(db.c.execute(&sql, &conditions.params())?)
@@ -1293,11 +1301,10 @@ pub fn rescue_directives(
 ) -> StoreResult<u64> {
     db.execute(
         "UPDATE directives SET state = 'requested', scheduled_at = $1, updated_at = $1, worker = NULL, \
-             leased_until = NULL, \
-             last_error = 'lease expired: the runner holding it stopped before finishing' \
+             leased_until = NULL, last_error = $2 \
          WHERE seq IN (SELECT seq FROM directives WHERE state = 'running' AND leased_until < $1 \
                        FOR UPDATE SKIP LOCKED)",
-        &[&now],
+        &[&now, &rules::LEASE_EXPIRED_DIRECTIVE_ERROR],
     )
 }
 
@@ -1395,11 +1402,15 @@ pub fn cancel_directives(
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
     let mut conditions = directive_conditions(filter);
-    conditions.raw("state = 'requested'");
+    conditions.raw(&format!(
+        "state IN ({})",
+        rules::sql_list(rules::CANCELABLE_DIRECTIVES, DirectiveState::as_str)
+    ));
     let now_param = conditions.bind(now);
+    let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR);
     let sql = format!(
         "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
-         last_error = 'canceled by an operator'{}",
+         last_error = {error_param}{}",
         conditions.sql()
     );
     Ok(db.c.execute(&sql, &conditions.params())?)

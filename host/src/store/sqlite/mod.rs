@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::*;
 
@@ -251,16 +251,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Tenant> {
         check_tenant_id(id)?;
         check_settings(&settings)?;
-        self.write(|tx| {
-            let inserted = tx.execute(
-                "INSERT INTO tenants (id, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
-                params![id, settings.to_string(), micros(now)],
-            )?;
-            if inserted == 0 {
-                return Err(StoreError::TenantExists(id.to_owned()));
-            }
-            queries::tenant(tx, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
-        })
+        self.write(|tx| queries::create_tenant(tx, id, &settings, now))
     }
 
     fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
@@ -268,55 +259,22 @@ impl Store for SqliteStore {
     }
 
     fn tenants(&self) -> StoreResult<Vec<Tenant>> {
-        self.read(|c| {
-            let ids: Vec<String> = c
-                .prepare_cached("SELECT id FROM tenants ORDER BY id")?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.iter()
-                .map(|id| {
-                    queries::tenant(c, id)?.ok_or_else(|| StoreError::UnknownTenant(id.clone()))
-                })
-                .collect()
-        })
+        self.read(queries::tenants)
     }
 
     fn set_settings(&self, id: &str, settings: serde_json::Value) -> StoreResult<Tenant> {
         check_settings(&settings)?;
-        self.write(|tx| {
-            let changed = tx.execute(
-                "UPDATE tenants SET settings = ?2 WHERE id = ?1",
-                params![id, settings.to_string()],
-            )?;
-            if changed == 0 {
-                return Err(StoreError::UnknownTenant(id.to_owned()));
-            }
-            queries::tenant(tx, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
-        })
+        self.write(|tx| queries::set_settings(tx, id, &settings))
     }
 
     fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
         crate::signal::check_name(package)
             .map_err(|e| StoreError::Invalid(format!("package: {e}")))?;
-        self.write(|tx| {
-            queries::tenant(tx, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))?;
-            tx.execute(
-                "INSERT INTO tenant_packages (tenant, package) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![id, package],
-            )?;
-            queries::tenant(tx, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
-        })
+        self.write(|tx| queries::install_package(tx, id, package))
     }
 
     fn uninstall_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
-        self.write(|tx| {
-            queries::tenant(tx, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))?;
-            tx.execute(
-                "DELETE FROM tenant_packages WHERE tenant = ?1 AND package = ?2",
-                params![id, package],
-            )?;
-            queries::tenant(tx, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
-        })
+        self.write(|tx| queries::uninstall_package(tx, id, package))
     }
 
     fn record_handler_version(
@@ -325,29 +283,11 @@ impl Store for SqliteStore {
         digest: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO handler_versions (name, digest, first_seen_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                params![name, digest, micros(now)],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| queries::record_handler_version(tx, name, digest, now))
     }
 
     fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(|tx| {
-            // Snoozed deliveries are the available ones scheduled later than
-            // now: new ones are due at once and retries are `retryable`. The
-            // `IN` keeps the statement on the partial due index.
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE deliveries SET scheduled_at = ?2 \
-                     WHERE state IN ('available', 'retryable') AND scheduled_at > ?2 \
-                     AND state = 'available' AND handler = ?1",
-                )?
-                .execute(params![name, micros(now)])?;
-            Ok(changed as u64)
-        })
+        self.write(|tx| queries::resume_handler(tx, name, now))
     }
 
     fn emit(
@@ -362,12 +302,8 @@ impl Store for SqliteStore {
         self.read(|c| queries::signals(c, filter))
     }
 
-    fn signal_depth(&self, id: &str) -> StoreResult<Option<u32>> {
-        self.read(|c| {
-            Ok(c.prepare_cached("SELECT depth FROM signals WHERE id = ?1")?
-                .query_row([id], |r| r.get::<_, u32>(0))
-                .optional()?)
-        })
+    fn signal_depth(&self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
+        self.read(|c| queries::signal_depth(c, tenant, id))
     }
 
     fn claim_deliveries(

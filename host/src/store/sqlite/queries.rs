@@ -9,6 +9,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::{from_micros, micros};
+use crate::rules;
 use crate::store::*;
 
 const SIGNAL_COLUMNS: &str = "id, tenant, name, payload, metadata, dedupe_key, occurred_at, correlation_id, \
@@ -175,6 +176,91 @@ pub fn tenant(c: &Connection, id: &str) -> StoreResult<Option<Tenant>> {
     }))
 }
 
+/// The tenant `id`, which the caller's statement just touched.
+fn touched_tenant(c: &Connection, id: &str) -> StoreResult<Tenant> {
+    tenant(c, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
+}
+
+pub fn create_tenant(
+    c: &Connection,
+    id: &str,
+    settings: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> StoreResult<Tenant> {
+    let inserted = c.execute(
+        "INSERT INTO tenants (id, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
+        params![id, settings.to_string(), micros(now)],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::TenantExists(id.to_owned()));
+    }
+    touched_tenant(c, id)
+}
+
+pub fn tenants(c: &Connection) -> StoreResult<Vec<Tenant>> {
+    let ids: Vec<String> = c
+        .prepare_cached("SELECT id FROM tenants ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    ids.iter().map(|id| touched_tenant(c, id)).collect()
+}
+
+pub fn set_settings(c: &Connection, id: &str, settings: &serde_json::Value) -> StoreResult<Tenant> {
+    let changed = c.execute(
+        "UPDATE tenants SET settings = ?2 WHERE id = ?1",
+        params![id, settings.to_string()],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::UnknownTenant(id.to_owned()));
+    }
+    touched_tenant(c, id)
+}
+
+pub fn install_package(c: &Connection, id: &str, package: &str) -> StoreResult<Tenant> {
+    touched_tenant(c, id)?;
+    c.execute(
+        "INSERT INTO tenant_packages (tenant, package) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![id, package],
+    )?;
+    touched_tenant(c, id)
+}
+
+pub fn uninstall_package(c: &Connection, id: &str, package: &str) -> StoreResult<Tenant> {
+    touched_tenant(c, id)?;
+    c.execute(
+        "DELETE FROM tenant_packages WHERE tenant = ?1 AND package = ?2",
+        params![id, package],
+    )?;
+    touched_tenant(c, id)
+}
+
+pub fn record_handler_version(
+    c: &Connection,
+    name: &str,
+    digest: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO handler_versions (name, digest, first_seen_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![name, digest, micros(now)],
+    )?;
+    Ok(())
+}
+
+pub fn resume_handler(c: &Connection, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+    // Snoozed deliveries are the available ones scheduled later than now: new
+    // ones are due at once and retries are `retryable`. The `IN` keeps the
+    // statement on the partial due index.
+    let changed = c
+        .prepare_cached(
+            "UPDATE deliveries SET scheduled_at = ?2 \
+             WHERE state IN ('available', 'retryable') AND scheduled_at > ?2 \
+             AND state = 'available' AND handler = ?1",
+        )?
+        .execute(params![name, micros(now)])?;
+    Ok(changed as u64)
+}
+
 fn packages(c: &Connection, tenant: &str) -> StoreResult<Vec<String>> {
     Ok(
         c.prepare_cached("SELECT package FROM tenant_packages WHERE tenant = ?1 ORDER BY package")?
@@ -210,8 +296,7 @@ fn insert_deliveries(
     )?;
     let mut created = 0;
     for target in targets {
-        let installed = target.package.as_ref().is_none_or(|p| packages.contains(p));
-        if installed {
+        if rules::is_deliverable(target, packages) {
             insert.execute(params![
                 signal_id,
                 tenant,
@@ -253,32 +338,12 @@ pub fn emit(
                 continue;
             }
         }
-        let depth: u32 = match &new.causation_id {
-            Some(cause) => c
-                .prepare_cached("SELECT depth + 1 FROM signals WHERE id = ?1 AND tenant = ?2")?
-                .query_row(params![cause, new.tenant], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0),
-            None => 0,
+        let cause_depth = match &new.causation_id {
+            Some(cause) => signal_depth(c, &new.tenant, cause)?,
+            None => None,
         };
-        let signal = Signal {
-            id: uuid::Uuid::now_v7().to_string(),
-            tenant: new.tenant.clone(),
-            name: new.name.clone(),
-            payload: new.payload.clone(),
-            metadata: new
-                .metadata
-                .clone()
-                .unwrap_or_else(|| serde_json::json!({})),
-            dedupe_key: new.dedupe_key.clone(),
-            occurred_at: new.occurred_at.unwrap_or(now),
-            correlation_id: new.correlation_id.clone(),
-            causation_id: new.causation_id.clone(),
-            actor: new.actor.clone(),
-            subject: new.subject.clone(),
-            source: new.source.clone(),
-            inserted_at: now,
-        };
+        let depth = rules::causation_depth(cause_depth);
+        let signal = rules::new_signal(new, rules::new_signal_id(), now);
         c.prepare_cached(&format!(
             "INSERT INTO signals ({SIGNAL_COLUMNS}, depth) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
@@ -340,31 +405,50 @@ pub fn signals(c: &Connection, filter: &SignalFilter) -> StoreResult<Vec<Signal>
         .collect::<Result<_, _>>()?)
 }
 
+/// The depth of signal `id` of `tenant`; `None` if the tenant has none.
+pub fn signal_depth(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
+    Ok(
+        c.prepare_cached("SELECT depth FROM signals WHERE id = ?1 AND tenant = ?2")?
+            .query_row(params![id, tenant], |r| r.get::<_, u32>(0))
+            .optional()?,
+    )
+}
+
 fn lease_until(now: DateTime<Utc>, lease: Duration) -> i64 {
     micros(now) + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2)
 }
 
 /// Leases held by workers that stopped: record the lost attempt, then make
 /// the delivery retryable (or discarded, if that was its last attempt).
+/// What becomes of them is `rules::AFTER_LOST_LEASE`, applied in the
+/// statement.
 fn rescue_deliveries(c: &Connection, now: DateTime<Utc>) -> StoreResult<()> {
     let expired = "state = 'running' AND leased_until < ?1";
     c.prepare_cached(&format!(
         "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
          duration_us, fuel, directive_count, output, finished_at) \
-         SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), 'lease_expired', \
-         'the worker holding the lease stopped before finishing', ?1, 0, NULL, 0, '', ?1 \
+         SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), ?2, ?3, ?1, 0, NULL, 0, '', ?1 \
          FROM deliveries WHERE {expired} ON CONFLICT DO NOTHING"
     ))?
-    .execute([micros(now)])?;
+    .execute(params![
+        micros(now),
+        AttemptOutcome::LeaseExpired.as_str(),
+        rules::LEASE_EXPIRED_ATTEMPT_ERROR
+    ])?;
+    let (retried, discarded) = rules::AFTER_LOST_LEASE;
     c.prepare_cached(&format!(
         "UPDATE deliveries SET \
-         state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'retryable' END, \
+         state = CASE WHEN attempt >= max_attempts THEN ?3 ELSE ?2 END, \
          finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END, \
-         last_error = 'lease expired: the worker holding it stopped before finishing', \
-         worker = NULL, leased_until = NULL, scheduled_at = ?1 \
+         last_error = ?4, worker = NULL, leased_until = NULL, scheduled_at = ?1 \
          WHERE {expired}"
     ))?
-    .execute([micros(now)])?;
+    .execute(params![
+        micros(now),
+        retried.as_str(),
+        discarded.as_str(),
+        rules::LEASE_EXPIRED_DELIVERY_ERROR
+    ])?;
     Ok(())
 }
 
@@ -425,7 +509,7 @@ fn record_attempt(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> Sto
         r.attempt,
         r.worker,
         r.handler_digest,
-        r.outcome,
+        r.outcome.as_str(),
         r.error,
         micros(r.started_at),
         i64::try_from(r.duration.as_micros()).unwrap_or(i64::MAX),
@@ -545,13 +629,14 @@ fn insert_directives(
             .query_row(params![holder.tenant, d.idempotency_key], |row| {
                 Ok((row.get(0)?, json_column(row, 1)?))
             })?;
-        if name == d.name && payload == d.payload {
-            duplicates += 1;
-        } else {
-            return Ok(Written::Conflict {
-                key: d.idempotency_key.clone(),
-                written,
-            });
+        match rules::match_directive(Some((&name, &payload)), &d.name, &d.payload) {
+            rules::DirectiveMatch::Duplicate => duplicates += 1,
+            _ => {
+                return Ok(Written::Conflict {
+                    key: d.idempotency_key.clone(),
+                    written,
+                });
+            }
         }
     }
     Ok(Written::All {
@@ -573,15 +658,13 @@ fn discard_conflict(
     for id in written {
         remove.execute([id])?;
     }
-    let error = format!(
-        "directive conflict: idempotency key {key:?} already belongs to a directive with another payload"
-    );
+    let error = rules::conflict_error(key);
     // Unfenced: this transaction completed it a moment ago.
     c.prepare_cached("UPDATE deliveries SET state = 'discarded', last_error = ?2 WHERE id = ?1")?
         .execute(params![r.delivery_id, error])?;
     // The attempt keeps the reason its delivery ended.
     let conflicted = DeliveryResult {
-        outcome: "conflict".into(),
+        outcome: AttemptOutcome::Conflict,
         error: Some(error),
         ..r.clone()
     };
@@ -677,7 +760,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         attempt: r.get(1)?,
         worker: r.get(2)?,
         handler_digest: r.get(3)?,
-        outcome: r.get(4)?,
+        outcome: state_column(r, 4, AttemptOutcome::parse)?,
         error: r.get(5)?,
         started_at: from_micros(r.get(6)?),
         duration_us: r.get::<_, i64>(7)?.max(0) as u64,
@@ -702,7 +785,10 @@ pub fn retry_deliveries(
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
     let mut conditions = delivery_conditions(filter);
-    conditions.raw("state IN ('discarded', 'canceled', 'retryable')");
+    conditions.raw(&format!(
+        "state IN ({})",
+        rules::sql_list(rules::RETRYABLE_BY_OPERATOR, DeliveryState::as_str)
+    ));
     let now_param = conditions.bind(micros(now));
     // A discarded delivery gets a fresh budget of the size it had.
     let sql = format!(
@@ -720,11 +806,15 @@ pub fn cancel_deliveries(
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
     let mut conditions = delivery_conditions(filter);
-    conditions.raw("state IN ('available', 'retryable')");
+    conditions.raw(&format!(
+        "state IN ({})",
+        rules::sql_list(rules::CANCELABLE_DELIVERIES, DeliveryState::as_str)
+    ));
     let now_param = conditions.bind(micros(now));
+    let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR.to_owned());
     let sql = format!(
         "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
-         last_error = 'canceled by an operator'{}",
+         last_error = {error_param}{}",
         conditions.sql()
     );
     Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
@@ -764,10 +854,10 @@ pub fn claim_directives(
     // to expect at-least-once calls).
     c.prepare_cached(
         "UPDATE directives SET state = 'requested', scheduled_at = ?1, updated_at = ?1, worker = NULL, \
-         leased_until = NULL, last_error = 'lease expired: the runner holding it stopped before finishing' \
+         leased_until = NULL, last_error = ?2 \
          WHERE state = 'running' AND leased_until < ?1",
     )?
-    .execute([micros(now)])?;
+    .execute(params![micros(now), rules::LEASE_EXPIRED_DIRECTIVE_ERROR])?;
     Ok(c.prepare_cached(&format!(
         "UPDATE directives SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2, \
          updated_at = ?3 \
@@ -835,11 +925,15 @@ pub fn cancel_directives(
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
     let mut conditions = directive_conditions(filter);
-    conditions.raw("state = 'requested'");
+    conditions.raw(&format!(
+        "state IN ({})",
+        rules::sql_list(rules::CANCELABLE_DIRECTIVES, DirectiveState::as_str)
+    ));
     let now_param = conditions.bind(micros(now));
+    let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR.to_owned());
     let sql = format!(
         "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
-         last_error = 'canceled by an operator'{}",
+         last_error = {error_param}{}",
         conditions.sql()
     );
     Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
