@@ -9,7 +9,7 @@
 //! for error in host.load_handlers_dir("./handlers".as_ref())? {
 //!     eprintln!("not loaded: {error}");
 //! }
-//! host.store().create_tenant("org_acme", serde_json::json!({}), chrono::Utc::now())?;
+//! host.create_tenant("org_acme", serde_json::json!({}))?;
 //! let running = host.start()?;
 //! host.emit(NewSignal {
 //!     tenant: "org_acme".into(),
@@ -40,7 +40,7 @@ use crate::wake::Wake;
 use crate::worker::{WorkerConfig, WorkerDeps, Workers};
 
 /// Everything a host is built from. `HostConfig::new(data_dir)` gives the
-/// defaults of DESIGN.md.
+/// defaults of the README.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     /// Where the SQLite database (`sighost.db`) and the compiled-code cache
@@ -91,6 +91,14 @@ pub enum HostError {
     Emit(#[from] EmitError),
     #[error("no handler named {0:?} is loaded")]
     UnknownHandler(String),
+    /// A bulk operator action (a filter without ids) that was not confirmed.
+    #[error(
+        "{action}: the filter names no ids and matches {matched}; confirm to act on all of them"
+    )]
+    Unconfirmed {
+        action: &'static str,
+        matched: crate::operations::Matched,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -164,6 +172,15 @@ impl Sighost {
         &self.store
     }
 
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Tells this process's delivery workers that work may be due.
+    pub(crate) fn wake_workers(&self) {
+        self.wake.notify();
+    }
+
     pub fn sandbox(&self) -> &Arc<Sandbox> {
         &self.sandbox
     }
@@ -221,11 +238,13 @@ impl Sighost {
 
     /// Delivers persisted signals again to the handlers loaded now (only to
     /// `handler` if given), in batches, calling `progress(done, total)` after
-    /// each. Safe to repeat: directives deduplicate by idempotency key.
+    /// each. Safe to repeat: directives deduplicate by idempotency key. An
+    /// empty filter, every signal of every tenant, must be `confirmed`.
     pub fn replay(
         &self,
         filter: &SignalFilter,
         handler: Option<&str>,
+        confirmed: bool,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<u64, HostError> {
         if let Some(name) = handler
@@ -234,6 +253,12 @@ impl Sighost {
             return Err(HostError::UnknownHandler(name.to_owned()));
         }
         let signals = self.store.signals(filter)?;
+        if *filter == SignalFilter::default() && !confirmed {
+            return Err(HostError::Unconfirmed {
+                action: "replay signals",
+                matched: crate::operations::Matched::of(signals.iter().map(|s| s.tenant.as_str())),
+            });
+        }
         let mut created = 0;
         for (done, chunk) in signals.chunks(500).enumerate() {
             let batch: Vec<(String, Vec<DeliveryTarget>)> = chunk

@@ -4,11 +4,17 @@
 //! - `POST /v1/admin/replay` `{ids?, tenant?, name?, since?, until?, handler?}`
 //!   → `{"deliveries_created": n}`. At least one filter besides `handler`:
 //!   replaying every signal of every tenant is left to the CLI.
-//! - `POST /v1/admin/retry` `{ids?, tenant?, handler?}` → `{"retried": n}`:
-//!   discarded deliveries run again with a fresh attempt budget.
+//! - `POST /v1/admin/retry` `{ids?, tenant?, handler?, confirm?}` →
+//!   `{"retried": n}`: discarded deliveries run again with a fresh attempt
+//!   budget. Without ids the filter may reach many tenants' deliveries, so
+//!   it needs `"confirm": true`; without it the answer is 400 and says how
+//!   many deliveries of which tenants the filter matches.
 //! - `POST /v1/admin/cancel` `{deliveries?: [id], directives?: [id], tenant?}`
 //!   → `{"deliveries_canceled": n, "directives_canceled": m}`; ids are
 //!   required, so an empty body cancels nothing rather than everything.
+//!
+//! Every action goes through the library's operator methods
+//! ([`crate::operations`]), like the CLI's.
 //! - `POST /v1/admin/tenants` `{id, settings?}` → 201 and the tenant;
 //!   `GET /v1/admin/tenants` → `{"tenants": […]}`.
 //! - `PUT /v1/admin/tenants/{id}/settings` with the settings object as body.
@@ -78,8 +84,9 @@ pub async fn replay(
     }
     let host = state.host.clone();
     let handler = body.handler;
+    // Never empty here, so never a bulk replay to confirm.
     let created =
-        blocking(move || Ok(host.replay(&filter, handler.as_deref(), |_, _| {})?)).await?;
+        blocking(move || Ok(host.replay(&filter, handler.as_deref(), false, |_, _| {})?)).await?;
     tracing::info!(deliveries = created, "replay requested over HTTP");
     Ok(Json(json!({ "deliveries_created": created })))
 }
@@ -91,6 +98,9 @@ pub struct RetryBody {
     ids: Vec<i64>,
     tenant: Option<String>,
     handler: Option<String>,
+    /// Needed for a filter without ids.
+    #[serde(default)]
+    confirm: bool,
 }
 
 /// `POST /v1/admin/retry`.
@@ -108,7 +118,8 @@ pub async fn retry(
         ..DeliveryFilter::default()
     };
     let host = state.host.clone();
-    let retried = blocking(move || Ok(host.store().retry_deliveries(&filter, Utc::now())?)).await?;
+    let confirmed = body.confirm;
+    let retried = blocking(move || Ok(host.retry_deliveries(&filter, confirmed)?)).await?;
     tracing::info!(deliveries = retried, "retry requested over HTTP");
     Ok(Json(json!({ "retried": retried })))
 }
@@ -137,32 +148,26 @@ pub async fn cancel(
     }
     let host = state.host.clone();
     let (deliveries, directives) = blocking(move || {
-        let store = host.store();
-        let now = Utc::now();
         // An empty id list would mean "no filter": skip it instead.
         let deliveries = if body.deliveries.is_empty() {
             0
         } else {
-            store.cancel_deliveries(
-                &DeliveryFilter {
-                    ids: body.deliveries,
-                    tenant: body.tenant.clone(),
-                    ..DeliveryFilter::default()
-                },
-                now,
-            )?
+            let filter = DeliveryFilter {
+                ids: body.deliveries,
+                tenant: body.tenant.clone(),
+                ..DeliveryFilter::default()
+            };
+            host.cancel_deliveries(&filter, false)?
         };
         let directives = if body.directives.is_empty() {
             0
         } else {
-            store.cancel_directives(
-                &DirectiveFilter {
-                    ids: body.directives,
-                    tenant: body.tenant,
-                    ..DirectiveFilter::default()
-                },
-                now,
-            )?
+            let filter = DirectiveFilter {
+                ids: body.directives,
+                tenant: body.tenant,
+                ..DirectiveFilter::default()
+            };
+            host.cancel_directives(&filter, false)?
         };
         Ok((deliveries, directives))
     })
@@ -194,12 +199,7 @@ pub async fn create_tenant(
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     let body: NewTenantBody = json_body(body)?;
     let host = state.host.clone();
-    let tenant = blocking(move || {
-        Ok(host
-            .store()
-            .create_tenant(&body.id, body.settings, Utc::now())?)
-    })
-    .await?;
+    let tenant = blocking(move || Ok(host.create_tenant(&body.id, body.settings)?)).await?;
     tracing::info!(tenant = %tenant.id, "tenant created over HTTP");
     Ok((StatusCode::CREATED, Json(tenant)))
 }
@@ -210,7 +210,7 @@ pub async fn tenants(
     _: Admin,
 ) -> Result<Json<Value>, ApiError> {
     let host = state.host.clone();
-    let tenants = blocking(move || Ok(host.store().tenants()?)).await?;
+    let tenants = blocking(move || Ok(host.tenants()?)).await?;
     Ok(Json(json!({ "tenants": tenants })))
 }
 
@@ -224,7 +224,7 @@ pub async fn set_settings(
     let Path(id) = id?;
     let settings: Value = json_body(body)?;
     let host = state.host.clone();
-    let tenant = blocking(move || Ok(host.store().set_settings(&id, settings)?)).await?;
+    let tenant = blocking(move || Ok(host.set_tenant_settings(&id, settings)?)).await?;
     tracing::info!(tenant = %tenant.id, "tenant settings replaced over HTTP");
     Ok(Json(tenant))
 }
@@ -237,7 +237,7 @@ pub async fn install(
 ) -> Result<Json<Tenant>, ApiError> {
     let Path((id, package)) = path?;
     let host = state.host.clone();
-    let tenant = blocking(move || Ok(host.store().install_package(&id, &package)?)).await?;
+    let tenant = blocking(move || Ok(host.install_package(&id, &package)?)).await?;
     tracing::info!(tenant = %tenant.id, "package installed over HTTP");
     Ok(Json(tenant))
 }
@@ -250,7 +250,7 @@ pub async fn uninstall(
 ) -> Result<Json<Tenant>, ApiError> {
     let Path((id, package)) = path?;
     let host = state.host.clone();
-    let tenant = blocking(move || Ok(host.store().uninstall_package(&id, &package)?)).await?;
+    let tenant = blocking(move || Ok(host.uninstall_package(&id, &package)?)).await?;
     tracing::info!(tenant = %tenant.id, "package uninstalled over HTTP");
     Ok(Json(tenant))
 }

@@ -103,6 +103,10 @@ impl From<HostError> for ApiError {
             HostError::Store(error) => error.into(),
             HostError::Emit(error) => error.into(),
             HostError::UnknownHandler(_) => Self::not_found(error.to_string()),
+            HostError::Unconfirmed { action, matched } => Self::bad_request(format!(
+                "{action}: the filter names no ids and matches {matched}; \
+                 send \"confirm\": true to act on all of them"
+            )),
             HostError::Sandbox(_) | HostError::Io(_) => Self::internal(error),
         }
     }

@@ -116,12 +116,17 @@ enum Command {
     Replay(ReplayArgs),
     /// Make discarded deliveries run again, with a fresh attempt budget.
     Retry {
-        /// Delivery ids; all discarded ones matching the filters if none.
+        /// Delivery ids. Without any, every discarded one matching the
+        /// filters: the command says how many of which tenants and asks (or
+        /// needs --yes).
         ids: Vec<i64>,
         #[arg(long)]
         tenant: Option<String>,
         #[arg(long)]
         handler: Option<String>,
+        /// Act on every match of a filter without ids, without asking.
+        #[arg(long)]
+        yes: bool,
     },
     /// Cancel deliveries or directives that have not run yet.
     #[command(subcommand)]
@@ -210,6 +215,10 @@ struct ReplayArgs {
     handler: Option<String>,
     #[arg(long)]
     handlers: Option<PathBuf>,
+    /// With no filter at all (every signal of every tenant), replay without
+    /// asking.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,15 +251,31 @@ enum TenantsCommand {
 
 #[derive(Subcommand, Debug)]
 enum CancelCommand {
+    /// Cancel deliveries that have not run yet.
     Deliveries {
+        /// Delivery ids. Without any, every one matching the filters: the
+        /// command says how many of which tenants and asks (or needs --yes).
         ids: Vec<i64>,
         #[arg(long)]
         tenant: Option<String>,
+        #[arg(long)]
+        handler: Option<String>,
+        /// Act on every match of a filter without ids, without asking.
+        #[arg(long)]
+        yes: bool,
     },
+    /// Cancel directives that have not run yet.
     Directives {
+        /// Directive ids. Without any, every one matching the filters: the
+        /// command says how many of which tenants and asks (or needs --yes).
         ids: Vec<String>,
         #[arg(long)]
         tenant: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Act on every match of a filter without ids, without asking.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -496,7 +521,7 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                     |a| {
                         vec![
                             a.attempt.to_string(),
-                            a.outcome.clone(),
+                            a.outcome.to_string(),
                             format!("{:.3} ms", a.duration_us as f64 / 1000.0),
                             a.fuel.map(|f| f.to_string()).unwrap_or_default(),
                             a.directive_count.to_string(),
@@ -551,11 +576,18 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                 until: time_arg(args.until, "until")?,
                 limit: None,
             };
-            let created = host.replay(&filter, args.handler.as_deref(), |done, total| {
-                eprint!("\rreplaying: {done}/{total} signals");
-                if done == total {
-                    eprintln!();
-                }
+            let created = confirmed_bulk(args.yes, |confirmed| {
+                host.replay(
+                    &filter,
+                    args.handler.as_deref(),
+                    confirmed,
+                    |done, total| {
+                        eprint!("\rreplaying: {done}/{total} signals");
+                        if done == total {
+                            eprintln!();
+                        }
+                    },
+                )
             })?;
             println!("{created} deliveries created");
             Ok(())
@@ -564,6 +596,7 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             ids,
             tenant,
             handler,
+            yes,
         } => {
             let host = open(&config)?;
             let filter = DeliveryFilter {
@@ -573,34 +606,44 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                 ids,
                 ..DeliveryFilter::default()
             };
-            let count = host.store().retry_deliveries(&filter, Utc::now())?;
+            let count = confirmed_bulk(yes, |confirmed| host.retry_deliveries(&filter, confirmed))?;
             println!("{count} deliveries will run again");
             Ok(())
         }
-        Command::Cancel(CancelCommand::Deliveries { ids, tenant }) => {
+        Command::Cancel(CancelCommand::Deliveries {
+            ids,
+            tenant,
+            handler,
+            yes,
+        }) => {
             let host = open(&config)?;
             let filter = DeliveryFilter {
                 ids,
                 tenant,
+                handler,
                 ..DeliveryFilter::default()
             };
-            println!(
-                "{} deliveries canceled",
-                host.store().cancel_deliveries(&filter, Utc::now())?
-            );
+            let count =
+                confirmed_bulk(yes, |confirmed| host.cancel_deliveries(&filter, confirmed))?;
+            println!("{count} deliveries canceled");
             Ok(())
         }
-        Command::Cancel(CancelCommand::Directives { ids, tenant }) => {
+        Command::Cancel(CancelCommand::Directives {
+            ids,
+            tenant,
+            name,
+            yes,
+        }) => {
             let host = open(&config)?;
             let filter = DirectiveFilter {
                 ids,
                 tenant,
+                name,
                 ..DirectiveFilter::default()
             };
-            println!(
-                "{} directives canceled",
-                host.store().cancel_directives(&filter, Utc::now())?
-            );
+            let count =
+                confirmed_bulk(yes, |confirmed| host.cancel_directives(&filter, confirmed))?;
+            println!("{count} directives canceled");
             Ok(())
         }
         Command::Status { json } => {
@@ -646,7 +689,7 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                         vec![
                             a.delivery_id.to_string(),
                             a.attempt.to_string(),
-                            a.outcome.clone(),
+                            a.outcome.to_string(),
                             output::time(a.finished_at),
                             output::cut(a.error.as_deref().unwrap_or(""), 70),
                         ]
@@ -772,20 +815,49 @@ fn list_handlers(config: &Config, dir: &Path, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Runs a bulk operator action: at once with `--yes`; otherwise the action
+/// says what a filter without ids matches, and the operator is asked on a
+/// terminal. Without a terminal (a script) it refuses: a script says `--yes`.
+fn confirmed_bulk(
+    yes: bool,
+    act: impl Fn(bool) -> Result<u64, sighost::HostError>,
+) -> anyhow::Result<u64> {
+    use std::io::{BufRead, IsTerminal, Write};
+    match act(yes) {
+        Err(sighost::HostError::Unconfirmed { action, matched }) => {
+            if !std::io::stdin().is_terminal() {
+                bail!(
+                    "{action}: the filter names no ids and matches {matched}; \
+                     pass --yes to act on all of them"
+                );
+            }
+            eprint!("{action}: the filter names no ids and matches {matched}. Go ahead? [y/N] ");
+            let _ = std::io::stderr().flush();
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            if matches!(answer.trim(), "y" | "Y" | "yes") {
+                Ok(act(true)?)
+            } else {
+                bail!("{action}: nothing done");
+            }
+        }
+        other => Ok(other?),
+    }
+}
+
 fn tenants(config: &Config, command: TenantsCommand) -> anyhow::Result<()> {
     let host = open(config)?;
-    let store = host.store();
     let tenant = match command {
         TenantsCommand::Create { id, settings } => {
-            store.create_tenant(&id, json_arg(&settings, "the settings")?, Utc::now())?
+            host.create_tenant(&id, json_arg(&settings, "the settings")?)?
         }
         TenantsCommand::Settings { id, settings } => {
-            store.set_settings(&id, json_arg(&settings, "the settings")?)?
+            host.set_tenant_settings(&id, json_arg(&settings, "the settings")?)?
         }
-        TenantsCommand::Install { id, package } => store.install_package(&id, &package)?,
-        TenantsCommand::Uninstall { id, package } => store.uninstall_package(&id, &package)?,
+        TenantsCommand::Install { id, package } => host.install_package(&id, &package)?,
+        TenantsCommand::Uninstall { id, package } => host.uninstall_package(&id, &package)?,
         TenantsCommand::List { json } => {
-            let tenants = store.tenants()?;
+            let tenants = host.tenants()?;
             output::print(json, &tenants, &["id", "packages", "settings"], |t| {
                 vec![
                     t.id.clone(),

@@ -1,0 +1,182 @@
+//! Operator actions through the library and the real `sighost` binary: a
+//! bulk action (a filter without ids) says what it matches and runs only
+//! when confirmed; the causation-depth check of emit is tenant-scoped.
+
+use chrono::Utc;
+use serde_json::json;
+use sighost::store::{DeliveryFilter, DeliveryState, NewSignal};
+use sighost::{HostConfig, HostError, Sighost};
+use sighost_tests::guest;
+use sighost_tests::host_helpers::{Scratch, install};
+use sighost_tests::server::cli;
+
+/// A host on `scratch` with one handler of every signal, and three pending
+/// deliveries for each of org_a and org_b (no workers run them).
+fn host_with_pending(scratch: &Scratch) -> Sighost {
+    let handlers = scratch.subdir("handlers");
+    install(
+        &handlers,
+        "noop",
+        &guest("trivial"),
+        "directives = ['bench.noop']\n",
+    );
+    let host = Sighost::open(HostConfig::new(scratch.subdir("data"))).expect("open");
+    let errors = host.load_handlers_dir(&handlers).expect("read handlers");
+    assert!(errors.is_empty(), "{errors:?}");
+    for tenant in ["org_a", "org_b"] {
+        host.create_tenant(tenant, json!({})).expect("tenant");
+        for i in 0..3 {
+            host.emit(NewSignal {
+                tenant: tenant.into(),
+                name: "op.tested".into(),
+                payload: json!({ "i": i }),
+                ..NewSignal::default()
+            })
+            .expect("emit");
+        }
+    }
+    host
+}
+
+fn count(host: &Sighost, state: DeliveryState) -> usize {
+    host.store()
+        .deliveries(&DeliveryFilter {
+            state: Some(state),
+            ..DeliveryFilter::default()
+        })
+        .expect("deliveries")
+        .len()
+}
+
+#[test]
+fn a_bulk_cancel_says_what_it_matches_and_needs_confirmation() {
+    let scratch = Scratch::new("operator-lib");
+    let host = host_with_pending(&scratch);
+    let everything = DeliveryFilter::default();
+    let refused = host.cancel_deliveries(&everything, false);
+    let Err(HostError::Unconfirmed { action, matched }) = &refused else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    assert_eq!(*action, "cancel deliveries");
+    assert_eq!(matched.to_string(), "6 (2 tenants: org_a 3, org_b 3)");
+    assert_eq!(
+        count(&host, DeliveryState::Available),
+        6,
+        "nothing canceled"
+    );
+
+    // Ids are explicit: no confirmation.
+    let first = host.store().deliveries(&everything).expect("deliveries")[0].id;
+    let by_id = DeliveryFilter {
+        ids: vec![first],
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(host.cancel_deliveries(&by_id, false).expect("cancel"), 1);
+
+    let org_b = DeliveryFilter {
+        tenant: Some("org_b".into()),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(host.cancel_deliveries(&org_b, true).expect("confirmed"), 3);
+    assert_eq!(count(&host, DeliveryState::Canceled), 4);
+
+    // Retrying the canceled ones of org_b, by filter, needs confirmation too.
+    let refused = host.retry_deliveries(&org_b, false);
+    assert!(
+        matches!(&refused, Err(HostError::Unconfirmed { matched, .. }) if matched.total == 3),
+        "{refused:?}"
+    );
+    assert_eq!(host.retry_deliveries(&org_b, true).expect("retry"), 3);
+    assert_eq!(count(&host, DeliveryState::Available), 5);
+
+    // A filter that matches nothing has nothing to confirm.
+    let nobody = DeliveryFilter {
+        tenant: Some("org_nobody".into()),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(host.cancel_deliveries(&nobody, false).expect("nothing"), 0);
+}
+
+#[test]
+fn the_cli_never_reads_no_ids_as_everything() {
+    let scratch = Scratch::new("operator-cli");
+    let host = host_with_pending(&scratch);
+    let data = scratch.path().join("data");
+    // Tests run without a terminal: refused, with what it would touch.
+    let refused = cli(&data, &["cancel", "deliveries"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("matches 6 (2 tenants: org_a 3, org_b 3); pass --yes"),
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&host, DeliveryState::Available),
+        6,
+        "nothing canceled"
+    );
+
+    let by_tenant = cli(
+        &data,
+        &["cancel", "deliveries", "--tenant", "org_a", "--yes"],
+    );
+    assert!(by_tenant.status.success(), "{by_tenant:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&by_tenant.stdout).trim(),
+        "3 deliveries canceled"
+    );
+    let retry = cli(&data, &["retry", "--tenant", "org_a"]);
+    assert!(
+        retry.status.success(),
+        "nothing discarded, nothing to confirm: {retry:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&retry.stdout).trim(),
+        "0 deliveries will run again"
+    );
+}
+
+#[test]
+fn a_cause_of_another_tenant_counts_as_unknown_for_the_depth_limit() {
+    // With a limit of 1, a signal caused by a depth-1 signal is refused; one
+    // whose cause belongs to another tenant is not, as for an unknown id:
+    // tenants cannot probe each other's signal ids.
+    let scratch = Scratch::new("operator-depth");
+    let mut config = HostConfig::new(scratch.subdir("data"));
+    config.sandbox.limits.causation_depth = 1;
+    let host = Sighost::open(config).expect("open");
+    for tenant in ["org_a", "org_b"] {
+        host.store()
+            .create_tenant(tenant, json!({}), Utc::now())
+            .expect("tenant");
+    }
+    let emit = |tenant: &str, cause: Option<&str>| {
+        host.emit(NewSignal {
+            tenant: tenant.into(),
+            name: "depth.tested".into(),
+            payload: json!({}),
+            causation_id: cause.map(str::to_owned),
+            ..NewSignal::default()
+        })
+    };
+    let root = emit("org_b", None).expect("root").signal;
+    let child = emit("org_b", Some(&root.id)).expect("depth 1").signal;
+    let refused = emit("org_b", Some(&child.id));
+    assert!(
+        matches!(
+            refused,
+            Err(sighost::emit::EmitError::DepthExceeded { depth: 2, .. })
+        ),
+        "{refused:?}"
+    );
+    let borrowed = emit("org_a", Some(&child.id)).expect("another tenant's id is unknown");
+    let unknown = emit("org_a", Some("no-such-signal")).expect("an unknown id");
+    for signal in [&borrowed.signal, &unknown.signal] {
+        assert_eq!(
+            host.store()
+                .signal_depth("org_a", &signal.id)
+                .expect("depth"),
+            Some(0)
+        );
+    }
+}
