@@ -1,7 +1,7 @@
 //! The host's configuration file, `sighost.toml`.
 //!
 //! Every key is optional: with no file at all the host runs on the defaults
-//! of DESIGN.md (SQLite in `./data`, handlers from `./handlers`, the HTTP API
+//! of the README (SQLite in `./data`, handlers from `./handlers`, the HTTP API
 //! on 127.0.0.1:8080). Unknown keys and values of the wrong type are errors
 //! that name the key and the file, so a misspelt setting never goes silently
 //! unused. Relative paths in a file are relative to the file's directory.
@@ -186,7 +186,7 @@ impl Default for Config {
     }
 }
 
-/// `[limits]`: the host's defaults; a key left out keeps DESIGN.md's value.
+/// `[limits]`: the host's defaults; a key left out keeps the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {

@@ -1,37 +1,65 @@
 //! sighost runs tenant-scoped signal handlers compiled to WebAssembly
 //! components, each delivery in a fresh sandbox whose only way out is
-//! `request-directive`. See `DESIGN.md` in the project for the contract.
+//! `request-directive`. `ARCHITECTURE.md` in the repository has the data
+//! flow and the rules the code cites by section.
 //!
 //! # Layout
 //!
+//! - [`Sighost`] (`host.rs`): the library entry point; owns the store, the
+//!   sandbox, the registry and the emitter, and starts workers and runner.
+//! - [`operations`]: operator actions as library methods — tenants, retry,
+//!   cancel — with one validation, the host's clock, and confirmation for
+//!   bulk actions; the CLI and the HTTP API both call them.
+//! - [`emit`]: checks a new signal and writes it with its deliveries.
+//! - [`rules`]: the delivery rules, decided once and pure (signal
+//!   construction, deliverable targets, causation depth, directive
+//!   duplicates and conflicts, lost leases, what operators may touch).
+//! - [`registry`]: the handlers this process runs, by name.
 //! - [`sandbox`]: the wasmtime engine, handler loading (import allow-list,
-//!   shape detection, manifest), `request-directive` and [`Sandbox::invoke`].
+//!   shape detection, manifest, load budget), `request-directive` and
+//!   [`Sandbox::invoke`].
 //!   - `sandbox/loader.rs`: what is decided once per module.
 //!   - `sandbox/directives.rs`: the checks every directive request passes.
 //!   - `sandbox/output.rs`: bounded, redacted capture of guest stdout/stderr.
+//!   - `sandbox/pool.rs`: the instance pool's per-component limits, and
+//!     refusals that name the setting to raise.
+//! - [`worker`]: delivery workers (fetcher, dispatcher, completer); an
+//!   invocation is a task holding one of a bounded number of slots, shared
+//!   fairly between tenants (`worker/slots.rs`).
+//! - [`retry`]: when a failed attempt runs again.
+//! - [`runner`]: the directive runner and its executors (log, command,
+//!   webhook, in-process).
+//! - [`store`]: the store contract and its SQLite and PostgreSQL
+//!   implementations, each with its SQL in `queries.rs`.
 //! - [`signal`]: the stored form of a signal, name rules, subscription patterns.
 //! - [`limits`]: every limit, with the host's defaults and manifest overrides.
 //! - [`secrets`]: finding credentials in payloads and redacting them in logs.
 //! - [`reload`]: the handlers directory, watched: changed modules are
-//!   compiled off the delivery path and swapped in.
+//!   compiled off the delivery path, side by side and at a lower CPU
+//!   priority (`priority.rs`), and swapped in.
 //! - [`config`]: the TOML configuration file and what it turns into.
 //! - [`http`]: the HTTP API (signals in, the caller's records out, operator
 //!   endpoints, metrics and health), served by `sighost run`.
+//! - [`wake`], `threads.rs`: wake-ups between threads, and thread groups
+//!   that stop together.
 //!
 //! # Errors
 //!
-//! Library functions return typed errors ([`LoadError`], [`SandboxError`]);
-//! what a guest does is never an error of the host: it is an [`Outcome`].
+//! Library functions return typed errors ([`LoadError`], [`SandboxError`],
+//! [`HostError`]); what a guest does is never an error of the host: it is an
+//! [`Outcome`].
 
 pub mod config;
 pub mod emit;
 mod host;
 pub mod http;
 pub mod limits;
+pub mod operations;
 mod priority;
 pub mod registry;
 pub mod reload;
 pub mod retry;
+pub mod rules;
 pub mod runner;
 pub mod sandbox;
 pub mod secrets;

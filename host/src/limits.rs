@@ -1,5 +1,5 @@
 //! Resource limits: the host's defaults, and a handler's overrides from its
-//! manifest. Every limit of DESIGN.md's "Limits" section lives here.
+//! manifest. Every limit of the README's "Limits" section lives here.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! When a failed attempt runs again (DESIGN.md §4): `base + unit × 2^attempt`
+//! When a failed attempt runs again (ARCHITECTURE.md §4): `base + unit × 2^attempt`
 //! plus up to `jitter` of that, as Oban does. With the defaults the first retry
 //! comes after about 17 s and the ninth after about 9 minutes.
 

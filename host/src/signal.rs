@@ -1,4 +1,4 @@
-//! Signals (DESIGN.md §1): the stored form, name rules and subscription patterns.
+//! Signals (ARCHITECTURE.md §1): the stored form, name rules and subscription patterns.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};

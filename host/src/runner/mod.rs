@@ -1,4 +1,4 @@
-//! The directive runner (DESIGN.md §5): claims due directives, performs each
+//! The directive runner (ARCHITECTURE.md §5): claims due directives, performs each
 //! with the executor configured for its name, and records the result.
 //!
 //! An executor failure is retried with backoff until the attempts run out,
