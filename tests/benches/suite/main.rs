@@ -7,7 +7,8 @@
 //! cargo bench -p sighost-tests --bench suite -- --runs 1      # one run per figure instead of 3
 //! ```
 //!
-//! Sections: `invoke`, `sqlite`, `postgres`, `latency`, `fanout`, `restart`. Progress
+//! Sections: `invoke`, `sqlite`, `postgres`, `latency`, `fanout`, `restart`,
+//! `sleepers`. Progress
 //! goes to stderr; the report (Markdown) to stdout, and to BENCHMARKS.md at
 //! the workspace root when every section ran (or to `--out <file>`).
 
@@ -17,6 +18,7 @@ mod invoke;
 mod machine;
 mod peers;
 mod restart;
+mod sleepers;
 mod stats;
 
 use std::fmt::Write as _;
@@ -27,8 +29,8 @@ use durable::{Backend, DRAIN};
 use sighost_tests::postgres::FreshDatabase;
 use stats::{Runs, number};
 
-const SECTIONS: [&str; 6] = [
-    "invoke", "sqlite", "postgres", "latency", "fanout", "restart",
+const SECTIONS: [&str; 7] = [
+    "invoke", "sqlite", "postgres", "latency", "fanout", "restart", "sleepers",
 ];
 /// How long a peer may drain before its rate is taken over that window.
 const PEER_WINDOW_SECS: u64 = 20;
@@ -119,6 +121,7 @@ fn main() {
             "latency" => latency_section(options.runs, &mut steady),
             "fanout" => fanout_section(options.runs),
             "restart" => restart_section(options.runs),
+            "sleepers" => sleepers_section(options.runs),
             _ => unreachable!("checked in options()"),
         };
         print!("{text}");
@@ -553,6 +556,44 @@ fn fanout_section(runs: usize) -> String {
     }
     text.push_str(
         "\nDuplicates and missing directives are summed over all runs; both must be 0.\n",
+    );
+    text
+}
+
+fn sleepers_section(runs: usize) -> String {
+    eprintln!("sleepers: {} good deliveries alone …", sleepers::GOOD);
+    let alone = Runs::collect("good deliveries alone, s", runs, || sleepers::run(false).0);
+    eprintln!("sleepers: beside {} sleeping guests …", sleepers::SLEEPERS);
+    let mut all_asleep = true;
+    let beside = Runs::collect("good deliveries beside sleepers, s", runs, || {
+        let (seconds, asleep) = sleepers::run(true);
+        all_asleep &= asleep;
+        seconds
+    });
+    let ratio = beside.median() / alone.median();
+    let mut text = String::from("\n## 7. Guests waiting in host calls\n\n");
+    let _ = writeln!(
+        text,
+        "SQLite, default workers. {} deliveries of the trivial handler, from the workers' \
+         start until all completed: alone, and with {} guests of another tenant, claimed \
+         first, asleep in a `wasi:clocks` timer the whole time (each holds an invocation \
+         slot, not a thread). Seconds, median of {runs} with the range.\n",
+        number(sleepers::GOOD as f64, 0),
+        sleepers::SLEEPERS
+    );
+    text.push_str("| good deliveries | seconds |\n|---|---|\n");
+    let _ = writeln!(text, "| alone | {} |", alone.show(3));
+    let _ = writeln!(
+        text,
+        "| beside {} sleepers | {} |",
+        sleepers::SLEEPERS,
+        beside.show(3)
+    );
+    let _ = writeln!(
+        text,
+        "\nBeside sleepers / alone: **{ratio:.2}×**; every sleeper was still asleep when the \
+         good deliveries had finished: {}.",
+        if all_asleep { "yes" } else { "**no**" }
     );
     text
 }
