@@ -57,6 +57,9 @@
 //! [http]
 //! enabled = true
 //! listen = "127.0.0.1:8080"      # "" disables the API too
+//! header_timeout_ms = 10_000     # headers of a request, and idle between requests
+//! body_timeout_ms = 30_000       # the body of a request
+//! max_connections = 1024         # served at once; more wait to be accepted
 //!
 //! [tokens]
 //! admin = "…"                    # or SIGHOST_ADMIN_TOKEN
@@ -249,18 +252,38 @@ pub struct HttpSection {
     /// `ip:port`; port 0 takes any free port (the address is logged). Empty
     /// disables the API.
     pub listen: String,
+    /// How long a connection may take to send a request's headers, and stay
+    /// idle between requests; then it is closed.
+    pub header_timeout_ms: u64,
+    /// How long a request may take to send its body.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
+        let limits = crate::http::HttpLimits::default();
         Self {
             enabled: true,
             listen: "127.0.0.1:8080".into(),
+            header_timeout_ms: limits.header_timeout.as_millis() as u64,
+            body_timeout_ms: limits.body_timeout.as_millis() as u64,
+            max_connections: limits.max_connections,
         }
     }
 }
 
 impl HttpSection {
+    /// The timeouts and connection cap of `[http]`.
+    pub fn limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
+
     /// Where to listen, or `None` when the API is off.
     pub fn listen_addr(&self) -> Option<Result<SocketAddr, String>> {
         if !self.enabled || self.listen.is_empty() {
@@ -641,6 +664,10 @@ impl Config {
                 })?;
             }
         }
+        let h = &self.http;
+        positive("http.header_timeout_ms", Some(h.header_timeout_ms))?;
+        positive("http.body_timeout_ms", Some(h.body_timeout_ms))?;
+        positive("http.max_connections", Some(h.max_connections))?;
         if let Some(Err(message)) = self.http.listen_addr() {
             return Err(message);
         }

@@ -36,6 +36,11 @@ impl Host {
     /// `audit.record` directive), tenants org_acme and org_beta, and
     /// directives logged to `directives.jsonl`.
     fn start(name: &str) -> Self {
+        Self::start_with(name, "")
+    }
+
+    /// [`Host::start`] with more `[http]` settings (TOML lines).
+    fn start_with(name: &str, http_settings: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("sighost-http-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let handlers = dir.join("handlers");
@@ -65,6 +70,7 @@ impl Host {
                 path = "directives.jsonl"
                 [http]
                 listen = "127.0.0.1:0"
+                {http_settings}
                 [tokens]
                 admin = "{ADMIN}"
                 [tokens.tenants]
@@ -893,4 +899,112 @@ fn operator_endpoints_take_the_admin_token_only() {
     assert_eq!(nothing.status, 400, "{nothing:?}");
     let misspelt = host.post("/v1/admin/retry", ADMIN, json!({"tenants": "org_acme"}));
     assert_eq!(misspelt.status, 400, "{misspelt:?}");
+}
+
+/// Waits until the server closes `stream` (a read returns end of file or a
+/// reset), for at most [`PATIENCE`]; what it sent before, if anything.
+fn closed_by_the_server(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("read timeout");
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return String::from_utf8_lossy(&seen).into_owned(),
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return String::from_utf8_lossy(&seen).into_owned();
+            }
+            Err(e) => panic!("still open after {PATIENCE:?} ({e}); it sent: {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_clients_are_cut_off_while_a_normal_one_is_served() {
+    let host = Host::start_with(
+        "slow",
+        "header_timeout_ms = 1000\nbody_timeout_ms = 1000\nmax_connections = 64",
+    );
+    // Twenty clients that dribble their headers, one line every 300 ms.
+    let dribblers: Vec<std::thread::JoinHandle<String>> = (0..20)
+        .map(|_| {
+            let addr = host.addr.clone();
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&addr).expect("connect");
+                write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").expect("head");
+                let reader = stream.try_clone().expect("clone");
+                let writer = std::thread::spawn(move || {
+                    let mut stream = reader;
+                    for i in 0..200 {
+                        std::thread::sleep(Duration::from_millis(300));
+                        if write!(stream, "X-Slow-{i}: 1\r\n").is_err() {
+                            return; // cut off
+                        }
+                    }
+                });
+                let seen = closed_by_the_server(&mut stream);
+                let _ = writer.join();
+                seen
+            })
+        })
+        .collect();
+    // An idle connection that never sends a byte.
+    let mut idle = TcpStream::connect(&host.addr).expect("connect");
+    // A request whose body stops halfway.
+    let mut stalled = TcpStream::connect(&host.addr).expect("connect");
+    write!(
+        stalled,
+        "POST /v1/signals HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ACME}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+        host.addr
+    )
+    .expect("write");
+
+    // Served meanwhile.
+    let health = host.call("GET", "/healthz", None, None);
+    assert_eq!(health.status, 200, "{health:?}");
+
+    assert_eq!(closed_by_the_server(&mut idle), "", "closed without a word");
+    let answer = closed_by_the_server(&mut stalled);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 1000 ms"), "{answer}");
+    for dribbler in dribblers {
+        let seen = dribbler.join().expect("a dribbling client");
+        assert!(
+            !seen.contains("200 OK"),
+            "never completed its headers: {seen}"
+        );
+    }
+    // And still served afterwards.
+    let health = host.call("GET", "/healthz", None, None);
+    assert_eq!(health.status, 200, "{health:?}");
+}
+
+#[test]
+fn connections_over_the_cap_wait_to_be_accepted() {
+    let host = Host::start_with("cap", "max_connections = 2");
+    let first = TcpStream::connect(&host.addr).expect("connect");
+    let second = TcpStream::connect(&host.addr).expect("connect");
+    // Both slots are taken by connections that send nothing (the header
+    // timeout is the default 10 s): a third request waits in the backlog.
+    let addr = host.addr.clone();
+    let third = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(&addr).expect("connect");
+        write!(
+            stream,
+            "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let started = Instant::now();
+        let answer = closed_by_the_server(&mut stream);
+        (answer, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!third.is_finished(), "served beyond the cap");
+    drop(first); // a slot frees up
+    let (answer, _) = third.join().expect("the third client");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(second);
 }

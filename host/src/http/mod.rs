@@ -35,6 +35,17 @@
 //! nothing. Bodies over the signal payload limit plus 16 KiB are refused
 //! with 413 before they are parsed.
 //!
+//! # Slow clients
+//!
+//! The server runs its own accept loop on hyper (axum's `serve` sets no
+//! timers), with [`HttpLimits`]: a connection must send each request's
+//! headers within the header timeout, which also bounds how long it may sit
+//! idle between requests; a body must arrive within the body timeout (else
+//! 408); at most `max_connections` are served at once and the rest wait in
+//! the listen backlog. So a client that dribbles headers, or opens
+//! connections and sends nothing, holds a file descriptor for seconds, not
+//! forever, and normal clients are served beside it.
+//!
 //! # Logs
 //!
 //! One event per request: method, path, status and duration. Bodies, query
@@ -49,7 +60,7 @@ pub mod tenant;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -75,6 +86,29 @@ const REFUSED_BODY_DRAIN_BYTES: usize = 1 << 20;
 const TENANT_FROM_TOKEN: &str =
     "the tenant comes from the bearer token; a request cannot name one (remove `tenant`)";
 
+/// How long clients may take, and how many may be served at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// To send a request's headers; also the longest idle time between
+    /// requests on a kept-alive connection (hyper's header timer runs from
+    /// the moment it waits for the next request).
+    pub header_timeout: Duration,
+    /// To send a request's body, once its headers arrived.
+    pub body_timeout: Duration,
+    /// Connections served at once; the others wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
 /// What every request handler can reach.
 #[derive(Debug)]
 pub struct ApiState {
@@ -90,6 +124,7 @@ pub struct ApiState {
 pub struct Api {
     state: Arc<ApiState>,
     body_limit: usize,
+    limits: HttpLimits,
 }
 
 impl Api {
@@ -102,7 +137,14 @@ impl Api {
                 metrics: Metrics::default(),
             }),
             body_limit,
+            limits: HttpLimits::default(),
         }
+    }
+
+    /// The same API with other timeouts and connection cap.
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Every route, with the body limit and the request log.
@@ -133,6 +175,10 @@ impl Api {
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.body_limit))
             .layer(middleware::from_fn_with_state(
+                (self.body_limit, self.limits.body_timeout),
+                read_body_in_time,
+            ))
+            .layer(middleware::from_fn_with_state(
                 self.body_limit,
                 refuse_oversized,
             ))
@@ -144,16 +190,95 @@ impl Api {
     }
 
     /// Serves on `listener` until `shutdown` completes, then finishes the
-    /// requests in progress.
+    /// requests in progress (connections idle or mid-headers are closed).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        use hyper_util::server::graceful::GracefulShutdown;
+        use hyper_util::service::TowerToHyperService;
+
+        let router = self.router();
+        let limits = self.limits;
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+        let connections = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            // At the cap, stop accepting: new connections wait in the backlog.
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot,
+                () = &mut shutdown => break,
+            };
+            let Ok(slot) = slot else { break };
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait rather than spin.
+                        tracing::warn!(%error, "accepting an HTTP connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(router.clone()),
+                );
+            let connection = connections.watch(connection);
+            tokio::spawn(async move {
+                // An error here is the client's (a reset, a timeout): nothing to log.
+                let _ = connection.await;
+                drop(slot);
+            });
+        }
+        connections.shutdown().await;
+        Ok(())
     }
+}
+
+/// Reads the request's body within the body timeout (408 if it is late), so
+/// a client that sends its headers and then dribbles the body is cut off.
+/// Bodies are small (see the body limit), so the handlers get them whole.
+async fn read_body_in_time(
+    State((limit, timeout)): State<(usize, Duration)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        // A body without a declared length, cut off by the limit as it came.
+        Ok(Err(error)) if error.to_string().contains("length limit exceeded") => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over the limit of {limit} bytes"),
+            )
+            .into_response();
+        }
+        Ok(Err(error)) => {
+            return ApiError::bad_request(format!("the request body could not be read: {error}"))
+                .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+            .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// Runs `f` on the blocking pool: the store and the host are synchronous.

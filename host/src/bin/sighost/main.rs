@@ -970,7 +970,8 @@ fn serve_until_shutdown(
                     tracing::warn!("no admin token configured ([tokens] admin or SIGHOST_ADMIN_TOKEN): operator endpoints answer 401");
                 }
                 tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
-                let api = sighost::http::Api::new(host.clone(), tokens);
+                let api = sighost::http::Api::new(host.clone(), tokens)
+                    .with_limits(config.http.limits());
                 Some(tokio::spawn(api.serve(listener, async {
                     let _ = stopped.await;
                 })))
