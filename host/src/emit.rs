@@ -90,11 +90,17 @@ pub fn validate(signal: &NewSignal, limits: &Limits) -> Result<(), EmitError> {
         ("subject.id", signal.subject.as_ref().map(|s| s.id.as_str())),
     ];
     for (field, value) in fields {
-        if let Some(value) = value
-            && (value.is_empty() || value.len() > MAX_FIELD_BYTES)
-        {
+        let Some(value) = value else { continue };
+        if value.is_empty() || value.len() > MAX_FIELD_BYTES {
             return Err(EmitError::Invalid(format!(
                 "{field} of {name} must be 1 to {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+        // PostgreSQL text cannot hold NUL and SQLite's can: refused here, in
+        // the same words on both stores.
+        if value.contains('\0') {
+            return Err(EmitError::Invalid(format!(
+                "{field} of {name} contains a NUL byte, which sighost does not store"
             )));
         }
     }

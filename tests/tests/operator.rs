@@ -180,3 +180,56 @@ fn a_cause_of_another_tenant_counts_as_unknown_for_the_depth_limit() {
         );
     }
 }
+
+#[test]
+fn both_stores_refuse_nul_in_signal_text_in_the_same_words() {
+    let scratch = Scratch::new("operator-nul");
+    let database = sighost_tests::postgres::FreshDatabase::new("sighost_nul");
+    let mut answers = Vec::new();
+    for (label, store) in [("sqlite", None), ("postgres", Some(database.url.clone()))] {
+        let mut config = HostConfig::new(scratch.subdir(label));
+        if let Some(url) = store {
+            config.store = sighost::store::StoreLocation::parse(&url).expect("url");
+        }
+        let host = Sighost::open(config).expect("open");
+        host.create_tenant("org_a", json!({})).expect("tenant");
+        let with_nul = |field: &str| {
+            let mut signal = NewSignal {
+                tenant: "org_a".into(),
+                name: "nul.tested".into(),
+                payload: json!({}),
+                ..NewSignal::default()
+            };
+            let text = Some("a\0b".to_owned());
+            match field {
+                "dedupe_key" => signal.dedupe_key = text,
+                "correlation_id" => signal.correlation_id = text,
+                "source" => signal.source = text,
+                _ => {
+                    signal.actor = Some(sighost::signal::EntityRef {
+                        kind: "user".into(),
+                        id: "u\0".into(),
+                    })
+                }
+            }
+            host.emit(signal)
+        };
+        for field in ["dedupe_key", "correlation_id", "source", "actor.id"] {
+            match with_nul(field) {
+                Err(sighost::emit::EmitError::Invalid(message)) => answers.push(message),
+                other => panic!("{label} {field}: {other:?}"),
+            }
+        }
+        let stored = host
+            .store()
+            .signals(&sighost::store::SignalFilter::default())
+            .expect("signals");
+        assert!(stored.is_empty(), "{label} stored nothing");
+    }
+    let (sqlite, postgres) = answers.split_at(answers.len() / 2);
+    assert_eq!(sqlite, postgres, "the same words on both stores");
+    assert_eq!(
+        sqlite[0],
+        "dedupe_key of nul.tested contains a NUL byte, which sighost does not store"
+    );
+}

@@ -72,6 +72,13 @@ impl DirectiveBuffer {
                 idempotency_key.len()
             )));
         }
+        if idempotency_key.contains('\0') {
+            // PostgreSQL text cannot hold NUL and SQLite's can: refused here,
+            // in the same words on both stores.
+            return Err(DirectiveError::Invalid(
+                "an idempotency key may not contain a NUL byte".into(),
+            ));
+        }
         if payload.len() > self.max_payload_bytes {
             return Err(DirectiveError::TooLarge(format!(
                 "payload of {name} is {} bytes, the limit is {}",
