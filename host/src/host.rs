@@ -28,6 +28,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::emit::{EmitError, Emitter};
+use crate::health::StoreHealth;
 use crate::registry::HandlerRegistry;
 use crate::reload::{HandlerFiles, HandlerLoader, Watcher};
 use crate::runner::executors::LogExecutor;
@@ -116,6 +117,8 @@ pub struct Sighost {
     wake: Arc<Wake>,
     /// Rung by the workers for the directive runner.
     directive_wake: Arc<Wake>,
+    /// Failed result writes, for `/readyz` and the log.
+    health: Arc<StoreHealth>,
     config: HostConfig,
 }
 
@@ -164,6 +167,7 @@ impl Sighost {
             emitter,
             wake,
             directive_wake,
+            health: Arc::default(),
             config,
         })
     }
@@ -174,6 +178,11 @@ impl Sighost {
 
     pub fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// Whether the store takes this process's result writes.
+    pub fn store_health(&self) -> &Arc<StoreHealth> {
+        &self.health
     }
 
     /// Tells this process's delivery workers that work may be due.
@@ -287,6 +296,7 @@ impl Sighost {
                 emitter: self.emitter.clone(),
                 executors: Arc::new(self.config.executors.clone()),
                 wake: self.directive_wake.clone(),
+                health: self.health.clone(),
                 clock: self.config.clock,
             },
             self.config.runner.clone(),
@@ -305,6 +315,7 @@ impl Sighost {
                 registry: self.registry.clone(),
                 wake: self.wake.clone(),
                 directive_wake: self.directive_wake.clone(),
+                health: self.health.clone(),
                 clock: self.config.clock,
             },
             self.config.workers.clone(),

@@ -27,6 +27,8 @@
 //!   invocation is a task holding one of a bounded number of slots, shared
 //!   fairly between tenants (`worker/slots.rs`).
 //! - [`retry`]: when a failed attempt runs again.
+//! - [`health`]: whether the store takes writes; result writes retried until
+//!   they land, bounded at shutdown.
 //! - [`runner`]: the directive runner and its executors (log, command,
 //!   webhook, in-process).
 //! - [`store`]: the store contract and its SQLite and PostgreSQL
@@ -51,6 +53,7 @@
 
 pub mod config;
 pub mod emit;
+pub mod health;
 mod host;
 pub mod http;
 pub mod limits;

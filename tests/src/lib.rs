@@ -9,6 +9,7 @@ use sighost::signal::Signal;
 pub mod conformance;
 pub mod postgres;
 
+pub mod failing_store;
 pub mod host_helpers;
 pub mod server;
 

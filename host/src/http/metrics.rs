@@ -162,6 +162,10 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: the store answers a cheap query in time.
 pub async fn readyz(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    // Reads may work while writes fail (a full disk): say so.
+    if let Some(failing) = state.host.store_health().failing() {
+        return Err(unavailable(&failing));
+    }
     let host = state.host.clone();
     // Looking up one tenant by key is about the cheapest query there is.
     let probe = blocking(move || Ok(host.store().tenant("readyz-probe")?));

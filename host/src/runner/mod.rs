@@ -102,6 +102,8 @@ pub struct RunnerDeps {
     pub executors: Arc<Executors>,
     /// Rung when deliveries complete with new directives.
     pub wake: Arc<Wake>,
+    /// Where failed result writes are counted (for `/readyz` and the log).
+    pub health: Arc<crate::health::StoreHealth>,
     pub clock: fn() -> DateTime<Utc>,
 }
 
@@ -144,7 +146,7 @@ fn run_loop(deps: &RunnerDeps, config: &RunnerConfig, name: &str, stopping: &Ato
             };
         let full = claimed.len() == config.batch_size;
         for directive in claimed {
-            run_one(deps, config, name, &directive);
+            run_one(deps, config, name, stopping, &directive);
         }
         if !full {
             deps.wake.wait(config.poll_interval);
@@ -152,7 +154,13 @@ fn run_loop(deps: &RunnerDeps, config: &RunnerConfig, name: &str, stopping: &Ato
     }
 }
 
-fn run_one(deps: &RunnerDeps, config: &RunnerConfig, name: &str, directive: &Directive) {
+fn run_one(
+    deps: &RunnerDeps,
+    config: &RunnerConfig,
+    name: &str,
+    stopping: &AtomicBool,
+    directive: &Directive,
+) {
     if config.lifecycle_signals {
         lifecycle(
             deps,
@@ -197,17 +205,28 @@ fn run_one(deps: &RunnerDeps, config: &RunnerConfig, name: &str, directive: &Dir
             )
         }
     }
-    match deps
-        .store
-        .finish_directive(&directive.id, directive.attempt, name, &decision, now)
-    {
-        Ok(true) => {}
-        Ok(false) => {
+    // Retried until written: giving up would leave the directive running
+    // until its lease expired and then run it again, a succeeded one too.
+    let written = crate::health::until_written(
+        "recording a directive result",
+        &deps.health,
+        stopping,
+        || {
+            deps.store
+                .finish_directive(&directive.id, directive.attempt, name, &decision, now)
+        },
+    );
+    match written {
+        Some(true) => {}
+        Some(false) => {
             tracing::warn!(directive = %directive.id, "lease lost before the result was recorded")
         }
-        Err(error) => {
-            // The lease will expire and the directive run again.
-            tracing::error!(directive = %directive.id, %error, "recording a directive result failed");
+        None => {
+            tracing::error!(
+                directive = %directive.id,
+                "stopping with a directive result the store would not take: it runs again once \
+                 its lease expires"
+            );
             return;
         }
     }

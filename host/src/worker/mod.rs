@@ -91,6 +91,8 @@ pub struct WorkerDeps {
     pub wake: Arc<Wake>,
     /// Rung when completed deliveries wrote directives, for the runner.
     pub directive_wake: Arc<Wake>,
+    /// Where failed result writes are counted (for `/readyz` and the log).
+    pub health: Arc<crate::health::StoreHealth>,
     pub clock: fn() -> DateTime<Utc>,
 }
 
@@ -154,8 +156,16 @@ impl Workers {
                 runtime.shutdown_background();
             }
         })?;
+        let stopping = group.stopping();
         group.spawn("sighost-complete", move || {
-            complete(&deps, &config, &in_flight, &room_wanted, results_rx)
+            complete(
+                &deps,
+                &config,
+                &stopping,
+                &in_flight,
+                &room_wanted,
+                results_rx,
+            )
         })?;
         Ok(Self(group))
     }
@@ -480,17 +490,16 @@ const COMPLETION_LINGER: Duration = Duration::from_millis(1);
 fn complete(
     deps: &WorkerDeps,
     config: &WorkerConfig,
+    stopping: &AtomicBool,
     in_flight: &AtomicUsize,
     room_wanted: &AtomicBool,
     results: Receiver<DeliveryResult>,
 ) {
     let mut batch: Vec<DeliveryResult> = Vec::new();
     loop {
-        if batch.is_empty() {
-            match results.recv() {
-                Ok(result) => batch.push(result),
-                Err(_) => return, // every invoker is gone and everything is recorded
-            }
+        match results.recv() {
+            Ok(result) => batch.push(result),
+            Err(_) => return, // every invoker is gone and everything is recorded
         }
         // Linger a moment for more results: one commit per batch is the
         // store's biggest cost, and a millisecond is small beside a delivery.
@@ -501,30 +510,72 @@ fn complete(
                 Err(_) => break,
             }
         }
-        match deps.store.finish_deliveries(&batch, (deps.clock)()) {
-            Ok(outcomes) => {
-                in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
-                batch.clear();
-                // Only when the fetcher waits for room: ringing after every
-                // batch would have it run empty claims that hold the writer.
-                if room_wanted.swap(false, Ordering::SeqCst) {
-                    deps.wake.notify();
-                }
-                let wrote_directives = outcomes
-                    .iter()
-                    .any(|o| matches!(o, FinishOutcome::Completed { directives_created, .. } if *directives_created > 0));
-                if wrote_directives {
-                    deps.directive_wake.notify();
-                }
-            }
-            Err(error) => {
-                // Keep the results and try again; if this never succeeds the
-                // leases expire and the deliveries run again elsewhere.
-                tracing::warn!(%error, results = batch.len(), "recording results failed; trying again");
-                std::thread::sleep(Duration::from_millis(100));
-            }
+        let outcomes = record(deps, stopping, &batch);
+        in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
+        batch.clear();
+        // Only when the fetcher waits for room: ringing after every
+        // batch would have it run empty claims that hold the writer.
+        if room_wanted.swap(false, Ordering::SeqCst) {
+            deps.wake.notify();
+        }
+        let wrote_directives = outcomes.iter().any(
+            |o| matches!(o, FinishOutcome::Completed { directives_created, .. } if *directives_created > 0),
+        );
+        if wrote_directives {
+            deps.directive_wake.notify();
         }
     }
+}
+
+/// Writes a batch of results in one transaction. If the store refuses it,
+/// each result is tried on its own, round after round with backoff, so that
+/// one the store will not take holds back none of the others; a stopping
+/// host gives up after its grace (see `health.rs`), leaving what is still
+/// unwritten to the lease rescue. Returns the outcomes written.
+fn record(
+    deps: &WorkerDeps,
+    stopping: &AtomicBool,
+    batch: &[DeliveryResult],
+) -> Vec<FinishOutcome> {
+    match deps.store.finish_deliveries(batch, (deps.clock)()) {
+        Ok(outcomes) => {
+            deps.health.recovered();
+            return outcomes;
+        }
+        Err(error) => deps
+            .health
+            .failed("recording delivery results", &error.to_string()),
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut unwritten: Vec<&DeliveryResult> = batch.iter().collect();
+    let written =
+        crate::health::until_written("recording delivery results", &deps.health, stopping, || {
+            let mut last_error = None;
+            unwritten.retain(|result| {
+                match deps
+                    .store
+                    .finish_deliveries(std::slice::from_ref(*result), (deps.clock)())
+                {
+                    Ok(written) => {
+                        outcomes.extend(written);
+                        false
+                    }
+                    Err(error) => {
+                        last_error = Some(error);
+                        true
+                    }
+                }
+            });
+            last_error.map_or(Ok(()), Err)
+        });
+    if written.is_none() {
+        tracing::error!(
+            results = unwritten.len(),
+            "stopping with delivery results the store would not take: those deliveries run \
+             again once their leases expire"
+        );
+    }
+    outcomes
 }
 
 #[cfg(test)]

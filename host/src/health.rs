@@ -1,0 +1,179 @@
+//! Whether the store takes writes, and the retry loop for the writes that
+//! must land: delivery results and directive results.
+//!
+//! A result that cannot be written is retried with backoff, never dropped
+//! while the host runs (so a succeeded directive is not run again just
+//! because one write failed). Once shutdown begins, the loop waits at most
+//! [`SHUTDOWN_GRACE`] more: what is still unwritten is left for the lease
+//! rescue, which runs it again (executors are told to expect at-least-once
+//! calls), and the host stops within a known bound even while its store
+//! fails. Failures are logged once per [`LOG_INTERVAL`] with their count,
+//! not once per try; `/readyz` reports a store that refuses writes.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::store::StoreResult;
+
+/// How long a stopping host keeps trying to write results.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often a failing store is logged.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The state of writes to the store, shared by the workers, the runner and
+/// the HTTP API.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    failing: Mutex<Option<Failing>>,
+}
+
+#[derive(Debug)]
+struct Failing {
+    since: Instant,
+    failures: u64,
+    last_error: String,
+    logged_at: Instant,
+    /// Failures since the last log line.
+    unlogged: u64,
+}
+
+impl StoreHealth {
+    /// Records a failed write of `what`, logging it if none was logged in
+    /// the last [`LOG_INTERVAL`].
+    pub fn failed(&self, what: &str, error: &str) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match failing.as_mut() {
+            None => {
+                tracing::warn!(%error, "{what} failed; retrying until the store takes it");
+                *failing = Some(Failing {
+                    since: now,
+                    failures: 1,
+                    last_error: error.to_owned(),
+                    logged_at: now,
+                    unlogged: 0,
+                });
+            }
+            Some(state) => {
+                state.failures += 1;
+                state.unlogged += 1;
+                state.last_error = error.to_owned();
+                if now.duration_since(state.logged_at) >= LOG_INTERVAL {
+                    tracing::warn!(
+                        %error,
+                        failures = state.unlogged,
+                        failing_for_s = now.duration_since(state.since).as_secs(),
+                        "writes to the store keep failing; retrying"
+                    );
+                    state.logged_at = now;
+                    state.unlogged = 0;
+                }
+            }
+        }
+    }
+
+    /// Records a write that went through.
+    pub fn recovered(&self) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = failing.take() {
+            tracing::info!(
+                failures = state.failures,
+                failing_for_s = state.since.elapsed().as_secs(),
+                "the store takes writes again"
+            );
+        }
+    }
+
+    /// What is wrong, while writes fail, without the store's own words
+    /// (they may describe the database; the log has them).
+    pub fn failing(&self) -> Option<String> {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        failing.as_ref().map(|state| {
+            format!(
+                "the store has refused writes for {} s ({} failed writes); see the host's log",
+                state.since.elapsed().as_secs(),
+                state.failures,
+            )
+        })
+    }
+
+    /// The store's error of the last failed write, while writes fail.
+    pub fn last_error(&self) -> Option<String> {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        failing.as_ref().map(|state| state.last_error.clone())
+    }
+}
+
+/// Runs `write` until it succeeds, with backoff; `None` if the host is
+/// stopping and [`SHUTDOWN_GRACE`] has passed since it began to.
+pub fn until_written<T>(
+    what: &str,
+    health: &StoreHealth,
+    stopping: &AtomicBool,
+    mut write: impl FnMut() -> StoreResult<T>,
+) -> Option<T> {
+    let mut backoff = FIRST_BACKOFF;
+    let mut stop_deadline: Option<Instant> = None;
+    loop {
+        match write() {
+            Ok(value) => {
+                health.recovered();
+                return Some(value);
+            }
+            Err(error) => health.failed(what, &error.to_string()),
+        }
+        if stopping.load(Ordering::SeqCst) {
+            let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn retries_until_the_write_lands_and_reports_the_failure_meanwhile() {
+        let health = StoreHealth::default();
+        let stopping = AtomicBool::new(false);
+        let mut tries = 0;
+        let written = until_written("a test write", &health, &stopping, || {
+            tries += 1;
+            if tries < 3 {
+                assert!(tries == 1 || health.failing().is_some());
+                Err(StoreError::Database("disk full".into()))
+            } else {
+                Ok(tries)
+            }
+        });
+        assert_eq!(written, Some(3));
+        assert_eq!(health.failing(), None, "recovered");
+    }
+
+    #[test]
+    fn gives_up_once_shutdown_has_waited_its_grace() {
+        let health = StoreHealth::default();
+        let stopping = AtomicBool::new(true);
+        let started = Instant::now();
+        let written: Option<()> = until_written("a test write", &health, &stopping, || {
+            Err(StoreError::Database("I/O error".into()))
+        });
+        assert_eq!(written, None);
+        assert!(started.elapsed() >= SHUTDOWN_GRACE);
+        let failing = health.failing().expect("still failing");
+        assert!(
+            failing.starts_with("the store has refused writes"),
+            "{failing}"
+        );
+        assert_eq!(health.last_error().as_deref(), Some("database: I/O error"));
+    }
+}

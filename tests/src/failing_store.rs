@@ -1,0 +1,155 @@
+//! A store that fails on demand: it wraps a real one and refuses the result
+//! writes (of deliveries, of directives, or both) while told to, the way a
+//! full or failing disk refuses them, and passes everything else through.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sighost::signal::Signal;
+use sighost::store::*;
+use sighost::wake::Wake;
+
+#[derive(Debug)]
+pub struct FailingStore {
+    inner: Arc<dyn Store>,
+    /// Refuse `finish_deliveries`.
+    pub fail_delivery_results: AtomicBool,
+    /// Refuse `finish_directive`.
+    pub fail_directive_results: AtomicBool,
+}
+
+impl FailingStore {
+    pub fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            fail_delivery_results: AtomicBool::new(false),
+            fail_directive_results: AtomicBool::new(false),
+        })
+    }
+
+    fn refuse(flag: &AtomicBool) -> StoreResult<()> {
+        if flag.load(Ordering::SeqCst) {
+            return Err(StoreError::Database(
+                "disk I/O error (injected by the test)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Store for FailingStore {
+    fn create_tenant(&self, id: &str, settings: Value, now: DateTime<Utc>) -> StoreResult<Tenant> {
+        self.inner.create_tenant(id, settings, now)
+    }
+    fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        self.inner.tenant(id)
+    }
+    fn tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.inner.tenants()
+    }
+    fn set_settings(&self, id: &str, settings: Value) -> StoreResult<Tenant> {
+        self.inner.set_settings(id, settings)
+    }
+    fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
+        self.inner.install_package(id, package)
+    }
+    fn uninstall_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
+        self.inner.uninstall_package(id, package)
+    }
+    fn record_handler_version(
+        &self,
+        name: &str,
+        digest: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.inner.record_handler_version(name, digest, now)
+    }
+    fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.resume_handler(name, now)
+    }
+    fn emit(
+        &self,
+        batch: &[(NewSignal, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Emitted>> {
+        self.inner.emit(batch, now)
+    }
+    fn signals(&self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
+        self.inner.signals(filter)
+    }
+    fn signal_depth(&self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
+        self.inner.signal_depth(tenant, id)
+    }
+    fn claim_deliveries(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.inner.claim_deliveries(worker, limit, lease, now)
+    }
+    fn finish_deliveries(
+        &self,
+        results: &[DeliveryResult],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishOutcome>> {
+        Self::refuse(&self.fail_delivery_results)?;
+        self.inner.finish_deliveries(results, now)
+    }
+    fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        self.inner.deliveries(filter)
+    }
+    fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
+        self.inner.attempts(delivery_id)
+    }
+    fn retry_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.retry_deliveries(filter, now)
+    }
+    fn cancel_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.cancel_deliveries(filter, now)
+    }
+    fn replay(
+        &self,
+        batch: &[(String, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.inner.replay(batch, now)
+    }
+    fn claim_directives(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Directive>> {
+        self.inner.claim_directives(worker, limit, lease, now)
+    }
+    fn finish_directive(
+        &self,
+        id: &str,
+        attempt: u32,
+        worker: &str,
+        decision: &DirectiveDecision,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        Self::refuse(&self.fail_directive_results)?;
+        self.inner
+            .finish_directive(id, attempt, worker, decision, now)
+    }
+    fn directives(&self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
+        self.inner.directives(filter)
+    }
+    fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.cancel_directives(filter, now)
+    }
+    fn stats(&self) -> StoreResult<QueueStats> {
+        self.inner.stats()
+    }
+    fn watch(&self, deliveries: Arc<Wake>, directives: Arc<Wake>) -> StoreResult<()> {
+        self.inner.watch(deliveries, directives)
+    }
+}

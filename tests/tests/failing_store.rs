@@ -1,0 +1,141 @@
+//! A store that refuses result writes, as a full or failing disk does:
+//! results are retried until they land (a succeeded directive is not run
+//! again), the failure shows in `/readyz`'s state, and shutdown ends within
+//! its bound, leaving what could not be written to the lease rescue.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sighost::Sighost;
+use sighost::store::{DeliveryFilter, DeliveryState, DirectiveState, NewSignal, Store};
+use sighost_tests::failing_store::FailingStore;
+use sighost_tests::guest;
+use sighost_tests::host_helpers::{
+    CountingExecutor, PATIENCE, Scratch, fast_config, install, wait_for,
+};
+
+fn host_on_failing_store(
+    scratch: &Scratch,
+    executor: &Arc<CountingExecutor>,
+) -> (Sighost, Arc<FailingStore>) {
+    let handlers = scratch.subdir("handlers");
+    install(
+        &handlers,
+        "noop",
+        &guest("trivial"),
+        "directives = ['bench.noop']\n",
+    );
+    let mut config = fast_config(scratch.path(), 3);
+    config.executors = executor.for_names(&["bench.noop"]);
+    let real = config
+        .store
+        .open(chrono::Utc::now())
+        .expect("open the store");
+    let failing = FailingStore::new(real);
+    let host = Sighost::with_store(failing.clone() as Arc<dyn Store>, config).expect("host");
+    assert!(
+        host.load_handlers_dir(&handlers)
+            .expect("handlers")
+            .is_empty()
+    );
+    host.create_tenant("org_a", json!({})).expect("tenant");
+    (host, failing)
+}
+
+fn emit(host: &Sighost, count: usize) {
+    let signals = (0..count)
+        .map(|i| NewSignal {
+            tenant: "org_a".into(),
+            name: "fail.tested".into(),
+            payload: json!({ "i": i }),
+            ..NewSignal::default()
+        })
+        .collect();
+    host.emit_batch(signals).expect("emit");
+}
+
+fn deliveries_in(host: &Sighost, state: DeliveryState) -> usize {
+    host.store()
+        .deliveries(&DeliveryFilter {
+            state: Some(state),
+            ..DeliveryFilter::default()
+        })
+        .expect("deliveries")
+        .len()
+}
+
+#[test]
+fn results_the_store_refuses_are_retried_until_it_takes_them() {
+    let scratch = Scratch::new("failing-retry");
+    let executor = CountingExecutor::new();
+    let (host, failing) = host_on_failing_store(&scratch, &executor);
+    failing.fail_delivery_results.store(true, Ordering::SeqCst);
+    failing.fail_directive_results.store(true, Ordering::SeqCst);
+    emit(&host, 10);
+    let running = host.start().expect("start");
+    wait_for("the failure to show", |last| {
+        *last = format!("{:?}", host.store_health().failing());
+        host.store_health().failing()
+    });
+    assert_eq!(deliveries_in(&host, DeliveryState::Completed), 0);
+    // The disk is back: every result lands, and each directive runs once.
+    failing.fail_delivery_results.store(false, Ordering::SeqCst);
+    wait_for("the deliveries to complete", |last| {
+        let done = deliveries_in(&host, DeliveryState::Completed);
+        *last = format!("{done} completed");
+        (done == 10).then_some(())
+    });
+    // A directive runs; its result cannot be written, so its runner thread
+    // keeps trying (before, it gave up and the directive sat `running` until
+    // its lease expired, then ran again).
+    wait_for("a directive to be run", |last| {
+        *last = format!("{} calls", executor.total_calls());
+        (executor.total_calls() >= 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    failing
+        .fail_directive_results
+        .store(false, Ordering::SeqCst);
+    wait_for("the directives to succeed", |last| {
+        let directives = host
+            .store()
+            .directives(&Default::default())
+            .expect("directives");
+        *last = format!(
+            "{:?}",
+            directives.iter().map(|d| d.state).collect::<Vec<_>>()
+        );
+        directives
+            .iter()
+            .all(|d| d.state == DirectiveState::Succeeded)
+            .then_some(())
+    });
+    assert_eq!(executor.total_calls(), 10, "no directive ran twice");
+    assert_eq!(host.store_health().failing(), None, "recovered");
+    running.shutdown();
+}
+
+#[test]
+fn shutdown_ends_within_its_bound_while_the_store_refuses_results() {
+    let scratch = Scratch::new("failing-shutdown");
+    let executor = CountingExecutor::new();
+    let (host, failing) = host_on_failing_store(&scratch, &executor);
+    failing.fail_delivery_results.store(true, Ordering::SeqCst);
+    emit(&host, 5);
+    let running = host.start().expect("start");
+    wait_for("the failure to show", |_| host.store_health().failing());
+    let started = Instant::now();
+    let stopped = std::thread::spawn(move || running.shutdown());
+    while !stopped.is_finished() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "shutdown still waiting for the store after {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stopped.join().expect("shutdown");
+    // Nothing was lost: the deliveries wait for their leases, still running.
+    assert_eq!(deliveries_in(&host, DeliveryState::Running), 5);
+}
