@@ -8,10 +8,11 @@
 //! ```
 //!
 //! Sections: `invoke`, `sqlite`, `postgres`, `latency`, `fanout`, `restart`,
-//! `sleepers`. Progress
+//! `sleepers`, `compile`. Progress
 //! goes to stderr; the report (Markdown) to stdout, and to BENCHMARKS.md at
 //! the workspace root when every section ran (or to `--out <file>`).
 
+mod compile;
 mod durable;
 mod fanout;
 mod invoke;
@@ -29,8 +30,8 @@ use durable::{Backend, DRAIN};
 use sighost_tests::postgres::FreshDatabase;
 use stats::{Runs, number};
 
-const SECTIONS: [&str; 7] = [
-    "invoke", "sqlite", "postgres", "latency", "fanout", "restart", "sleepers",
+const SECTIONS: [&str; 8] = [
+    "invoke", "sqlite", "postgres", "latency", "fanout", "restart", "sleepers", "compile",
 ];
 /// How long a peer may drain before its rate is taken over that window.
 const PEER_WINDOW_SECS: u64 = 20;
@@ -122,6 +123,7 @@ fn main() {
             "fanout" => fanout_section(options.runs),
             "restart" => restart_section(options.runs),
             "sleepers" => sleepers_section(options.runs),
+            "compile" => compile_section(options.runs),
             _ => unreachable!("checked in options()"),
         };
         print!("{text}");
@@ -594,6 +596,42 @@ fn sleepers_section(runs: usize) -> String {
         "\nBeside sleepers / alone: **{ratio:.2}×**; every sleeper was still asleep when the \
          good deliveries had finished: {}.",
         if all_asleep { "yes" } else { "**no**" }
+    );
+    text
+}
+
+fn compile_section(runs: usize) -> String {
+    eprintln!("compile: {} deliveries alone …", compile::DELIVERIES);
+    let mut seed = 0;
+    let alone = Runs::collect("deliveries alone, s", runs, || compile::run(0, false).0);
+    eprintln!("compile: beside a large compile …");
+    let mut compiles = Vec::new();
+    let beside = Runs::collect("deliveries beside a compile, s", runs, || {
+        seed += 1;
+        let (seconds, compiled) = compile::run(seed, true);
+        compiles.extend(compiled);
+        seconds
+    });
+    let compiles = Runs::from_values(compiles);
+    let ratio = beside.median() / alone.median();
+    let mut text = String::from("\n## 8. Deliveries while a large component compiles\n\n");
+    let _ = writeln!(
+        text,
+        "SQLite, default workers. {} deliveries of the trivial handler, from the workers' \
+         start until all completed: alone, and while the same host compiles a component of \
+         40,000 functions (no compiled-code cache; the compile took {} s). Loading threads \
+         and the compiler's thread pool run at nice 10. Seconds, median of {runs} with the \
+         range.\n",
+        number(compile::DELIVERIES as f64, 0),
+        compiles.show(1)
+    );
+    text.push_str("| deliveries | seconds |\n|---|---|\n");
+    let _ = writeln!(text, "| alone | {} |", alone.show(3));
+    let _ = writeln!(text, "| while compiling | {} |", beside.show(3));
+    let _ = writeln!(
+        text,
+        "\nWhile compiling / alone: **{ratio:.2}×** (a compile taking one of the two cores \
+         from the workers would make it about 2×)."
     );
     text
 }
