@@ -88,6 +88,7 @@ impl Checkpointer {
             .name("sighost-checkpoint".into())
             .spawn({
                 let stop = stop.clone();
+                let mut failures = CheckpointFailures::default();
                 move || loop {
                     let (stopped, bell) = &*stop;
                     let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,10 +99,9 @@ impl Checkpointer {
                         return;
                     }
                     drop(guard);
-                    if let Err(error) =
-                        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(%error, "WAL checkpoint failed; retrying");
+                    match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        Ok(()) => failures.recovered(),
+                        Err(error) => failures.failed(&describe(&error)),
                     }
                 }
             })
@@ -112,6 +112,38 @@ impl Checkpointer {
             stop,
             thread: Some(thread),
         })
+    }
+}
+
+/// Failed checkpoints, logged once per interval: a failing disk fails 200
+/// of them a second.
+#[derive(Default)]
+struct CheckpointFailures {
+    /// Since the last log line, and when that was.
+    count: u64,
+    logged_at: Option<std::time::Instant>,
+}
+
+impl CheckpointFailures {
+    const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+    fn failed(&mut self, error: &str) {
+        self.count += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Self::LOG_INTERVAL)
+        {
+            tracing::warn!(%error, failures = self.count, "WAL checkpoints failing; retrying");
+            self.count = 0;
+            self.logged_at = Some(std::time::Instant::now());
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.logged_at.take().is_some() {
+            tracing::info!("WAL checkpoints work again");
+            self.count = 0;
+        }
     }
 }
 
@@ -128,8 +160,30 @@ impl Drop for Checkpointer {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
+        StoreError::Database(describe(&e))
     }
+}
+
+/// SQLite's error, named as what it is for an operator: a full disk, an I/O
+/// error, a read-only file, rather than SQLite's terse text alone.
+fn describe(error: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let rusqlite::Error::SqliteFailure(failure, _) = error else {
+        return error.to_string();
+    };
+    let what = match failure.code {
+        ErrorCode::DiskFull => "the disk holding the database is full",
+        ErrorCode::SystemIoFailure => "an I/O error on the database file (the disk is failing?)",
+        ErrorCode::ReadOnly => "the database is read-only (the file or its directory)",
+        ErrorCode::CannotOpen => "the database file cannot be opened",
+        // SQLite says so after I/O errors too, with the file intact.
+        ErrorCode::DatabaseCorrupt => {
+            "SQLite reads the database as malformed (this can follow an I/O error; check the \
+             disk, then `PRAGMA integrity_check`)"
+        }
+        _ => return error.to_string(),
+    };
+    format!("{what}: {error}")
 }
 
 fn lock(connection: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
@@ -148,7 +202,11 @@ pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
 
 fn open_connection(options: &SqliteOptions) -> StoreResult<Connection> {
     let connection = Connection::open(&options.path).map_err(|e| {
-        StoreError::Database(format!("cannot open {}: {e}", options.path.display()))
+        StoreError::Database(format!(
+            "cannot open {}: {}",
+            options.path.display(),
+            why_not_writable(&options.path).unwrap_or_else(|| describe(&e))
+        ))
     })?;
     connection.busy_timeout(Duration::from_secs(10))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -172,6 +230,28 @@ fn open_connection(options: &SqliteOptions) -> StoreResult<Connection> {
     connection.pragma_update(None, "cache_size", -16384)?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
+}
+
+/// Why the database at `path` cannot be written, when its directory is the
+/// reason (SQLite only says "unable to open database file").
+fn why_not_writable(path: &Path) -> Option<String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let probe = dir.join(".sighost-write-probe");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "the data directory {} cannot be written ({e}); sighost keeps its database there",
+            dir.display()
+        )),
+    }
 }
 
 fn migrate(connection: &mut Connection, now: DateTime<Utc>) -> StoreResult<()> {
@@ -384,5 +464,32 @@ impl Store for SqliteStore {
 
     fn stats(&self) -> StoreResult<QueueStats> {
         self.read(queries::stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn storage_faults_are_named_as_what_they_are() {
+        let full = describe(&failure(rusqlite::ffi::SQLITE_FULL));
+        assert!(
+            full.starts_with("the disk holding the database is full"),
+            "{full}"
+        );
+        let io = describe(&failure(rusqlite::ffi::SQLITE_IOERR));
+        assert!(io.starts_with("an I/O error on the database file"), "{io}");
+        let read_only = describe(&failure(rusqlite::ffi::SQLITE_READONLY));
+        assert!(
+            read_only.starts_with("the database is read-only"),
+            "{read_only}"
+        );
+        let busy = describe(&failure(rusqlite::ffi::SQLITE_BUSY));
+        assert!(!busy.contains("disk"), "others keep SQLite's words: {busy}");
     }
 }
