@@ -146,3 +146,25 @@ impl From<DirectiveError> for HandlerError {
         HandlerError::Permanent(error.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fixed vectors, computed apart from this code (SHA-256 of the parts
+    /// joined by NUL bytes, as the README documents), so a change to the
+    /// default key, which would make retried and replayed deliveries ask for
+    /// new directives instead of deduplicating, fails here.
+    #[test]
+    fn the_default_key_is_sha256_of_the_parts_joined_by_nul() {
+        assert_eq!(
+            default_idempotency_key("org_acme", "sig_1", "audit-trail", "audit.record"),
+            "4bf66b8f97286b235baff1fc89c0a0c188d7493cac96e94d752441050829ae16"
+        );
+        assert_eq!(
+            default_idempotency_key("", "", "", ""),
+            "709e80c88487a2411e1ee4dfb9f22a861492d20c4765150c0c794abd70f8147c",
+            "three separators, whatever the parts"
+        );
+    }
+}
