@@ -238,3 +238,56 @@ impl Harness {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::directive;
+
+    /// Asks for `a.one` twice under one key (same payload), then for `a.two`
+    /// under that key, then for a name off the allow-list; reports every
+    /// answer through the error it returns.
+    fn asks_for_everything(
+        signal: Signal,
+        _tenant: String,
+        _context: Context,
+    ) -> Result<(), HandlerError> {
+        let first = directive("a.one")
+            .payload(&json!({"n": 1}))
+            .idempotency_key("k")
+            .request(&signal);
+        let again = directive("a.one")
+            .payload(&json!({"n": 1}))
+            .idempotency_key("k")
+            .request(&signal);
+        let other = directive("a.two")
+            .payload(&json!({"n": 1}))
+            .idempotency_key("k")
+            .request(&signal);
+        let forbidden = directive("b.three").payload(&json!({})).request(&signal);
+        Err(HandlerError::permanent(format!(
+            "{:?} | {:?} | {} | {}",
+            first.map(|r| r.status),
+            again.map(|r| r.status),
+            matches!(other, Err(DirectiveError::Conflict(_))),
+            matches!(forbidden, Err(DirectiveError::NotPermitted(_))),
+        )))
+    }
+
+    #[test]
+    fn the_harness_checks_the_allow_list_duplicates_and_conflicts() {
+        let harness = Harness::new("asker", "org_acme").allow(["a.one", "a.two"]);
+        let signal = harness.signal("test.happened", json!({}));
+        let run = harness.run_tenant_handler(signal, asks_for_everything);
+        assert_eq!(
+            run.result,
+            Err(HandlerError::permanent(
+                "Ok(Accepted) | Ok(Duplicate) | true | true"
+            ))
+        );
+        assert_eq!(run.directives.len(), 1, "the duplicate is not repeated");
+        assert_eq!(run.directives[0].name, "a.one");
+    }
+}
