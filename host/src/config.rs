@@ -34,14 +34,14 @@
 //! threads = 4                    # default: one per core
 //! max_waiting = 32               # invocations suspended in host calls, beyond threads
 //! batch_size = 256
-//! lease_ms = 300_000
+//! lease_ms = 10_000             # extended by a heartbeat while held
 //! poll_interval_ms = 200
 //! max_attempts = 10
 //! fast_retries = false           # retry after milliseconds (demos, tests)
 //!
 //! [runner]                       # directive runner
 //! threads = 2
-//! lease_ms = 300_000
+//! lease_ms = 10_000             # extended by a heartbeat while held
 //! max_attempts = 10
 //! fast_retries = false
 //! lifecycle_signals = false      # emit directive.started|succeeded|failed

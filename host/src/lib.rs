@@ -29,6 +29,8 @@
 //! - [`retry`]: when a failed attempt runs again.
 //! - [`health`]: whether the store takes writes; result writes retried until
 //!   they land, bounded at shutdown.
+//! - [`heartbeat`]: leases kept alive by the process that holds them, so a
+//!   dead process's work is rescued within seconds.
 //! - [`runner`]: the directive runner and its executors (log, command,
 //!   webhook, in-process).
 //! - [`store`]: the store contract and its SQLite and PostgreSQL
@@ -54,6 +56,7 @@
 pub mod config;
 pub mod emit;
 pub mod health;
+pub mod heartbeat;
 mod host;
 pub mod http;
 pub mod limits;

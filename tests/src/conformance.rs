@@ -63,6 +63,8 @@ macro_rules! store_conformance_tests {
             hands_each_claimed_delivery_its_own_tenants_settings_and_packages,
             does_not_claim_a_delivery_again_while_its_lease_holds,
             reclaims_a_delivery_whose_lease_expired_and_records_the_lost_attempt,
+            keeps_a_delivery_whose_holder_extends_its_lease,
+            keeps_a_directive_whose_runner_extends_its_lease,
             discards_a_delivery_whose_last_attempt_lost_its_lease,
             completes_a_delivery_and_writes_its_directives_with_the_deliverys_tenant,
             gives_directives_the_causation_depth_of_their_signal,
@@ -1064,6 +1066,75 @@ pub fn does_not_claim_a_delivery_again_while_its_lease_holds(store: &dyn Store) 
             .expect("attempts")
             .is_empty()
     );
+}
+
+pub fn keeps_a_delivery_whose_holder_extends_its_lease(store: &dyn Store) {
+    create_tenant(store, "acme");
+    emit(
+        store,
+        new_signal("acme", "test.happened"),
+        vec![target("h")],
+        at(0),
+    );
+    let claimed = claim_one(store, "w1", at(0));
+    let held = [(claimed.delivery.id, claimed.delivery.attempt)];
+    let until = at(3 * LEASE_SECONDS);
+    assert_eq!(
+        store
+            .extend_delivery_leases("w2", &held, until)
+            .expect("extend"),
+        0,
+        "only the holder extends"
+    );
+    assert_eq!(
+        store
+            .extend_delivery_leases("w1", &[(claimed.delivery.id, 7)], until)
+            .expect("extend"),
+        0,
+        "only the attempt it holds"
+    );
+    assert_eq!(
+        store
+            .extend_delivery_leases("w1", &held, until)
+            .expect("extend"),
+        1
+    );
+    assert!(
+        claim(store, "w2", at(2 * LEASE_SECONDS)).is_empty(),
+        "past the first lease, still held"
+    );
+    let rescued = claim_one(store, "w2", at(3 * LEASE_SECONDS + 1));
+    assert_eq!(
+        rescued.delivery.attempt, 2,
+        "rescued once the extension ran out"
+    );
+}
+
+pub fn keeps_a_directive_whose_runner_extends_its_lease(store: &dyn Store) {
+    create_tenant(store, "acme");
+    complete_with(
+        store,
+        "acme",
+        vec![requested("acme", "k", json!({}))],
+        at(0),
+    );
+    let first = claim_one_directive(store, "r1", at(0));
+    let held = [(first.id.clone(), first.attempt)];
+    assert_eq!(
+        store
+            .extend_directive_leases("r2", &held, at(3 * LEASE_SECONDS))
+            .expect("extend"),
+        0
+    );
+    assert_eq!(
+        store
+            .extend_directive_leases("r1", &held, at(3 * LEASE_SECONDS))
+            .expect("extend"),
+        1
+    );
+    assert!(claim_directives(store, "r2", at(2 * LEASE_SECONDS)).is_empty());
+    let second = claim_one_directive(store, "r2", at(3 * LEASE_SECONDS + 1));
+    assert_eq!(second.attempt, 2);
 }
 
 pub fn reclaims_a_delivery_whose_lease_expired_and_records_the_lost_attempt(store: &dyn Store) {

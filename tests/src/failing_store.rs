@@ -100,6 +100,22 @@ impl Store for FailingStore {
         Self::refuse(&self.fail_delivery_results)?;
         self.inner.finish_deliveries(results, now)
     }
+    fn extend_delivery_leases(
+        &self,
+        worker: &str,
+        held: &[(i64, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.inner.extend_delivery_leases(worker, held, until)
+    }
+    fn extend_directive_leases(
+        &self,
+        worker: &str,
+        held: &[(String, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.inner.extend_directive_leases(worker, held, until)
+    }
     fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
         self.inner.deliveries(filter)
     }

@@ -76,6 +76,12 @@ impl Server {
         self.child.try_wait().expect("poll the child").is_none()
     }
 
+    /// SIGKILL: the process dies where it is, leases held.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("send SIGKILL");
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, as an operator stops it; it must exit cleanly.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();

@@ -65,18 +65,34 @@ impl Node {
     fn start(dir: PathBuf, url: &str, handlers: &Path) -> Self {
         std::fs::create_dir_all(&dir).expect("node dir");
         let child = spawn(&dir, url, handlers, 0);
-        Self {
+        let node = Self {
             dir,
             child,
             starts: 1,
-        }
+        };
+        node.wait_until_running();
+        node
     }
 
+    /// Kills the node and starts it again, and waits until the new process
+    /// runs: a restart that is killed again while it still loads its
+    /// handlers (slow on a busy machine: loading runs at low priority) would
+    /// never take part.
     fn kill_and_restart(&mut self, url: &str, handlers: &Path) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
         self.child = spawn(&self.dir, url, handlers, self.starts);
         self.starts += 1;
+        self.wait_until_running();
+    }
+
+    fn wait_until_running(&self) {
+        let log = self.dir.join(format!("run-{}.log", self.starts - 1));
+        sighost_tests::host_helpers::wait_for("a node to start", |last| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            *last = text.lines().last().unwrap_or_default().to_owned();
+            text.contains("sighost is running").then_some(())
+        });
     }
 
     fn stop(mut self) {

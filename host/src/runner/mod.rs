@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::emit::{EmitError, Emitter};
+use crate::heartbeat::Held;
 use crate::retry::RetryPolicy;
 use crate::store::{Directive, DirectiveDecision, NewSignal, Store};
 use crate::threads::ThreadGroup;
@@ -34,7 +35,10 @@ pub struct RunnerConfig {
     pub threads: usize,
     /// Directives claimed in one query, per thread.
     pub batch_size: usize,
-    /// How long a claim holds a directive; must cover the slowest executor.
+    /// How long a claim holds a directive without a heartbeat; the runner
+    /// extends it every third of that while the executor runs (see
+    /// `heartbeat.rs`), so it bounds how long a dead runner's directives
+    /// wait to be rescued, not how long an executor may take.
     pub lease: Duration,
     pub poll_interval: Duration,
     pub retry: RetryPolicy,
@@ -50,7 +54,7 @@ impl Default for RunnerConfig {
             // others' executors, and a batch of slow ones would outlive the
             // lease and be run twice at once.
             batch_size: 1,
-            lease: Duration::from_secs(300),
+            lease: Duration::from_secs(10),
             poll_interval: Duration::from_millis(200),
             retry: RetryPolicy::default(),
             lifecycle_signals: false,
@@ -115,11 +119,32 @@ impl Runner {
     pub fn start(deps: RunnerDeps, config: RunnerConfig) -> std::io::Result<Self> {
         let name = format!("{}:runner", crate::worker::worker_name());
         let mut group = ThreadGroup::new("directive runner", deps.wake.clone());
+        // Each runner thread has a name of its own, so each holds its own
+        // leases; one heartbeat per thread keeps them alive.
         for i in 0..config.threads.max(1) {
             let (deps, config, stopping) = (deps.clone(), config.clone(), group.stopping());
             let name = format!("{name}{i}");
-            group.spawn(&format!("sighost-runner-{i}"), move || {
-                run_loop(&deps, &config, &name, &stopping)
+            let held: Arc<Held<String>> = Arc::default();
+            group.spawn(&format!("sighost-runner-{i}"), {
+                let (deps, config, stopping, name, held) = (
+                    deps.clone(),
+                    config.clone(),
+                    stopping.clone(),
+                    name.clone(),
+                    held.clone(),
+                );
+                move || run_loop(&deps, &config, &name, &stopping, &held)
+            })?;
+            group.spawn(&format!("sighost-runner-beat-{i}"), move || {
+                crate::heartbeat::beat(
+                    "extending directive leases",
+                    &held,
+                    config.lease,
+                    deps.clock,
+                    &stopping,
+                    &deps.health,
+                    |keys, until| deps.store.extend_directive_leases(&name, keys, until),
+                )
             })?;
         }
         Ok(Self(group))
@@ -131,7 +156,13 @@ impl Runner {
     }
 }
 
-fn run_loop(deps: &RunnerDeps, config: &RunnerConfig, name: &str, stopping: &AtomicBool) {
+fn run_loop(
+    deps: &RunnerDeps,
+    config: &RunnerConfig,
+    name: &str,
+    stopping: &AtomicBool,
+    held: &Held<String>,
+) {
     while !stopping.load(Ordering::SeqCst) {
         let claimed =
             match deps
@@ -145,8 +176,12 @@ fn run_loop(deps: &RunnerDeps, config: &RunnerConfig, name: &str, stopping: &Ato
                 }
             };
         let full = claimed.len() == config.batch_size;
+        let leased_until = (deps.clock)() + config.lease;
+        for directive in &claimed {
+            held.insert(directive.id.clone(), directive.attempt, leased_until);
+        }
         for directive in claimed {
-            run_one(deps, config, name, stopping, &directive);
+            run_one(deps, config, name, stopping, held, &directive);
         }
         if !full {
             deps.wake.wait(config.poll_interval);
@@ -159,6 +194,7 @@ fn run_one(
     config: &RunnerConfig,
     name: &str,
     stopping: &AtomicBool,
+    held: &Held<String>,
     directive: &Directive,
 ) {
     if config.lifecycle_signals {
@@ -179,6 +215,9 @@ fn run_one(
             directive.name
         ))),
     };
+    // The executor is done: its lease is no longer kept alive (a result the
+    // store will not take is rescued once the lease runs out).
+    held.remove(&directive.id);
     let now = (deps.clock)();
     let decision = match result {
         Ok(value) => DirectiveDecision::Succeeded(value),

@@ -636,6 +636,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         results: &[DeliveryResult],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<FinishOutcome>>;
+    /// Extends to `until` the leases `worker` still holds on these
+    /// deliveries (by id and attempt; still running), the heartbeat of a live
+    /// host. Returns how many it still held.
+    fn extend_delivery_leases(
+        &self,
+        worker: &str,
+        held: &[(i64, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>>;
     fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<Attempt>>;
     /// Makes discarded (or canceled) deliveries available again with a fresh
@@ -670,6 +679,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         decision: &DirectiveDecision,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// [`Store::extend_delivery_leases`] for directives a runner executes.
+    fn extend_directive_leases(
+        &self,
+        worker: &str,
+        held: &[(String, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     fn directives(&self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>>;
     /// Cancels directives not yet running or finished. Returns how many.
     fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64>;

@@ -33,6 +33,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use tokio::task::JoinSet;
 
+use crate::heartbeat::Held;
 use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
 use crate::sandbox::{DeliveryContext, Invocation, Outcome, Sandbox};
@@ -56,8 +57,10 @@ pub struct WorkerConfig {
     pub batch_size: usize,
     /// Deliveries claimed but not yet finished, at most.
     pub max_in_flight: usize,
-    /// How long a claim holds a delivery. It must cover the wait in this
-    /// process's queue plus a run, or another worker may run it too.
+    /// How long a claim holds a delivery without a heartbeat. The process
+    /// extends it every third of that while the delivery waits in its queue
+    /// or runs (see `heartbeat.rs`), so it bounds how long the work of a
+    /// process that died waits to be rescued.
     pub lease: Duration,
     /// How often to look for due deliveries when nothing rings the bell
     /// (retries coming due, signals emitted by other processes).
@@ -74,7 +77,7 @@ impl Default for WorkerConfig {
             max_waiting: 32,
             batch_size: 256,
             max_in_flight: 1024,
-            lease: Duration::from_secs(300),
+            lease: Duration::from_secs(10),
             poll_interval: Duration::from_millis(200),
             snooze: Duration::from_secs(60),
             retry: RetryPolicy::default(),
@@ -116,8 +119,8 @@ impl Workers {
         let name = worker_name();
         let mut group = ThreadGroup::new("delivery workers", deps.wake.clone());
         let stopping = group.stopping();
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let room_wanted = Arc::new(AtomicBool::new(false));
+        let room = Arc::new(Room::default());
+        let held: Arc<Held<i64>> = Arc::default();
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(config.max_in_flight.max(1));
         let (results_tx, results_rx) = unbounded::<DeliveryResult>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -129,16 +132,26 @@ impl Workers {
         group.spawn("sighost-fetch", {
             let (deps, config, name, stopping) =
                 (deps.clone(), config.clone(), name.clone(), stopping.clone());
-            let (in_flight, room_wanted) = (in_flight.clone(), room_wanted.clone());
+            let (room, held) = (room.clone(), held.clone());
+            move || fetch(&deps, &config, &name, &stopping, &room, &held, jobs_tx)
+        })?;
+        group.spawn("sighost-heartbeat", {
+            let (deps, config, name, stopping, held) = (
+                deps.clone(),
+                config.clone(),
+                name.clone(),
+                stopping.clone(),
+                held.clone(),
+            );
             move || {
-                fetch(
-                    &deps,
-                    &config,
-                    &name,
+                crate::heartbeat::beat(
+                    "extending delivery leases",
+                    &held,
+                    config.lease,
+                    deps.clock,
                     &stopping,
-                    &in_flight,
-                    &room_wanted,
-                    jobs_tx,
+                    &deps.health,
+                    |keys, until| deps.store.extend_delivery_leases(&name, keys, until),
                 )
             }
         })?;
@@ -148,6 +161,7 @@ impl Workers {
                 deps: deps.clone(),
                 config: config.clone(),
                 name,
+                held,
             });
             move || {
                 runtime.block_on(dispatch(invoker, slots, &stopping, jobs_rx, results_tx));
@@ -158,14 +172,7 @@ impl Workers {
         })?;
         let stopping = group.stopping();
         group.spawn("sighost-complete", move || {
-            complete(
-                &deps,
-                &config,
-                &stopping,
-                &in_flight,
-                &room_wanted,
-                results_rx,
-            )
+            complete(&deps, &config, &stopping, &room, results_rx)
         })?;
         Ok(Self(group))
     }
@@ -183,18 +190,18 @@ fn fetch(
     config: &WorkerConfig,
     name: &str,
     stopping: &AtomicBool,
-    in_flight: &AtomicUsize,
-    room_wanted: &AtomicBool,
+    room: &Room,
+    held: &Held<i64>,
     jobs: tokio::sync::mpsc::Sender<Job>,
 ) {
     while !stopping.load(Ordering::SeqCst) {
-        let room = config
+        let free = config
             .max_in_flight
-            .saturating_sub(in_flight.load(Ordering::SeqCst));
-        let want = room.min(config.batch_size);
+            .saturating_sub(room.in_flight.load(Ordering::SeqCst));
+        let want = free.min(config.batch_size);
         if want < config.batch_size {
             // Out of room: ask the completer to ring when it frees some.
-            room_wanted.store(true, Ordering::SeqCst);
+            room.wanted.store(true, Ordering::SeqCst);
         }
         let mut claimed = 0;
         if want > 0 {
@@ -202,9 +209,10 @@ fn fetch(
             match deps.store.claim_deliveries(name, want, config.lease, now) {
                 Ok(batch) => {
                     claimed = batch.len();
-                    in_flight.fetch_add(claimed, Ordering::SeqCst);
+                    room.in_flight.fetch_add(claimed, Ordering::SeqCst);
                     let leased_until = now + config.lease;
                     for claimed in batch {
+                        held.insert(claimed.delivery.id, claimed.delivery.attempt, leased_until);
                         if jobs
                             .blocking_send(Job {
                                 claimed,
@@ -248,6 +256,17 @@ struct Invoker {
     config: WorkerConfig,
     /// This process's worker name, recorded on claims and attempts.
     name: String,
+    /// The deliveries this process holds, whose leases the heartbeat extends.
+    held: Arc<Held<i64>>,
+}
+
+impl Invoker {
+    /// Hands a result to the completer; the delivery's run is over, so the
+    /// heartbeat stops keeping its lease alive.
+    fn finished(&self, result: DeliveryResult, results: &Sender<DeliveryResult>) {
+        self.held.remove(&result.delivery_id);
+        let _ = results.send(result);
+    }
 }
 
 /// Hands claimed deliveries to invocation tasks as slots free up, fairly by
@@ -269,7 +288,7 @@ async fn dispatch(
         if stopping.load(Ordering::SeqCst) {
             let now = (invoker.deps.clock)();
             for job in slots.drain() {
-                let _ = results.send(release(&job.claimed, &invoker.name, now));
+                invoker.finished(release(&job.claimed, &invoker.name, now), &results);
             }
         }
         while let Some((tenant, job)) = slots.next() {
@@ -299,7 +318,7 @@ async fn dispatch(
                 let Some((tenant, key)) = started.remove(&id) else { continue };
                 slots.release(&tenant);
                 let result = result.unwrap_or_else(|_| key.host_panicked(&invoker));
-                let _ = results.send(result);
+                invoker.finished(result, &results);
             }
         }
     }
@@ -350,6 +369,14 @@ impl ClaimedKey {
     }
 }
 
+/// How much the fetcher may claim: deliveries claimed and not yet recorded,
+/// and whether it waits for the completer to free some.
+#[derive(Debug, Default)]
+struct Room {
+    in_flight: AtomicUsize,
+    wanted: AtomicBool,
+}
+
 /// A claimed delivery waiting in this process's queue, and when its lease ends.
 struct Job {
     claimed: ClaimedDelivery,
@@ -383,6 +410,7 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
         deps,
         config,
         name: worker,
+        held,
     } = invoker;
     let Job {
         claimed,
@@ -401,6 +429,8 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
     // least half of it must be left.)
     let now = (deps.clock)();
     let needed = (handler.limits.timeout + LEASE_MARGIN).min(config.lease / 2);
+    // The heartbeat may have extended it since the claim.
+    let leased_until = held.leased_until(&delivery.id).unwrap_or(leased_until);
     if now + needed > leased_until {
         tracing::debug!(
             delivery = delivery.id,
@@ -491,8 +521,7 @@ fn complete(
     deps: &WorkerDeps,
     config: &WorkerConfig,
     stopping: &AtomicBool,
-    in_flight: &AtomicUsize,
-    room_wanted: &AtomicBool,
+    room: &Room,
     results: Receiver<DeliveryResult>,
 ) {
     let mut batch: Vec<DeliveryResult> = Vec::new();
@@ -511,11 +540,11 @@ fn complete(
             }
         }
         let outcomes = record(deps, stopping, &batch);
-        in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
+        room.in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
         batch.clear();
         // Only when the fetcher waits for room: ringing after every
         // batch would have it run empty claims that hold the writer.
-        if room_wanted.swap(false, Ordering::SeqCst) {
+        if room.wanted.swap(false, Ordering::SeqCst) {
             deps.wake.notify();
         }
         let wrote_directives = outcomes.iter().any(

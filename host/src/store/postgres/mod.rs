@@ -452,6 +452,30 @@ impl Store for PostgresStore {
         self.write(|db| queries::replay(db, batch, now))
     }
 
+    fn extend_delivery_leases(
+        &self,
+        worker: &str,
+        held: &[(i64, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        self.connection(|db| queries::extend_delivery_leases(db, worker, held, until))
+    }
+
+    fn extend_directive_leases(
+        &self,
+        worker: &str,
+        held: &[(String, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        self.connection(|db| queries::extend_directive_leases(db, worker, held, until))
+    }
+
     fn claim_directives(
         &self,
         worker: &str,

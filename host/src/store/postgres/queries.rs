@@ -655,6 +655,40 @@ pub fn claim_deliveries(
         .collect()
 }
 
+/// The heartbeat: one statement for every lease `worker` still holds.
+pub fn extend_delivery_leases(
+    db: &mut Db<'_, impl GenericClient>,
+    worker: &str,
+    held: &[(i64, u32)],
+    until: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
+    let attempts: Vec<i32> = held.iter().map(|(_, attempt)| int(*attempt)).collect();
+    db.execute(
+        "UPDATE deliveries d SET leased_until = $4 \
+         FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt) \
+         WHERE d.id = r.id AND d.attempt = r.attempt AND d.worker = $3 AND d.state = 'running'",
+        &[&ids, &attempts, &worker, &until],
+    )
+}
+
+/// [`extend_delivery_leases`] for directives.
+pub fn extend_directive_leases(
+    db: &mut Db<'_, impl GenericClient>,
+    worker: &str,
+    held: &[(String, u32)],
+    until: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+    let attempts: Vec<i32> = held.iter().map(|(_, attempt)| int(*attempt)).collect();
+    db.execute(
+        "UPDATE directives d SET leased_until = $4 \
+         FROM unnest($1::text[], $2::int[]) AS r(id, attempt) \
+         WHERE d.id = r.id AND d.attempt = r.attempt AND d.worker = $3 AND d.state = 'running'",
+        &[&ids, &attempts, &worker, &until],
+    )
+}
+
 /// `a, b` → `t.a, t.b`.
 fn prefixed(table: &str, columns: &str) -> String {
     columns

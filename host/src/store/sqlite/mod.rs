@@ -409,6 +409,30 @@ impl Store for SqliteStore {
         })
     }
 
+    fn extend_delivery_leases(
+        &self,
+        worker: &str,
+        held: &[(i64, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx| queries::extend_delivery_leases(tx, worker, held, until))
+    }
+
+    fn extend_directive_leases(
+        &self,
+        worker: &str,
+        held: &[(String, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx| queries::extend_directive_leases(tx, worker, held, until))
+    }
+
     fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
         self.read(|c| queries::deliveries(c, filter))
     }

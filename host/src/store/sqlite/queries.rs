@@ -497,6 +497,36 @@ pub fn claim_deliveries(
 
 const FENCE: &str = "WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 'running'";
 
+pub fn extend_delivery_leases(
+    c: &Connection,
+    worker: &str,
+    held: &[(i64, u32)],
+    until: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let mut extend =
+        c.prepare_cached(&format!("UPDATE deliveries SET leased_until = ?4 {FENCE}"))?;
+    let mut extended = 0;
+    for (id, attempt) in held {
+        extended += extend.execute(params![id, attempt, worker, micros(until)])? as u64;
+    }
+    Ok(extended)
+}
+
+pub fn extend_directive_leases(
+    c: &Connection,
+    worker: &str,
+    held: &[(String, u32)],
+    until: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let mut extend =
+        c.prepare_cached(&format!("UPDATE directives SET leased_until = ?4 {FENCE}"))?;
+    let mut extended = 0;
+    for (id, attempt) in held {
+        extended += extend.execute(params![id, attempt, worker, micros(until)])? as u64;
+    }
+    Ok(extended)
+}
+
 fn record_attempt(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> StoreResult<()> {
     c.prepare_cached(
         "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
