@@ -212,14 +212,16 @@ fn fetch(
                     room.in_flight.fetch_add(claimed, Ordering::SeqCst);
                     let leased_until = now + config.lease;
                     for claimed in batch {
-                        held.insert(claimed.delivery.id, claimed.delivery.attempt, leased_until);
-                        if jobs
-                            .blocking_send(Job {
-                                claimed,
-                                leased_until,
-                            })
-                            .is_err()
-                        {
+                        let id = claimed.delivery.id;
+                        held.insert(id, claimed.delivery.attempt, leased_until);
+                        let job = Job {
+                            claimed,
+                            leased_until,
+                        };
+                        if jobs.blocking_send(job).is_err() {
+                            // The dispatcher is gone: nothing will run it, so
+                            // its lease is left to run out.
+                            held.remove(&id);
                             return;
                         }
                     }
