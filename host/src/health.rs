@@ -33,6 +33,9 @@ pub struct StoreHealth {
 #[derive(Debug)]
 struct Failing {
     since: Instant,
+    /// The latest failure: an idle host writes nothing, so a failure long
+    /// past no longer says the store refuses writes now.
+    last: Instant,
     failures: u64,
     last_error: String,
     logged_at: Instant,
@@ -51,6 +54,7 @@ impl StoreHealth {
                 tracing::warn!(%error, "{what} failed; retrying until the store takes it");
                 *failing = Some(Failing {
                     since: now,
+                    last: now,
                     failures: 1,
                     last_error: error.to_owned(),
                     logged_at: now,
@@ -58,6 +62,7 @@ impl StoreHealth {
                 });
             }
             Some(state) => {
+                state.last = now;
                 state.failures += 1;
                 state.unlogged += 1;
                 state.last_error = error.to_owned();
@@ -87,17 +92,22 @@ impl StoreHealth {
         }
     }
 
-    /// What is wrong, while writes fail, without the store's own words
-    /// (they may describe the database; the log has them).
+    /// What is wrong, while writes fail (the last failure within
+    /// [`LOG_INTERVAL`]; retry loops try at least once a second), without
+    /// the store's own words (they may describe the database; the log has
+    /// them).
     pub fn failing(&self) -> Option<String> {
         let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-        failing.as_ref().map(|state| {
-            format!(
-                "the store has refused writes for {} s ({} failed writes); see the host's log",
-                state.since.elapsed().as_secs(),
-                state.failures,
-            )
-        })
+        failing
+            .as_ref()
+            .filter(|state| state.last.elapsed() < LOG_INTERVAL)
+            .map(|state| {
+                format!(
+                    "the store has refused writes for {} s ({} failed writes); see the host's log",
+                    state.since.elapsed().as_secs(),
+                    state.failures,
+                )
+            })
     }
 
     /// The store's error of the last failed write, while writes fail.
