@@ -298,9 +298,9 @@ impl HandlerLoader {
     /// Returns the files that failed to load, each error naming its file.
     pub(crate) fn load_dir(&self, dir: &Path) -> std::io::Result<Vec<LoadError>> {
         let to_load = self.scan(dir, &mut BTreeMap::new(), Settle::Now, &|_| false)?;
+        let threads = to_load_threads(to_load.len());
         let queue = Mutex::new(to_load.into_iter());
         let errors = Mutex::new(Vec::new());
-        let threads = to_load_threads(queue.lock().map_or(0, |q| q.len()));
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| {

@@ -101,18 +101,9 @@ pub const LEASE_EXPIRED_DIRECTIVE_ERROR: &str =
 /// What a delivery whose lease expired becomes: retried like any failed
 /// attempt, or discarded if that was its last. The stores apply it in one
 /// set-based statement, as `CASE WHEN attempt >= max_attempts`, with the two
-/// states from here.
+/// states from here (conformance: `discards_a_delivery_whose_last_attempt_lost_its_lease`).
 pub const AFTER_LOST_LEASE: (DeliveryState, DeliveryState) =
     (DeliveryState::Retryable, DeliveryState::Discarded);
-
-/// [`AFTER_LOST_LEASE`] for one delivery, as the stores' statements decide it.
-pub fn after_lost_lease(attempt: u32, max_attempts: u32) -> DeliveryState {
-    if attempt >= max_attempts {
-        AFTER_LOST_LEASE.1
-    } else {
-        AFTER_LOST_LEASE.0
-    }
-}
 
 /// The deliveries an operator may retry: those that stopped (discarded,
 /// canceled) or wait for a retry (which is then due at once).
@@ -200,12 +191,6 @@ mod tests {
             DirectiveMatch::Conflict,
             "another name under the key"
         );
-    }
-
-    #[test]
-    fn a_lost_lease_is_retried_unless_it_was_the_last_attempt() {
-        assert_eq!(after_lost_lease(1, 3), DeliveryState::Retryable);
-        assert_eq!(after_lost_lease(3, 3), DeliveryState::Discarded);
     }
 
     #[test]

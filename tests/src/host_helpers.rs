@@ -89,6 +89,29 @@ pub fn open_host(config: HostConfig, handlers: &Path) -> Sighost {
     host
 }
 
+/// How many deliveries of `host` are in `state`.
+pub fn deliveries_in(host: &Sighost, state: sighost::store::DeliveryState) -> usize {
+    host.store()
+        .deliveries(&sighost::store::DeliveryFilter {
+            state: Some(state),
+            ..Default::default()
+        })
+        .expect("deliveries")
+        .len()
+}
+
+/// `count` signals named `name` for `tenant`, payloads `{"i": 0}`, `{"i": 1}`, …
+pub fn numbered_signals(tenant: &str, name: &str, count: usize) -> Vec<sighost::store::NewSignal> {
+    (0..count)
+        .map(|i| sighost::store::NewSignal {
+            tenant: tenant.into(),
+            name: name.into(),
+            payload: serde_json::json!({ "i": i }),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, for at most
 /// [`PATIENCE`]; then fails the test naming `what` and the last state seen,
 /// which `check` reports through `last`.

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sighost::Sighost;
-use sighost::store::{DeliveryFilter, DeliveryState, DirectiveState, NewSignal, Store};
+use sighost::store::{DeliveryState, DirectiveState, Store};
 use sighost_tests::failing_store::FailingStore;
 use sighost_tests::guest;
 use sighost_tests::host_helpers::{
-    CountingExecutor, PATIENCE, Scratch, fast_config, install, wait_for,
+    CountingExecutor, PATIENCE, Scratch, deliveries_in, fast_config, install, numbered_signals,
+    wait_for,
 };
 
 fn host_on_failing_store(
@@ -45,25 +46,8 @@ fn host_on_failing_store(
 }
 
 fn emit(host: &Sighost, count: usize) {
-    let signals = (0..count)
-        .map(|i| NewSignal {
-            tenant: "org_a".into(),
-            name: "fail.tested".into(),
-            payload: json!({ "i": i }),
-            ..NewSignal::default()
-        })
-        .collect();
-    host.emit_batch(signals).expect("emit");
-}
-
-fn deliveries_in(host: &Sighost, state: DeliveryState) -> usize {
-    host.store()
-        .deliveries(&DeliveryFilter {
-            state: Some(state),
-            ..DeliveryFilter::default()
-        })
-        .expect("deliveries")
-        .len()
+    host.emit_batch(numbered_signals("org_a", "fail.tested", count))
+        .expect("emit");
 }
 
 #[test]

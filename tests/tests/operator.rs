@@ -7,7 +7,7 @@ use serde_json::json;
 use sighost::store::{DeliveryFilter, DeliveryState, NewSignal};
 use sighost::{HostConfig, HostError, Sighost};
 use sighost_tests::guest;
-use sighost_tests::host_helpers::{Scratch, install};
+use sighost_tests::host_helpers::{Scratch, deliveries_in, install};
 use sighost_tests::server::cli;
 
 /// A host on `scratch` with one handler of every signal, and three pending
@@ -38,16 +38,6 @@ fn host_with_pending(scratch: &Scratch) -> Sighost {
     host
 }
 
-fn count(host: &Sighost, state: DeliveryState) -> usize {
-    host.store()
-        .deliveries(&DeliveryFilter {
-            state: Some(state),
-            ..DeliveryFilter::default()
-        })
-        .expect("deliveries")
-        .len()
-}
-
 #[test]
 fn a_bulk_cancel_says_what_it_matches_and_needs_confirmation() {
     let scratch = Scratch::new("operator-lib");
@@ -60,7 +50,7 @@ fn a_bulk_cancel_says_what_it_matches_and_needs_confirmation() {
     assert_eq!(*action, "cancel deliveries");
     assert_eq!(matched.to_string(), "6 (2 tenants: org_a 3, org_b 3)");
     assert_eq!(
-        count(&host, DeliveryState::Available),
+        deliveries_in(&host, DeliveryState::Available),
         6,
         "nothing canceled"
     );
@@ -78,7 +68,7 @@ fn a_bulk_cancel_says_what_it_matches_and_needs_confirmation() {
         ..DeliveryFilter::default()
     };
     assert_eq!(host.cancel_deliveries(&org_b, true).expect("confirmed"), 3);
-    assert_eq!(count(&host, DeliveryState::Canceled), 4);
+    assert_eq!(deliveries_in(&host, DeliveryState::Canceled), 4);
 
     // Retrying the canceled ones of org_b, by filter, needs confirmation too.
     let refused = host.retry_deliveries(&org_b, false);
@@ -87,7 +77,7 @@ fn a_bulk_cancel_says_what_it_matches_and_needs_confirmation() {
         "{refused:?}"
     );
     assert_eq!(host.retry_deliveries(&org_b, true).expect("retry"), 3);
-    assert_eq!(count(&host, DeliveryState::Available), 5);
+    assert_eq!(deliveries_in(&host, DeliveryState::Available), 5);
 
     // A filter that matches nothing has nothing to confirm.
     let nobody = DeliveryFilter {
@@ -111,7 +101,7 @@ fn the_cli_never_reads_no_ids_as_everything() {
         "{stderr}"
     );
     assert_eq!(
-        count(&host, DeliveryState::Available),
+        deliveries_in(&host, DeliveryState::Available),
         6,
         "nothing canceled"
     );

@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 
 use chrono::Utc;
 use serde_json::json;
-use sighost::store::{Delivery, DeliveryFilter, DeliveryState, NewSignal};
+use sighost::store::{Delivery, DeliveryFilter, DeliveryState};
 use sighost::{HostConfig, Sighost};
-use sighost_tests::host_helpers::{PATIENCE, Scratch, install, wait_for};
+use sighost_tests::host_helpers::{PATIENCE, Scratch, install, numbered_signals, wait_for};
 use sighost_tests::server::{Server, error_about, field, message};
 use sighost_tests::{guest, sighost_binary};
 use wait_timeout::ChildExt;
@@ -165,17 +165,7 @@ fn guests_sleeping_in_host_calls_hold_no_worker_from_good_traffic() {
     // them held both threads for their whole 60 s.
     let server = Server::start(&data, &handlers, "run", 2);
 
-    let signals = |tenant: &str, name: &str, count: usize| -> Vec<NewSignal> {
-        (0..count)
-            .map(|i| NewSignal {
-                tenant: tenant.into(),
-                name: name.into(),
-                payload: json!({ "i": i }),
-                ..NewSignal::default()
-            })
-            .collect()
-    };
-    host.emit_batch(signals("org_sleepy", "sleep.now", 20))
+    host.emit_batch(numbered_signals("org_sleepy", "sleep.now", 20))
         .expect("emit");
     wait_for("twenty sleepers to be running", |last| {
         let running = deliveries(&host, "sleeper")
@@ -186,7 +176,7 @@ fn guests_sleeping_in_host_calls_hold_no_worker_from_good_traffic() {
         (running == 20).then_some(())
     });
     for chunk in 0..10 {
-        let batch = signals("org_busy", "work.now", 100);
+        let batch = numbered_signals("org_busy", "work.now", 100);
         host.emit_batch(batch)
             .unwrap_or_else(|e| panic!("emit chunk {chunk}: {e}"));
     }

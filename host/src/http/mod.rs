@@ -311,7 +311,7 @@ async fn log_request(State(state): State<Arc<ApiState>>, request: Request, next:
 
 /// Refuses a body whose declared length is over the limit before any
 /// handler parses it. Bodies without a declared length are cut off by the
-/// `DefaultBodyLimit` as they stream in.
+/// limit as they stream in (`read_body_in_time`).
 async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
     let declared = request
         .headers()

@@ -214,11 +214,7 @@ fn fetch(
                     for claimed in batch {
                         let id = claimed.delivery.id;
                         held.insert(id, claimed.delivery.attempt, leased_until);
-                        let job = Job {
-                            claimed,
-                            leased_until,
-                        };
-                        if jobs.blocking_send(job).is_err() {
+                        if jobs.blocking_send(Job { claimed }).is_err() {
                             // The dispatcher is gone: nothing will run it, so
                             // its lease is left to run out.
                             held.remove(&id);
@@ -379,10 +375,10 @@ struct Room {
     wanted: AtomicBool,
 }
 
-/// A claimed delivery waiting in this process's queue, and when its lease ends.
+/// A claimed delivery waiting in this process's queue; when its lease ends
+/// is in `Held`, which the heartbeat keeps up to date.
 struct Job {
     claimed: ClaimedDelivery,
-    leased_until: DateTime<Utc>,
 }
 
 /// Time kept in hand, beyond the handler's timeout, to record a result
@@ -414,10 +410,7 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
         name: worker,
         held,
     } = invoker;
-    let Job {
-        claimed,
-        leased_until,
-    } = job;
+    let Job { claimed } = job;
     let delivery = &claimed.delivery;
     let Some(handler) = deps.registry.get(&delivery.handler) else {
         // Kept, not lost: it runs when a handler of that name is back.
@@ -431,8 +424,9 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
     // least half of it must be left.)
     let now = (deps.clock)();
     let needed = (handler.limits.timeout + LEASE_MARGIN).min(config.lease / 2);
-    // The heartbeat may have extended it since the claim.
-    let leased_until = held.leased_until(&delivery.id).unwrap_or(leased_until);
+    // Held from the claim until the result: the heartbeat may have extended
+    // the lease since.
+    let leased_until = held.leased_until(&delivery.id).unwrap_or(now);
     if now + needed > leased_until {
         tracing::debug!(
             delivery = delivery.id,

@@ -458,9 +458,6 @@ impl Store for PostgresStore {
         held: &[(i64, u32)],
         until: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        if held.is_empty() {
-            return Ok(0);
-        }
         self.connection(|db| queries::extend_delivery_leases(db, worker, held, until))
     }
 
@@ -470,9 +467,6 @@ impl Store for PostgresStore {
         held: &[(String, u32)],
         until: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        if held.is_empty() {
-            return Ok(0);
-        }
         self.connection(|db| queries::extend_directive_leases(db, worker, held, until))
     }
 

@@ -415,9 +415,6 @@ impl Store for SqliteStore {
         held: &[(i64, u32)],
         until: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        if held.is_empty() {
-            return Ok(0);
-        }
         self.write(|tx| queries::extend_delivery_leases(tx, worker, held, until))
     }
 
@@ -427,9 +424,6 @@ impl Store for SqliteStore {
         held: &[(String, u32)],
         until: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        if held.is_empty() {
-            return Ok(0);
-        }
         self.write(|tx| queries::extend_directive_leases(tx, worker, held, until))
     }
 
