@@ -38,6 +38,7 @@
 //! poll_interval_ms = 200
 //! max_attempts = 10
 //! fast_retries = false           # retry after milliseconds (demos, tests)
+//! claim_order = "fair"           # fair share between tenants; "oldest_first" to compare
 //!
 //! [runner]                       # directive runner
 //! threads = 2
@@ -229,6 +230,7 @@ pub struct WorkersSection {
     pub max_attempts: Option<u32>,
     #[serde(default)]
     pub fast_retries: bool,
+    pub claim_order: Option<crate::fair::ClaimOrder>,
 }
 
 /// `[runner]`: the directive runner.
@@ -539,6 +541,9 @@ impl Config {
         }
         if let Some(ms) = w.poll_interval_ms {
             workers.poll_interval = Duration::from_millis(ms);
+        }
+        if let Some(order) = w.claim_order {
+            workers.claim_order = order;
         }
         let max_attempts = w.max_attempts.unwrap_or(workers.retry.max_attempts);
         workers.retry = if w.fast_retries {

@@ -55,6 +55,7 @@
 
 pub mod config;
 pub mod emit;
+pub mod fair;
 pub mod health;
 pub mod heartbeat;
 mod host;

@@ -18,6 +18,7 @@
 //! (the `Store` docs and ARCHITECTURE.md) says; where it is silent about order or
 //! boundaries, they compare sets and stay off the boundary.
 
+use sighost::fair::Claim;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -32,6 +33,9 @@ use sighost::store::{
     DeliveryState, DeliveryTarget, Directive, DirectiveDecision, DirectiveFilter, DirectiveState,
     EmitStatus, Emitted, FinishOutcome, NewSignal, SignalFilter, Store, StoreError,
 };
+
+mod fair_share;
+pub use fair_share::*;
 
 /// A database under test. Opening it twice gives two independent handles on
 /// the same data, like two host processes.
@@ -95,8 +99,17 @@ macro_rules! store_conformance_tests {
             lists_directives_by_tenant_state_name_and_signal,
             counts_deliveries_and_directives_by_state,
         );
+        $crate::store_conformance_tests!(@store $database;
+            claims_a_small_tenants_deliveries_within_its_first_share,
+            claims_oldest_first_when_asked_to,
+            shares_claims_by_weight,
+            refuses_a_weight_out_of_bounds_or_for_an_unknown_tenant,
+            charges_each_tenant_what_its_deliveries_cost,
+            lifts_a_tenant_back_from_idle_to_the_clock,
+        );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,
+            shares_one_schedule_between_two_processes,
         );
     };
     (@store $database:expr; $($name:ident),* $(,)?) => {
@@ -188,7 +201,7 @@ fn emit(
 
 fn claim(store: &dyn Store, worker: &str, now: DateTime<Utc>) -> Vec<ClaimedDelivery> {
     store
-        .claim_deliveries(worker, 100, LEASE, now)
+        .claim_deliveries(&Claim::new(worker, 100, LEASE), now)
         .expect("claim deliveries")
 }
 
@@ -963,11 +976,11 @@ pub fn claims_only_due_deliveries_up_to_the_limit(store: &dyn Store) {
     .signal;
 
     let first = store
-        .claim_deliveries("w", 2, LEASE, at(10))
+        .claim_deliveries(&Claim::new("w", 2, LEASE), at(10))
         .expect("claim");
     assert_eq!(first.len(), 2, "at most the limit");
     let rest = store
-        .claim_deliveries("w", 10, LEASE, at(10))
+        .claim_deliveries(&Claim::new("w", 10, LEASE), at(10))
         .expect("claim");
     assert_eq!(rest.len(), 1, "only what is due");
     let claimed: Vec<&ClaimedDelivery> = first.iter().chain(&rest).collect();
@@ -987,18 +1000,18 @@ pub fn claims_only_due_deliveries_up_to_the_limit(store: &dyn Store) {
     }
     assert!(
         store
-            .claim_deliveries("w", 10, LEASE, at(49))
+            .claim_deliveries(&Claim::new("w", 10, LEASE), at(49))
             .expect("claim")
             .is_empty()
     );
     let now_due = store
-        .claim_deliveries("w", 10, LEASE, at(50))
+        .claim_deliveries(&Claim::new("w", 10, LEASE), at(50))
         .expect("claim");
     assert_eq!(now_due.len(), 1, "due when scheduled_at = now");
     assert_eq!(now_due[0].signal, later);
     assert!(
         store
-            .claim_deliveries("w", 0, LEASE, at(200))
+            .claim_deliveries(&Claim::new("w", 0, LEASE), at(200))
             .expect("claim")
             .is_empty(),
         "limit 0"

@@ -53,6 +53,9 @@ impl Store for FailingStore {
     fn set_settings(&self, id: &str, settings: Value) -> StoreResult<Tenant> {
         self.inner.set_settings(id, settings)
     }
+    fn set_weight(&self, id: &str, weight: u32) -> StoreResult<Tenant> {
+        self.inner.set_weight(id, weight)
+    }
     fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
         self.inner.install_package(id, package)
     }
@@ -85,12 +88,10 @@ impl Store for FailingStore {
     }
     fn claim_deliveries(
         &self,
-        worker: &str,
-        limit: usize,
-        lease: Duration,
+        claim: &sighost::fair::Claim<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        self.inner.claim_deliveries(worker, limit, lease, now)
+        self.inner.claim_deliveries(claim, now)
     }
     fn finish_deliveries(
         &self,

@@ -4,6 +4,7 @@
 //! emits signals, and checks what ends up in the store. Waits poll the store
 //! against a deadline; nothing assumes how long anything takes.
 
+use sighost::fair::Claim;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -1347,7 +1348,10 @@ fn a_delivery_held_by_a_worker_that_died_is_run_again_after_its_lease_expires() 
     // A worker claims it with a short lease and dies before finishing.
     let claimed = host
         .store()
-        .claim_deliveries("worker-that-died", 10, Duration::from_millis(1), Utc::now())
+        .claim_deliveries(
+            &Claim::new("worker-that-died", 10, Duration::from_millis(1)),
+            Utc::now(),
+        )
         .expect("claim");
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].delivery.attempt, 1);

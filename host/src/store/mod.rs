@@ -96,6 +96,9 @@ pub struct Tenant {
     pub id: String,
     /// A JSON object, handed to handlers as `context.settings`.
     pub settings: serde_json::Value,
+    /// Its share of the workers beside other tenants with work (`fair.rs`):
+    /// a tenant of weight 2 gets twice the worker time of one of weight 1.
+    pub weight: u32,
     /// Sorted.
     pub packages: Vec<String>,
     pub created_at: DateTime<Utc>,
@@ -328,6 +331,11 @@ pub struct ClaimedDelivery {
     pub signal: Signal,
     pub settings: serde_json::Value,
     pub packages: Vec<String>,
+    /// What the fair claim charged its tenant for it in advance, in
+    /// nanoseconds of worker time (`fair.rs`); settled once it ran.
+    pub charged_ns: i64,
+    /// Its tenant's weight when it was claimed.
+    pub weight: u32,
 }
 
 /// What a worker decided for a delivery it ran.
@@ -620,14 +628,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// another tenant has.
     fn signal_depth(&self, tenant: &str, id: &str) -> StoreResult<Option<u32>>;
 
+    /// Sets a tenant's weight (`fair.rs`), from 1 to [`crate::fair::MAX_WEIGHT`].
+    fn set_weight(&self, id: &str, weight: u32) -> StoreResult<Tenant>;
+
     // Deliveries.
-    /// Leases up to `limit` due deliveries (available or retryable and due, or
-    /// running with an expired lease) to `worker`, starting a new attempt.
+    /// Rescues expired leases, settles `claim.costs`, then leases up to
+    /// `claim.limit` due deliveries (available or retryable and due) to
+    /// `claim.worker`, starting a new attempt of each: shared fairly between
+    /// tenants ([`crate::fair::claim`]) or oldest first, as `claim.order`
+    /// says.
     fn claim_deliveries(
         &self,
-        worker: &str,
-        limit: usize,
-        lease: Duration,
+        claim: &crate::fair::Claim<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Records results, one transaction for the whole batch.

@@ -12,6 +12,7 @@
 //! - [`store_only`]: the same claims, completions and directives with no
 //!   sandbox: the rate the store alone sustains for the path's writes.
 
+use sighost::fair::Claim;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -420,7 +421,10 @@ pub fn store_only(backend: Backend, queued: usize, threads: usize) -> f64 {
                 while done.load(Ordering::SeqCst) < drain {
                     let now = chrono::Utc::now();
                     let claimed = store
-                        .claim_deliveries(&worker, claim_batch, Duration::from_secs(300), now)
+                        .claim_deliveries(
+                            &Claim::new(&worker, claim_batch, Duration::from_secs(300)),
+                            now,
+                        )
                         .expect("claim");
                     if claimed.is_empty() {
                         return; // the other threads hold the rest

@@ -80,7 +80,7 @@ use super::*;
 use listener::Listener;
 use pool::Pool;
 
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("fair_share.sql")];
 
 /// The key of the advisory lock that every sighost process takes while it
 /// migrates, so that several starting at once apply each migration once.
@@ -361,6 +361,11 @@ impl Store for PostgresStore {
         self.write(|db| queries::set_settings(db, id, &settings))
     }
 
+    fn set_weight(&self, id: &str, weight: u32) -> StoreResult<Tenant> {
+        let weight = crate::fair::check_weight(weight)?;
+        self.write(|db| queries::set_weight(db, id, weight))
+    }
+
     fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
         crate::signal::check_name(package)
             .map_err(|e| StoreError::Invalid(format!("package: {e}")))?;
@@ -402,9 +407,7 @@ impl Store for PostgresStore {
 
     fn claim_deliveries(
         &self,
-        worker: &str,
-        limit: usize,
-        lease: Duration,
+        claim: &crate::fair::Claim<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         // The rescue is one statement, atomic without a transaction around it.
@@ -416,7 +419,7 @@ impl Store for PostgresStore {
         // start (emit→start p99 under load: see the note on issue 5).
         self.write(|db| {
             db.c.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
-            queries::claim_deliveries(db, worker, limit, lease, now)
+            queries::claim_deliveries(db, claim, now)
         })
     }
 

@@ -14,6 +14,7 @@ use ::postgres::{GenericClient, Row, Transaction};
 use chrono::{DateTime, Utc};
 
 use super::{DELIVERIES_CHANNEL, DIRECTIVES_CHANNEL, Db};
+use crate::fair::{self, Claim};
 use crate::rules;
 use crate::store::*;
 
@@ -31,8 +32,8 @@ const DIRECTIVE_COLUMNS: &str = "id, tenant, name, payload, idempotency_key, sta
 /// A tenant with its packages, sorted bytewise as in SQLite (`COLLATE "C"`,
 /// whatever the database's collation).
 const TENANT_SELECT: &str = "SELECT t.id, t.settings, t.created_at, \
-     ARRAY(SELECT p.package FROM tenant_packages p WHERE p.tenant = t.id ORDER BY p.package COLLATE \"C\") \
-     FROM tenants t";
+     ARRAY(SELECT p.package FROM tenant_packages p WHERE p.tenant = t.id ORDER BY p.package COLLATE \"C\"), \
+     t.weight FROM tenants t";
 
 // ---------------------------------------------------------------------------
 // Rows.
@@ -128,6 +129,7 @@ fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
         settings: row.try_get(1)?,
         created_at: row.try_get(2)?,
         packages: row.try_get(3)?,
+        weight: count(row, 4)?,
     })
 }
 
@@ -241,6 +243,17 @@ pub fn set_settings(
     let changed = db.execute(
         "UPDATE tenants SET settings = $2 WHERE id = $1",
         &[&id, settings],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::UnknownTenant(id.to_owned()));
+    }
+    known_tenant(db, id)
+}
+
+pub fn set_weight(db: &mut Tx<'_, '_>, id: &str, weight: u32) -> StoreResult<Tenant> {
+    let changed = db.execute(
+        "UPDATE tenants SET weight = $2 WHERE id = $1",
+        &[&id, &int(weight)],
     )?;
     if changed == 0 {
         return Err(StoreError::UnknownTenant(id.to_owned()));
@@ -608,24 +621,35 @@ pub fn rescue_deliveries(
     )
 }
 
-/// Leases up to `limit` due deliveries to `worker` and returns them with
-/// their signal and their tenant's settings and packages: one statement.
+/// Makes the claim [`fair::claim`] decides (the rescue runs before, on its
+/// own).
 pub fn claim_deliveries(
-    db: &mut Db<'_, impl GenericClient>,
-    worker: &str,
-    limit: usize,
-    lease: Duration,
+    db: &mut Tx<'_, '_>,
+    claim: &Claim<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    fair::claim(&mut DeliveryQueue(db), claim, now)
+}
+
+/// The fair claim's verbs on the deliveries queue, in one transaction;
+/// [`fair::ClaimVerbs::clock`] locks the clock's row, so the claims of
+/// every host process take turns (each is a few milliseconds).
+struct DeliveryQueue<'d, 'a, 'b>(&'d mut Tx<'a, 'b>);
+
+/// The queue's name in `fair_clocks` and `fair_shares`.
+const DELIVERIES_QUEUE: &str = "deliveries";
+
+/// Leases the deliveries `due` selects (ids, locked) to `$1` until `$2`,
+/// starting an attempt, and returns them with their signal and their
+/// tenant's settings and packages: one statement.
+fn lease_due(
+    db: &mut Tx<'_, '_>,
+    due: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<ClaimedDelivery>> {
     let rows = db.query(
         &format!(
-            "WITH due AS ( \
-                 SELECT id FROM deliveries \
-                 WHERE state IN ('available', 'retryable') AND scheduled_at <= $3 \
-                 ORDER BY scheduled_at LIMIT $4 \
-                 FOR UPDATE SKIP LOCKED \
-             ), claimed AS ( \
+            "WITH due AS ({due}), claimed AS ( \
                  UPDATE deliveries d SET state = 'running', attempt = d.attempt + 1, worker = $1, \
                      leased_until = $2 \
                  FROM due WHERE d.id = due.id \
@@ -641,7 +665,7 @@ pub fn claim_deliveries(
             prefixed("d", DELIVERY_COLUMNS),
             prefixed("s", SIGNAL_COLUMNS),
         ),
-        &[&worker, &lease_until(now, lease), &now, &limit],
+        params,
     )?;
     rows.iter()
         .map(|row| {
@@ -650,9 +674,138 @@ pub fn claim_deliveries(
                 signal: signal_at(row, 12)?,
                 settings: row.try_get(27)?,
                 packages: row.try_get(28)?,
+                charged_ns: 0,
+                weight: fair::DEFAULT_WEIGHT,
             })
         })
         .collect()
+}
+
+impl fair::ClaimVerbs for DeliveryQueue<'_, '_, '_> {
+    fn clock(&mut self) -> StoreResult<i64> {
+        let row = self.0.query_opt(
+            "SELECT vtime FROM fair_clocks WHERE queue = $1 FOR UPDATE",
+            &[&DELIVERIES_QUEUE],
+        )?;
+        let row =
+            row.ok_or_else(|| StoreError::Database("fair_clocks has no deliveries row".into()))?;
+        Ok(row.try_get(0)?)
+    }
+
+    fn due_tenants(&mut self, now: DateTime<Utc>, cap: usize) -> StoreResult<Vec<(String, usize)>> {
+        // The tenants with pending deliveries, one index probe each (a loose
+        // index scan of `deliveries_due_by_tenant`), and how many of each
+        // are due, counted up to `cap`.
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let rows = self.0.query(
+            "WITH RECURSIVE pending(tenant) AS ( \
+                 SELECT MIN(tenant) FROM deliveries WHERE state IN ('available', 'retryable') \
+                 UNION ALL \
+                 SELECT (SELECT MIN(d.tenant) FROM deliveries d \
+                         WHERE d.state IN ('available', 'retryable') AND d.tenant > pending.tenant) \
+                 FROM pending WHERE pending.tenant IS NOT NULL \
+             ) \
+             SELECT tenant, (SELECT COUNT(*) FROM (SELECT 1 FROM deliveries d \
+                 WHERE d.tenant = pending.tenant AND d.state IN ('available', 'retryable') \
+                 AND d.scheduled_at <= $1 LIMIT $2) x) \
+             FROM pending WHERE tenant IS NOT NULL",
+            &[&now, &cap],
+        )?;
+        let mut due = Vec::with_capacity(rows.len());
+        for row in rows {
+            let count: i64 = row.try_get(1)?;
+            if count > 0 {
+                due.push((row.try_get(0)?, usize::try_from(count).unwrap_or(0)));
+            }
+        }
+        Ok(due)
+    }
+
+    fn book(&mut self, clock: i64, tenants: &[String]) -> StoreResult<fair::Book> {
+        let mut book = fair::Book {
+            clock,
+            ..fair::Book::default()
+        };
+        let rows = self.0.query(
+            "SELECT t.id, t.weight, s.vtime, s.cost_ns FROM tenants t \
+             LEFT JOIN fair_shares s ON s.queue = $1 AND s.tenant = t.id WHERE t.id = ANY($2)",
+            &[&DELIVERIES_QUEUE, &tenants],
+        )?;
+        for row in rows {
+            let mut share = book.fresh_share(count(&row, 1)?);
+            let vtime: Option<i64> = row.try_get(2)?;
+            let cost_ns: Option<i64> = row.try_get(3)?;
+            if let (Some(vtime), Some(cost_ns)) = (vtime, cost_ns) {
+                (share.vtime, share.cost_ns) = (vtime, cost_ns);
+            }
+            book.shares.insert(row.try_get(0)?, share);
+        }
+        Ok(book)
+    }
+
+    fn lease(
+        &mut self,
+        plan: &[(String, usize)],
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let tenants: Vec<&str> = plan.iter().map(|(t, _)| t.as_str()).collect();
+        let counts: Vec<i64> = plan
+            .iter()
+            .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+            .collect();
+        lease_due(
+            self.0,
+            "SELECT pick.id FROM unnest($4::text[], $5::bigint[]) AS plan(tenant, n) \
+             CROSS JOIN LATERAL ( \
+                 SELECT id FROM deliveries \
+                 WHERE tenant = plan.tenant AND state IN ('available', 'retryable') \
+                     AND scheduled_at <= $3 \
+                 ORDER BY scheduled_at LIMIT plan.n \
+                 FOR UPDATE SKIP LOCKED \
+             ) pick",
+            &[
+                &claim.worker,
+                &lease_until(now, claim.lease),
+                &now,
+                &tenants,
+                &counts,
+            ],
+        )
+    }
+
+    fn lease_oldest(
+        &mut self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+        lease_due(
+            self.0,
+            "SELECT id FROM deliveries \
+             WHERE state IN ('available', 'retryable') AND scheduled_at <= $3 \
+             ORDER BY scheduled_at LIMIT $4 \
+             FOR UPDATE SKIP LOCKED",
+            &[&claim.worker, &lease_until(now, claim.lease), &now, &limit],
+        )
+    }
+
+    fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
+        self.0.execute(
+            "UPDATE fair_clocks SET vtime = $2 WHERE queue = $1",
+            &[&DELIVERIES_QUEUE, &book.clock],
+        )?;
+        let tenants: Vec<&str> = book.shares.keys().map(String::as_str).collect();
+        let vtimes: Vec<i64> = book.shares.values().map(|s| s.vtime).collect();
+        let costs: Vec<i64> = book.shares.values().map(|s| s.cost_ns).collect();
+        self.0.execute(
+            "INSERT INTO fair_shares (queue, tenant, vtime, cost_ns) \
+             SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[]) \
+             ON CONFLICT (queue, tenant) DO UPDATE SET vtime = EXCLUDED.vtime, cost_ns = EXCLUDED.cost_ns",
+            &[&DELIVERIES_QUEUE, &tenants, &vtimes, &costs],
+        )?;
+        Ok(())
+    }
 }
 
 /// The heartbeat: one statement for every lease `worker` still holds.

@@ -32,7 +32,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::*;
 
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("fair_share.sql")];
 
 /// How to open the database.
 #[derive(Debug, Clone)]
@@ -347,6 +347,11 @@ impl Store for SqliteStore {
         self.write(|tx| queries::set_settings(tx, id, &settings))
     }
 
+    fn set_weight(&self, id: &str, weight: u32) -> StoreResult<Tenant> {
+        let weight = crate::fair::check_weight(weight)?;
+        self.write(|tx| queries::set_weight(tx, id, weight))
+    }
+
     fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
         crate::signal::check_name(package)
             .map_err(|e| StoreError::Invalid(format!("package: {e}")))?;
@@ -388,12 +393,10 @@ impl Store for SqliteStore {
 
     fn claim_deliveries(
         &self,
-        worker: &str,
-        limit: usize,
-        lease: Duration,
+        claim: &crate::fair::Claim<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        self.write(|tx| queries::claim_deliveries(tx, worker, limit, lease, now))
+        self.write(|tx| queries::claim_deliveries(tx, claim, now))
     }
 
     fn finish_deliveries(

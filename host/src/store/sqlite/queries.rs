@@ -9,6 +9,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::{from_micros, micros};
+use crate::fair::{self, Claim};
 use crate::rules;
 use crate::store::*;
 
@@ -162,15 +163,18 @@ fn limit(limit: Option<u32>) -> String {
 
 pub fn tenant(c: &Connection, id: &str) -> StoreResult<Option<Tenant>> {
     let row = c
-        .prepare_cached("SELECT settings, created_at FROM tenants WHERE id = ?1")?
-        .query_row([id], |r| Ok((json_column(r, 0)?, r.get::<_, i64>(1)?)))
+        .prepare_cached("SELECT settings, created_at, weight FROM tenants WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok((json_column(r, 0)?, r.get::<_, i64>(1)?, r.get::<_, u32>(2)?))
+        })
         .optional()?;
-    let Some((settings, created_at)) = row else {
+    let Some((settings, created_at, weight)) = row else {
         return Ok(None);
     };
     Ok(Some(Tenant {
         id: id.to_owned(),
         settings,
+        weight,
         packages: packages(c, id)?,
         created_at: from_micros(created_at),
     }))
@@ -209,6 +213,17 @@ pub fn set_settings(c: &Connection, id: &str, settings: &serde_json::Value) -> S
     let changed = c.execute(
         "UPDATE tenants SET settings = ?2 WHERE id = ?1",
         params![id, settings.to_string()],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::UnknownTenant(id.to_owned()));
+    }
+    touched_tenant(c, id)
+}
+
+pub fn set_weight(c: &Connection, id: &str, weight: u32) -> StoreResult<Tenant> {
+    let changed = c.execute(
+        "UPDATE tenants SET weight = ?2 WHERE id = ?1",
+        params![id, weight],
     )?;
     if changed == 0 {
         return Err(StoreError::UnknownTenant(id.to_owned()));
@@ -452,26 +467,173 @@ fn rescue_deliveries(c: &Connection, now: DateTime<Utc>) -> StoreResult<()> {
     Ok(())
 }
 
+/// Rescues expired leases, then makes the claim [`fair::claim`] decides.
 pub fn claim_deliveries(
     c: &Connection,
-    worker: &str,
-    limit: usize,
-    lease: Duration,
+    claim: &Claim<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
     rescue_deliveries(c, now)?;
-    let deliveries: Vec<Delivery> = c
-        .prepare_cached(&format!(
+    fair::claim(&mut DeliveryQueue(c), claim, now)
+}
+
+/// The fair claim's verbs on the deliveries queue; the one writer
+/// connection keeps claims from interleaving.
+struct DeliveryQueue<'c>(&'c Connection);
+
+/// The queue's name in `fair_clocks` and `fair_shares`.
+const DELIVERIES_QUEUE: &str = "deliveries";
+
+const DUE: &str = "state IN ('available', 'retryable') AND scheduled_at <= ?3";
+
+impl fair::ClaimVerbs for DeliveryQueue<'_> {
+    fn clock(&mut self) -> StoreResult<i64> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT vtime FROM fair_clocks WHERE queue = ?1")?
+            .query_row([DELIVERIES_QUEUE], |r| r.get(0))?)
+    }
+
+    fn due_tenants(&mut self, now: DateTime<Utc>, cap: usize) -> StoreResult<Vec<(String, usize)>> {
+        // The tenants with pending deliveries, one index probe each (a loose
+        // index scan of `deliveries_due_by_tenant`), and how many of each
+        // are due, counted up to `cap`.
+        let rows: Vec<(String, i64)> = self
+            .0
+            .prepare_cached(
+                "WITH RECURSIVE pending(tenant) AS ( \
+                     SELECT MIN(tenant) FROM deliveries WHERE state IN ('available', 'retryable') \
+                     UNION ALL \
+                     SELECT (SELECT MIN(d.tenant) FROM deliveries d \
+                             WHERE d.state IN ('available', 'retryable') AND d.tenant > pending.tenant) \
+                     FROM pending WHERE pending.tenant IS NOT NULL \
+                 ) \
+                 SELECT tenant, (SELECT COUNT(*) FROM (SELECT 1 FROM deliveries d \
+                     WHERE d.tenant = pending.tenant AND d.state IN ('available', 'retryable') \
+                     AND d.scheduled_at <= ?1 LIMIT ?2)) \
+                 FROM pending WHERE tenant IS NOT NULL",
+            )?
+            .query_map(params![micros(now), cap as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, due)| *due > 0)
+            .map(|(tenant, due)| (tenant, due as usize))
+            .collect())
+    }
+
+    fn book(&mut self, clock: i64, tenants: &[String]) -> StoreResult<fair::Book> {
+        let mut book = fair::Book {
+            clock,
+            ..fair::Book::default()
+        };
+        let mut query = self.0.prepare_cached(
+            "SELECT t.weight, s.vtime, s.cost_ns FROM tenants t \
+             LEFT JOIN fair_shares s ON s.queue = ?1 AND s.tenant = t.id WHERE t.id = ?2",
+        )?;
+        for tenant in tenants {
+            let row = query
+                .query_row(params![DELIVERIES_QUEUE, tenant], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                })
+                .optional()?;
+            let Some((weight, vtime, cost_ns)) = row else {
+                continue;
+            };
+            let mut share = book.fresh_share(weight);
+            if let (Some(vtime), Some(cost_ns)) = (vtime, cost_ns) {
+                (share.vtime, share.cost_ns) = (vtime, cost_ns);
+            }
+            book.shares.insert(tenant.clone(), share);
+        }
+        Ok(book)
+    }
+
+    fn lease(
+        &mut self,
+        plan: &[(String, usize)],
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let mut statement = self.0.prepare_cached(&format!(
             "UPDATE deliveries SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2 \
-             WHERE id IN (SELECT id FROM deliveries WHERE state IN ('available', 'retryable') \
-                          AND scheduled_at <= ?3 ORDER BY scheduled_at LIMIT ?4) \
+             WHERE id IN (SELECT id FROM deliveries WHERE tenant = ?5 AND {DUE} \
+                          ORDER BY scheduled_at LIMIT ?4) \
              RETURNING {DELIVERY_COLUMNS}"
-        ))?
-        .query_map(
-            params![worker, lease_until(now, lease), micros(now), limit as i64],
-            delivery_from_row,
-        )?
-        .collect::<Result<_, _>>()?;
+        ))?;
+        let mut deliveries = Vec::new();
+        for (tenant, count) in plan {
+            let leased = statement.query_map(
+                params![
+                    claim.worker,
+                    lease_until(now, claim.lease),
+                    micros(now),
+                    *count as i64,
+                    tenant
+                ],
+                delivery_from_row,
+            )?;
+            for delivery in leased {
+                deliveries.push(delivery?);
+            }
+        }
+        with_signals(self.0, deliveries)
+    }
+
+    fn lease_oldest(
+        &mut self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let deliveries: Vec<Delivery> = self
+            .0
+            .prepare_cached(&format!(
+                "UPDATE deliveries SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2 \
+                 WHERE id IN (SELECT id FROM deliveries WHERE {DUE} ORDER BY scheduled_at LIMIT ?4) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            ))?
+            .query_map(
+                params![
+                    claim.worker,
+                    lease_until(now, claim.lease),
+                    micros(now),
+                    claim.limit as i64
+                ],
+                delivery_from_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        with_signals(self.0, deliveries)
+    }
+
+    fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
+        self.0
+            .prepare_cached("UPDATE fair_clocks SET vtime = ?2 WHERE queue = ?1")?
+            .execute(params![DELIVERIES_QUEUE, book.clock])?;
+        let mut upsert = self.0.prepare_cached(
+            "INSERT INTO fair_shares (queue, tenant, vtime, cost_ns) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (queue, tenant) DO UPDATE SET vtime = excluded.vtime, cost_ns = excluded.cost_ns",
+        )?;
+        for (tenant, share) in &book.shares {
+            upsert.execute(params![
+                DELIVERIES_QUEUE,
+                tenant,
+                share.vtime,
+                share.cost_ns
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+/// Leased deliveries with their signals and their tenants' settings and
+/// packages.
+fn with_signals(c: &Connection, deliveries: Vec<Delivery>) -> StoreResult<Vec<ClaimedDelivery>> {
     let mut tenants: HashMap<String, (serde_json::Value, Vec<String>)> = HashMap::new();
     let mut signal_query = c.prepare_cached(&format!(
         "SELECT {SIGNAL_COLUMNS} FROM signals WHERE id = ?1"
@@ -490,6 +652,8 @@ pub fn claim_deliveries(
             signal,
             settings,
             packages,
+            charged_ns: 0,
+            weight: fair::DEFAULT_WEIGHT,
         });
     }
     Ok(claimed)

@@ -1,0 +1,24 @@
+-- Migration 2: fair share between tenants (host/src/fair.rs). Weights an
+-- operator sets; each queue's schedule (its clock, and every tenant's
+-- virtual time and cost estimate), written by claims, which lock the
+-- clock's row so that the claims of every host process take turns; the
+-- index a claim finds each tenant's due deliveries by.
+
+ALTER TABLE tenants ADD COLUMN weight INTEGER NOT NULL DEFAULT 1 CHECK (weight >= 1);
+
+CREATE TABLE fair_clocks (
+    queue  TEXT PRIMARY KEY,
+    vtime  BIGINT NOT NULL
+);
+INSERT INTO fair_clocks (queue, vtime) VALUES ('deliveries', 0), ('directives', 0);
+
+CREATE TABLE fair_shares (
+    queue    TEXT NOT NULL,
+    tenant   TEXT NOT NULL,
+    vtime    BIGINT NOT NULL,
+    cost_ns  BIGINT NOT NULL,
+    PRIMARY KEY (queue, tenant)
+);
+
+CREATE INDEX deliveries_due_by_tenant ON deliveries (tenant, scheduled_at)
+    WHERE state IN ('available', 'retryable');

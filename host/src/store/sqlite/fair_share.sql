@@ -1,0 +1,23 @@
+-- Migration 2: fair share between tenants (host/src/fair.rs). Weights an
+-- operator sets; each queue's schedule (its clock, and every tenant's
+-- virtual time and cost estimate), written by claims; the index a claim
+-- finds each tenant's due deliveries by.
+
+ALTER TABLE tenants ADD COLUMN weight INTEGER NOT NULL DEFAULT 1;
+
+CREATE TABLE fair_clocks (
+    queue  TEXT PRIMARY KEY,
+    vtime  INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO fair_clocks (queue, vtime) VALUES ('deliveries', 0), ('directives', 0);
+
+CREATE TABLE fair_shares (
+    queue    TEXT NOT NULL,
+    tenant   TEXT NOT NULL,
+    vtime    INTEGER NOT NULL,
+    cost_ns  INTEGER NOT NULL,
+    PRIMARY KEY (queue, tenant)
+) WITHOUT ROWID;
+
+CREATE INDEX deliveries_due_by_tenant ON deliveries (tenant, scheduled_at)
+    WHERE state IN ('available', 'retryable');

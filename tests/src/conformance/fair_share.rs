@@ -1,0 +1,209 @@
+//! Conformance: fair share between tenants (`sighost::fair`, ARCHITECTURE.md
+//! §4 "Fair share"). Claims are planned by the same rule on every store; these
+//! tests hold each store to it with pinned time and reported costs.
+
+use std::collections::BTreeMap;
+
+use sighost::fair::{Claim, ClaimOrder, INITIAL_COST_NS, TenantCost};
+use sighost::store::{ClaimedDelivery, NewSignal, Store, StoreError};
+
+use super::{LEASE, TestDatabase, at, create_tenant, new_signal, target};
+
+/// `count` signals of `tenant`, each with one delivery to handler `h`.
+fn backlog(store: &dyn Store, tenant: &str, count: usize, seconds: i64) {
+    let batch: Vec<(NewSignal, _)> = (0..count)
+        .map(|_| (new_signal(tenant, "test.backlog"), vec![target("h")]))
+        .collect();
+    for chunk in batch.chunks(2_000) {
+        store.emit(chunk, at(seconds)).expect("emit a backlog");
+    }
+}
+
+fn claim_fairly(
+    store: &dyn Store,
+    limit: usize,
+    costs: &[TenantCost],
+    seconds: i64,
+) -> Vec<ClaimedDelivery> {
+    let claim = Claim {
+        costs,
+        ..Claim::new("w", limit, LEASE)
+    };
+    store.claim_deliveries(&claim, at(seconds)).expect("claim")
+}
+
+/// How many of the claimed deliveries each tenant got.
+fn per_tenant(claimed: &[ClaimedDelivery]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for c in claimed {
+        *counts.entry(c.delivery.tenant.clone()).or_default() += 1;
+    }
+    counts
+}
+
+fn got(counts: &BTreeMap<String, usize>, tenant: &str) -> usize {
+    counts.get(tenant).copied().unwrap_or(0)
+}
+
+/// What a host would report for `claimed` of `tenant` if each took `busy_ns`.
+fn ran(claimed: &[ClaimedDelivery], tenant: &str, busy_ns: i64) -> TenantCost {
+    let mine: Vec<_> = claimed
+        .iter()
+        .filter(|c| c.delivery.tenant == tenant)
+        .collect();
+    TenantCost {
+        tenant: tenant.to_owned(),
+        runs: mine.len() as u64,
+        busy_ns: busy_ns * mine.len() as i64,
+        charged_ns: mine.iter().map(|c| c.charged_ns).sum(),
+    }
+}
+
+pub fn claims_a_small_tenants_deliveries_within_its_first_share(store: &dyn Store) {
+    create_tenant(store, "big");
+    create_tenant(store, "small");
+    backlog(store, "big", 10_000, 0);
+    backlog(store, "small", 10, 1);
+    let claimed = claim_fairly(store, 256, &[], 2);
+    let counts = per_tenant(&claimed);
+    assert_eq!(
+        got(&counts, "small"),
+        10,
+        "every one of small's, behind 10,000 older ones of big: {counts:?}"
+    );
+    assert_eq!(got(&counts, "big"), 246, "big takes the rest: {counts:?}");
+}
+
+pub fn claims_oldest_first_when_asked_to(store: &dyn Store) {
+    create_tenant(store, "big");
+    create_tenant(store, "small");
+    backlog(store, "big", 300, 0);
+    backlog(store, "small", 10, 1);
+    let claim = Claim {
+        order: ClaimOrder::OldestFirst,
+        ..Claim::new("w", 100, LEASE)
+    };
+    let claimed = store.claim_deliveries(&claim, at(2)).expect("claim");
+    assert_eq!(per_tenant(&claimed), BTreeMap::from([("big".into(), 100)]));
+}
+
+pub fn shares_claims_by_weight(store: &dyn Store) {
+    create_tenant(store, "heavy");
+    create_tenant(store, "light");
+    assert_eq!(
+        store.tenant("light").expect("read").map(|t| t.weight),
+        Some(1),
+        "weight 1 unless set"
+    );
+    assert_eq!(store.set_weight("heavy", 3).expect("weight").weight, 3);
+    backlog(store, "heavy", 1_000, 0);
+    backlog(store, "light", 1_000, 0);
+    let counts = per_tenant(&claim_fairly(store, 100, &[], 1));
+    assert_eq!(
+        (got(&counts, "heavy"), got(&counts, "light")),
+        (75, 25),
+        "3 : 1"
+    );
+}
+
+pub fn refuses_a_weight_out_of_bounds_or_for_an_unknown_tenant(store: &dyn Store) {
+    create_tenant(store, "acme");
+    for weight in [0, sighost::fair::MAX_WEIGHT + 1] {
+        assert!(
+            matches!(
+                store.set_weight("acme", weight),
+                Err(StoreError::Invalid(_))
+            ),
+            "weight {weight}"
+        );
+    }
+    assert!(matches!(
+        store.set_weight("nobody", 2),
+        Err(StoreError::UnknownTenant(_))
+    ));
+    assert_eq!(
+        store.tenant("acme").expect("read").map(|t| t.weight),
+        Some(1)
+    );
+}
+
+pub fn charges_each_tenant_what_its_deliveries_cost(store: &dyn Store) {
+    create_tenant(store, "costly");
+    create_tenant(store, "cheap");
+    backlog(store, "costly", 1_000, 0);
+    backlog(store, "cheap", 1_000, 0);
+    let first = claim_fairly(store, 100, &[], 1);
+    let counts = per_tenant(&first);
+    assert_eq!((got(&counts, "costly"), got(&counts, "cheap")), (50, 50));
+    assert!(
+        first.iter().all(|c| c.charged_ns == INITIAL_COST_NS),
+        "charged the initial estimate in advance"
+    );
+    // costly's deliveries took 50× what cheap's did.
+    let costs = [
+        ran(&first, "costly", 50 * INITIAL_COST_NS),
+        ran(&first, "cheap", INITIAL_COST_NS),
+    ];
+    let counts = per_tenant(&claim_fairly(store, 100, &costs, 2));
+    assert!(
+        got(&counts, "cheap") >= 95,
+        "cheap catches up on the worker time costly used: {counts:?}"
+    );
+}
+
+pub fn lifts_a_tenant_back_from_idle_to_the_clock(store: &dyn Store) {
+    const TEN_MS: i64 = 10_000_000;
+    create_tenant(store, "busy");
+    create_tenant(store, "returning");
+    backlog(store, "busy", 2_000, 0);
+    backlog(store, "returning", 10, 0);
+    // Both have work at first; returning's 10 all go in the first claim.
+    let mut previous = claim_fairly(store, 100, &[], 1);
+    assert_eq!(got(&per_tenant(&previous), "returning"), 10);
+    // Then busy runs alone, 10 ms a delivery, its virtual time seconds
+    // ahead of where returning stopped. The last claim is small, so that
+    // little of busy's work is in flight when returning comes back.
+    for (round, limit) in [100, 100, 100, 100, 100, 1].into_iter().enumerate() {
+        let costs = [
+            ran(&previous, "busy", TEN_MS),
+            ran(&previous, "returning", TEN_MS),
+        ];
+        previous = claim_fairly(store, limit, &costs, 2 + round as i64);
+        assert_eq!(
+            per_tenant(&previous),
+            BTreeMap::from([("busy".into(), limit)])
+        );
+    }
+    backlog(store, "returning", 1_000, 10);
+    let costs = [ran(&previous, "busy", TEN_MS)];
+    let counts = per_tenant(&claim_fairly(store, 100, &costs, 11));
+    // Kept where it stopped, returning would be owed seconds of worker time
+    // and take the whole claim; lifted to the clock, it shares it.
+    assert!(
+        got(&counts, "busy") >= 5,
+        "an idle tenant banks no credit: {counts:?}"
+    );
+    assert!(got(&counts, "returning") >= 50, "{counts:?}");
+}
+
+pub fn shares_one_schedule_between_two_processes(database: &dyn TestDatabase) {
+    let (one, two) = (database.open(), database.open());
+    create_tenant(&*one, "costly");
+    create_tenant(&*one, "cheap");
+    backlog(&*one, "costly", 1_000, 0);
+    backlog(&*one, "cheap", 1_000, 0);
+    let first = claim_fairly(&*one, 100, &[], 1);
+    // The other process reports what the first one's deliveries cost, as if
+    // it had run them: the schedule is the database's, not a process's.
+    let costs = [
+        ran(&first, "costly", 50 * INITIAL_COST_NS),
+        ran(&first, "cheap", INITIAL_COST_NS),
+    ];
+    let counts = per_tenant(&claim_fairly(&*two, 100, &costs, 2));
+    assert!(got(&counts, "cheap") >= 95, "{counts:?}");
+    let counts = per_tenant(&claim_fairly(&*one, 100, &[], 3));
+    assert!(
+        got(&counts, "cheap") >= 95,
+        "the first process sees the charges the second settled: {counts:?}"
+    );
+}
