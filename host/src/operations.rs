@@ -96,6 +96,13 @@ impl Sighost {
         Ok(self.store().set_settings(id, settings)?)
     }
 
+    /// Sets a tenant's weight: its share of the workers beside the other
+    /// tenants with work, 1 (the default) to [`crate::fair::MAX_WEIGHT`]
+    /// (ARCHITECTURE.md §4, "Fair share").
+    pub fn set_tenant_weight(&self, id: &str, weight: u32) -> Result<Tenant, HostError> {
+        Ok(self.store().set_weight(id, weight)?)
+    }
+
     pub fn install_package(&self, tenant: &str, package: &str) -> Result<Tenant, HostError> {
         Ok(self.store().install_package(tenant, package)?)
     }

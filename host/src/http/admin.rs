@@ -18,6 +18,8 @@
 //! - `POST /v1/admin/tenants` `{id, settings?}` → 201 and the tenant;
 //!   `GET /v1/admin/tenants` → `{"tenants": […]}`.
 //! - `PUT /v1/admin/tenants/{id}/settings` with the settings object as body.
+//! - `PUT /v1/admin/tenants/{id}/weight` `{weight}`: its share of the
+//!   workers beside other tenants with work (1 to 10000).
 //! - `PUT` / `DELETE /v1/admin/tenants/{id}/packages/{package}`: install,
 //!   uninstall.
 
@@ -227,6 +229,27 @@ pub async fn set_settings(
     let tenant = blocking(move || Ok(host.set_tenant_settings(&id, settings)?)).await?;
     tracing::info!(tenant = %tenant.id, "tenant settings replaced over HTTP");
     Ok(Json(tenant))
+}
+
+/// `PUT /v1/admin/tenants/{id}/weight`.
+pub async fn set_weight(
+    State(state): State<Arc<ApiState>>,
+    _: Admin,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Tenant>, ApiError> {
+    let Path(id) = id?;
+    let body: WeightBody = json_body(body)?;
+    let host = state.host.clone();
+    let tenant = blocking(move || Ok(host.set_tenant_weight(&id, body.weight)?)).await?;
+    tracing::info!(tenant = %tenant.id, weight = tenant.weight, "tenant weight set over HTTP");
+    Ok(Json(tenant))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: u32,
 }
 
 /// `PUT /v1/admin/tenants/{id}/packages/{package}`.

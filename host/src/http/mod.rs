@@ -22,7 +22,7 @@
 //!   `GET /v1/directives/{id}`
 //!
 //! Operator endpoints take the admin token ([`admin`]): replay, retry,
-//! cancel, and tenants (create, list, settings, packages).
+//! cancel, and tenants (create, list, settings, weight, packages).
 //!
 //! Open endpoints, for monitoring on the listen address: `GET /metrics`
 //! (Prometheus text), `GET /healthz` (the process answers), `GET /readyz`
@@ -164,6 +164,7 @@ impl Api {
                 post(admin::create_tenant).get(admin::tenants),
             )
             .route("/v1/admin/tenants/{id}/settings", put(admin::set_settings))
+            .route("/v1/admin/tenants/{id}/weight", put(admin::set_weight))
             .route(
                 "/v1/admin/tenants/{id}/packages/{package}",
                 put(admin::install).delete(admin::uninstall),

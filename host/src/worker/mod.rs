@@ -22,6 +22,7 @@
 //! backoff until the attempts run out. A worker that dies holds its
 //! deliveries only until their lease expires; the next claim rescues them.
 
+mod gate;
 mod slots;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use tokio::task::JoinSet;
 
+use crate::fair::{Claim, ClaimOrder, CostLedger};
 use crate::heartbeat::Held;
 use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
@@ -42,6 +44,7 @@ use crate::store::{
 };
 use crate::threads::ThreadGroup;
 use crate::wake::Wake;
+use gate::Gate;
 use slots::Slots;
 
 #[derive(Debug, Clone)]
@@ -68,6 +71,8 @@ pub struct WorkerConfig {
     /// How long a handler stays away when it is not loaded here.
     pub snooze: Duration,
     pub retry: RetryPolicy,
+    /// Fair share between tenants (the default), or oldest first.
+    pub claim_order: ClaimOrder,
 }
 
 impl Default for WorkerConfig {
@@ -81,6 +86,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_millis(200),
             snooze: Duration::from_secs(60),
             retry: RetryPolicy::default(),
+            claim_order: ClaimOrder::Fair,
         }
     }
 }
@@ -121,6 +127,7 @@ impl Workers {
         let stopping = group.stopping();
         let room = Arc::new(Room::default());
         let held: Arc<Held<i64>> = Arc::default();
+        let costs: Arc<CostLedger> = Arc::default();
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(config.max_in_flight.max(1));
         let (results_tx, results_rx) = unbounded::<DeliveryResult>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -132,8 +139,18 @@ impl Workers {
         group.spawn("sighost-fetch", {
             let (deps, config, name, stopping) =
                 (deps.clone(), config.clone(), name.clone(), stopping.clone());
-            let (room, held) = (room.clone(), held.clone());
-            move || fetch(&deps, &config, &name, &stopping, &room, &held, jobs_tx)
+            let (room, held, costs) = (room.clone(), held.clone(), costs.clone());
+            move || {
+                let fetcher = Fetcher {
+                    deps: &deps,
+                    config: &config,
+                    name: &name,
+                    room: &room,
+                    held: &held,
+                    costs: &costs,
+                };
+                fetcher.run(&stopping, jobs_tx)
+            }
         })?;
         group.spawn("sighost-heartbeat", {
             let (deps, config, name, stopping, held) = (
@@ -159,9 +176,11 @@ impl Workers {
             let slots = invocation_slots(&deps, &config);
             let invoker = Arc::new(Invoker {
                 deps: deps.clone(),
+                gate: Gate::new(config.threads),
                 config: config.clone(),
                 name,
                 held,
+                costs,
             });
             move || {
                 runtime.block_on(dispatch(invoker, slots, &stopping, jobs_rx, results_tx));
@@ -185,49 +204,72 @@ impl Workers {
     }
 }
 
-fn fetch(
-    deps: &WorkerDeps,
-    config: &WorkerConfig,
-    name: &str,
-    stopping: &AtomicBool,
-    room: &Room,
-    held: &Held<i64>,
-    jobs: tokio::sync::mpsc::Sender<Job>,
-) {
-    while !stopping.load(Ordering::SeqCst) {
-        let free = config
-            .max_in_flight
-            .saturating_sub(room.in_flight.load(Ordering::SeqCst));
-        let want = free.min(config.batch_size);
-        if want < config.batch_size {
-            // Out of room: ask the completer to ring when it frees some.
-            room.wanted.store(true, Ordering::SeqCst);
-        }
-        let mut claimed = 0;
-        if want > 0 {
-            let now = (deps.clock)();
-            match deps.store.claim_deliveries(name, want, config.lease, now) {
-                Ok(batch) => {
-                    claimed = batch.len();
-                    room.in_flight.fetch_add(claimed, Ordering::SeqCst);
-                    let leased_until = now + config.lease;
-                    for claimed in batch {
-                        let id = claimed.delivery.id;
-                        held.insert(id, claimed.delivery.attempt, leased_until);
-                        if jobs.blocking_send(Job { claimed }).is_err() {
-                            // The dispatcher is gone: nothing will run it, so
-                            // its lease is left to run out.
-                            held.remove(&id);
-                            return;
+/// What the fetcher claims with.
+struct Fetcher<'a> {
+    deps: &'a WorkerDeps,
+    config: &'a WorkerConfig,
+    name: &'a str,
+    room: &'a Room,
+    held: &'a Held<i64>,
+    /// What the invocations measured, settled by the next claim.
+    costs: &'a CostLedger,
+}
+
+impl Fetcher<'_> {
+    fn run(&self, stopping: &AtomicBool, jobs: tokio::sync::mpsc::Sender<Job>) {
+        let Self {
+            deps,
+            config,
+            room,
+            held,
+            ..
+        } = self;
+        while !stopping.load(Ordering::SeqCst) {
+            let free = config
+                .max_in_flight
+                .saturating_sub(room.in_flight.load(Ordering::SeqCst));
+            let want = free.min(config.batch_size);
+            if want < config.batch_size {
+                // Out of room: ask the completer to ring when it frees some.
+                room.wanted.store(true, Ordering::SeqCst);
+            }
+            let mut claimed = 0;
+            if want > 0 {
+                let now = (deps.clock)();
+                let costs = self.costs.take();
+                let claim = Claim {
+                    worker: self.name,
+                    limit: want,
+                    lease: config.lease,
+                    order: config.claim_order,
+                    costs: &costs,
+                };
+                match deps.store.claim_deliveries(&claim, now) {
+                    Ok(batch) => {
+                        claimed = batch.len();
+                        room.in_flight.fetch_add(claimed, Ordering::SeqCst);
+                        let leased_until = now + config.lease;
+                        for claimed in batch {
+                            let id = claimed.delivery.id;
+                            held.insert(id, claimed.delivery.attempt, leased_until);
+                            if jobs.blocking_send(Job { claimed }).is_err() {
+                                // The dispatcher is gone: nothing will run
+                                // it, so its lease is left to run out.
+                                held.remove(&id);
+                                return;
+                            }
                         }
                     }
+                    Err(error) => {
+                        self.costs.put_back(costs);
+                        tracing::warn!(%error, "claiming deliveries failed; trying again")
+                    }
                 }
-                Err(error) => tracing::warn!(%error, "claiming deliveries failed; trying again"),
             }
-        }
-        // A full batch means more may be due: claim again at once.
-        if claimed < want || want == 0 {
-            deps.wake.wait(config.poll_interval);
+            // A full batch means more may be due: claim again at once.
+            if claimed < want || want == 0 {
+                deps.wake.wait(config.poll_interval);
+            }
         }
     }
 }
@@ -251,11 +293,15 @@ fn invocation_slots(deps: &WorkerDeps, config: &WorkerConfig) -> usize {
 /// What every invocation task needs, shared.
 struct Invoker {
     deps: WorkerDeps,
+    /// Hands the worker threads to invocations, fairly by tenant.
+    gate: Arc<Gate>,
     config: WorkerConfig,
     /// This process's worker name, recorded on claims and attempts.
     name: String,
     /// The deliveries this process holds, whose leases the heartbeat extends.
     held: Arc<Held<i64>>,
+    /// What the invocations measured, for the fetcher's next claim.
+    costs: Arc<CostLedger>,
 }
 
 impl Invoker {
@@ -264,6 +310,17 @@ impl Invoker {
     fn finished(&self, result: DeliveryResult, results: &Sender<DeliveryResult>) {
         self.held.remove(&result.delivery_id);
         let _ = results.send(result);
+    }
+
+    /// Puts a claimed delivery back unrun, refunding what its claim charged.
+    fn release(&self, claimed: &ClaimedDelivery, at: DateTime<Utc>) -> DeliveryResult {
+        self.costs.record(
+            &claimed.delivery.tenant,
+            false,
+            Duration::ZERO,
+            claimed.charged_ns,
+        );
+        release(claimed, &self.name, at)
     }
 }
 
@@ -286,7 +343,7 @@ async fn dispatch(
         if stopping.load(Ordering::SeqCst) {
             let now = (invoker.deps.clock)();
             for job in slots.drain() {
-                invoker.finished(release(&job.claimed, &invoker.name, now), &results);
+                invoker.finished(invoker.release(&job.claimed, now), &results);
             }
         }
         while let Some((tenant, job)) = slots.next() {
@@ -315,7 +372,7 @@ async fn dispatch(
                 };
                 let Some((tenant, key)) = started.remove(&id) else { continue };
                 slots.release(&tenant);
-                let result = result.unwrap_or_else(|_| key.host_panicked(&invoker));
+                let result = result.unwrap_or_else(|_| key.host_panicked(&invoker, &tenant));
                 invoker.finished(result, &results);
             }
         }
@@ -327,6 +384,7 @@ struct ClaimedKey {
     delivery_id: i64,
     attempt: u32,
     max_attempts: u32,
+    charged_ns: i64,
 }
 
 impl ClaimedKey {
@@ -335,12 +393,19 @@ impl ClaimedKey {
             delivery_id: claimed.delivery.id,
             attempt: claimed.delivery.attempt,
             max_attempts: claimed.delivery.max_attempts,
+            charged_ns: claimed.charged_ns,
         }
     }
 
     /// The result of an attempt whose task panicked: a host fault, retried
-    /// like one.
-    fn host_panicked(&self, invoker: &Invoker) -> DeliveryResult {
+    /// like one. What it cost is unknown; its charge stands.
+    fn host_panicked(&self, invoker: &Invoker, tenant: &str) -> DeliveryResult {
+        invoker.costs.record(
+            tenant,
+            true,
+            Duration::from_nanos(self.charged_ns.max(0) as u64),
+            self.charged_ns,
+        );
         let now = (invoker.deps.clock)();
         let outcome = Outcome::HostError("the host panicked while running the handler".into());
         DeliveryResult {
@@ -409,13 +474,14 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
         config,
         name: worker,
         held,
+        ..
     } = invoker;
     let Job { claimed } = job;
     let delivery = &claimed.delivery;
     let Some(handler) = deps.registry.get(&delivery.handler) else {
         // Kept, not lost: it runs when a handler of that name is back.
         tracing::debug!(handler = %delivery.handler, delivery = delivery.id, "handler not loaded; snoozing");
-        return release(&claimed, worker, (deps.clock)() + config.snooze);
+        return invoker.release(&claimed, (deps.clock)() + config.snooze);
     };
     // A delivery that waited in the queue too long to finish within its
     // lease goes back untouched: run now, it could be rescued and run by
@@ -432,7 +498,7 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
             delivery = delivery.id,
             "lease too short to run; putting it back"
         );
-        return release(&claimed, worker, now);
+        return invoker.release(&claimed, now);
     }
     let context = DeliveryContext {
         attempt: delivery.attempt,
@@ -441,10 +507,16 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
         packages: claimed.packages.clone(),
     };
     let started_at = (deps.clock)();
-    let invocation: Invocation = deps
-        .sandbox
-        .invoke(&handler, &claimed.signal, &context)
+    let tenant = &delivery.tenant;
+    let (invocation, busy): (Invocation, Duration) = invoker
+        .gate
+        .run(
+            tenant,
+            claimed.weight,
+            deps.sandbox.invoke(&handler, &claimed.signal, &context),
+        )
         .await;
+    invoker.costs.record(tenant, true, busy, claimed.charged_ns);
     let now = (deps.clock)();
     let error = (!invocation.outcome.is_ok()).then(|| invocation.outcome.describe());
     if let Some(error) = &error {

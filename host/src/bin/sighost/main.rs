@@ -239,6 +239,12 @@ enum TenantsCommand {
         id: String,
         settings: String,
     },
+    /// Set a tenant's weight: its share of the workers beside other tenants
+    /// with work (1 to 10000; every tenant starts at 1).
+    Weight {
+        id: String,
+        weight: u32,
+    },
     Install {
         id: String,
         package: String,
@@ -854,17 +860,24 @@ fn tenants(config: &Config, command: TenantsCommand) -> anyhow::Result<()> {
         TenantsCommand::Settings { id, settings } => {
             host.set_tenant_settings(&id, json_arg(&settings, "the settings")?)?
         }
+        TenantsCommand::Weight { id, weight } => host.set_tenant_weight(&id, weight)?,
         TenantsCommand::Install { id, package } => host.install_package(&id, &package)?,
         TenantsCommand::Uninstall { id, package } => host.uninstall_package(&id, &package)?,
         TenantsCommand::List { json } => {
             let tenants = host.tenants()?;
-            output::print(json, &tenants, &["id", "packages", "settings"], |t| {
-                vec![
-                    t.id.clone(),
-                    t.packages.join(","),
-                    output::cut(&t.settings.to_string(), 60),
-                ]
-            });
+            output::print(
+                json,
+                &tenants,
+                &["id", "weight", "packages", "settings"],
+                |t| {
+                    vec![
+                        t.id.clone(),
+                        t.weight.to_string(),
+                        t.packages.join(","),
+                        output::cut(&t.settings.to_string(), 60),
+                    ]
+                },
+            );
             return Ok(());
         }
     };

@@ -1,0 +1,114 @@
+//! Fair share between tenants through the real `sighost` binary
+//! (ARCHITECTURE.md §4, "Fair share"): one tenant's backlog does not hold back
+//! another tenant's deliveries, and an operator sets a tenant's weight with
+//! the CLI. Waits are for conditions with a deadline; the assertion compares
+//! the order in which deliveries finished, not how long anything took.
+
+use chrono::Utc;
+use serde_json::json;
+use sighost::store::{Delivery, DeliveryFilter, DeliveryState};
+use sighost::{HostConfig, Sighost};
+use sighost_tests::guest;
+use sighost_tests::host_helpers::{Scratch, install, numbered_signals, wait_for};
+use sighost_tests::server::{Server, cli};
+
+const BACKLOG: usize = 20_000;
+
+fn deliveries_of(host: &Sighost, tenant: &str) -> Vec<Delivery> {
+    host.store()
+        .deliveries(&DeliveryFilter {
+            tenant: Some(tenant.into()),
+            ..DeliveryFilter::default()
+        })
+        .expect("list deliveries")
+}
+
+fn completed(host: &Sighost) -> u64 {
+    let stats = host.store().stats().expect("stats");
+    stats
+        .deliveries
+        .iter()
+        .find(|(state, _)| *state == DeliveryState::Completed)
+        .map_or(0, |(_, n)| *n)
+}
+
+#[test]
+fn a_backlog_of_one_tenant_holds_back_no_other_tenants_deliveries() {
+    let scratch = Scratch::new("fair-backlog");
+    let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
+    install(
+        &handlers,
+        "echo",
+        &guest("trivial"),
+        "directives = ['bench.noop']\n",
+    );
+    let host = Sighost::open(HostConfig::new(&data)).expect("open the store");
+    let errors = host.load_handlers_dir(&handlers).expect("read handlers");
+    assert!(errors.is_empty(), "{errors:?}");
+    for tenant in ["org_backlog", "org_small"] {
+        host.store()
+            .create_tenant(tenant, json!({}), Utc::now())
+            .expect("tenant");
+    }
+    for _ in 0..BACKLOG / 1_000 {
+        host.emit_batch(numbered_signals("org_backlog", "work.queued", 1_000))
+            .expect("emit the backlog");
+    }
+    let server = Server::start(&data, &handlers, "run", 2);
+    wait_for("the backlog to be draining", |last| {
+        let done = completed(&host);
+        *last = format!("{done} completed");
+        (done >= 1_000).then_some(())
+    });
+    let pending_then = BACKLOG as u64 - completed(&host);
+    host.emit_batch(numbered_signals("org_small", "work.now", 10))
+        .expect("emit the small tenant's signals");
+    wait_for("every delivery to complete", |last| {
+        let done = completed(&host);
+        *last = format!("{done} of {} completed", BACKLOG + 10);
+        (done == BACKLOG as u64 + 10).then_some(())
+    });
+    drop(server);
+
+    let small_done = deliveries_of(&host, "org_small")
+        .iter()
+        .map(|d| d.finished_at.expect("completed"))
+        .max()
+        .expect("ten deliveries");
+    let backlog_after = deliveries_of(&host, "org_backlog")
+        .iter()
+        .filter(|d| d.finished_at.expect("completed") > small_done)
+        .count() as u64;
+    // Oldest first, the small tenant's deliveries would wait behind every
+    // one of the backlog's (none of it finishing after them); fairly, they
+    // are claimed at once, while most of the backlog still waits.
+    assert!(
+        backlog_after * 2 >= pending_then,
+        "of the {pending_then} deliveries of the backlog pending when org_small emitted, only \
+         {backlog_after} finished after org_small's last"
+    );
+}
+
+#[test]
+fn an_operator_sets_a_tenants_weight_with_the_cli() {
+    let scratch = Scratch::new("fair-weight");
+    let data = scratch.subdir("data");
+    assert!(cli(&data, &["tenants", "create", "org_w"]).status.success());
+    let set = cli(&data, &["tenants", "weight", "org_w", "3"]);
+    assert!(set.status.success(), "{set:?}");
+    let tenant: serde_json::Value =
+        serde_json::from_slice(&set.stdout).expect("the tenant as JSON");
+    assert_eq!(tenant["weight"], 3);
+
+    let refused = cli(&data, &["tenants", "weight", "org_w", "0"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("a tenant's weight is a whole number from 1 to 10000; 0 is not"),
+        "{stderr}"
+    );
+    let listed = cli(&data, &["tenants", "list", "--json"]);
+    let line = String::from_utf8_lossy(&listed.stdout);
+    let tenant: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON line");
+    assert_eq!(tenant["weight"], 3, "unchanged by the refused call");
+}
