@@ -38,7 +38,8 @@
 //! poll_interval_ms = 200
 //! max_attempts = 10
 //! fast_retries = false           # retry after milliseconds (demos, tests)
-//! claim_order = "fair"           # fair share between tenants; "oldest_first" to compare
+//! claim_order = "fair"           # deliveries and directives shared fairly between tenants;
+//!                                # "oldest_first" only to compare
 //!
 //! [runner]                       # directive runner
 //! threads = 2
@@ -575,6 +576,10 @@ impl Config {
             }
         };
         runner.lifecycle_signals = r.lifecycle_signals;
+        // One order for both queues: `[workers] claim_order`.
+        if let Some(order) = self.workers.claim_order {
+            runner.claim_order = order;
+        }
     }
 
     /// Builds the executors of `[executors]`; the catch-all logs to stdout

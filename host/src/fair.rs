@@ -205,45 +205,74 @@ impl Book {
     }
 }
 
-/// What a store does for a fair claim, inside one transaction that no
-/// other claim of the same queue interleaves with (SQLite: its one writer;
-/// PostgreSQL: the clock's row lock). Each verb only reads or writes; the
-/// decisions are [`claim`]'s.
+/// Something a fair claim hands out: a delivery, a directive.
+pub trait Claimed {
+    fn tenant(&self) -> &str;
+    /// Records what its claim charged its tenant, and the tenant's weight.
+    fn charged(&mut self, charged_ns: i64, weight: u32);
+}
+
+impl Claimed for ClaimedDelivery {
+    fn tenant(&self) -> &str {
+        &self.delivery.tenant
+    }
+
+    fn charged(&mut self, charged_ns: i64, weight: u32) {
+        (self.charged_ns, self.weight) = (charged_ns, weight);
+    }
+}
+
+impl Claimed for crate::store::ClaimedDirective {
+    fn tenant(&self) -> &str {
+        &self.directive.tenant
+    }
+
+    fn charged(&mut self, charged_ns: i64, weight: u32) {
+        (self.charged_ns, self.weight) = (charged_ns, weight);
+    }
+}
+
+/// What a store does for a fair claim of one queue, inside one transaction
+/// that no other claim of the same queue interleaves with (SQLite: its one
+/// writer; PostgreSQL: the clock's row lock). Each verb only reads or
+/// writes; the decisions are [`claim`]'s.
 pub trait ClaimVerbs {
+    /// What the queue hands out.
+    type Item: Claimed;
     /// The queue's clock, read first; held until the transaction ends, so
     /// that claims of other processes wait (PostgreSQL: `FOR UPDATE`).
     fn clock(&mut self) -> StoreResult<i64>;
-    /// Every tenant with due deliveries, and how many (counted up to `cap`).
+    /// Every tenant with due work, and how much (counted up to `cap`).
     fn due_tenants(&mut self, now: DateTime<Utc>, cap: usize) -> StoreResult<Vec<(String, usize)>>;
     /// The shares of these tenants, with their weights, in a book at
     /// `clock`; a tenant that was never charged gets [`Book::fresh_share`], a
     /// deleted one none.
     fn book(&mut self, clock: i64, tenants: &[String]) -> StoreResult<Book>;
-    /// Leases, per tenant, up to that many of its due deliveries, oldest
-    /// first, starting an attempt of each.
+    /// Leases, per tenant, up to that many of its due items, oldest first,
+    /// starting an attempt of each.
     fn lease(
         &mut self,
         plan: &[(String, usize)],
         claim: &Claim<'_>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<ClaimedDelivery>>;
-    /// Leases up to `claim.limit` due deliveries, oldest first, of anyone.
+    ) -> StoreResult<Vec<Self::Item>>;
+    /// Leases up to `claim.limit` due items, oldest first, of anyone.
     fn lease_oldest(
         &mut self,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    ) -> StoreResult<Vec<Self::Item>>;
     /// Writes the clock and these shares back.
     fn save_book(&mut self, book: &Book) -> StoreResult<()>;
 }
 
 /// A claim, as both stores make it: settle the reported costs, plan by
 /// virtual time, lease, charge what was leased, save.
-pub fn claim(
-    verbs: &mut impl ClaimVerbs,
+pub fn claim<V: ClaimVerbs>(
+    verbs: &mut V,
     claim: &Claim<'_>,
     now: DateTime<Utc>,
-) -> StoreResult<Vec<ClaimedDelivery>> {
+) -> StoreResult<Vec<V::Item>> {
     if claim.order == ClaimOrder::OldestFirst {
         return verbs.lease_oldest(claim, now);
     }
@@ -262,18 +291,17 @@ pub fn claim(
     let mut claimed = verbs.lease(&plan, claim, now)?;
     let mut leased: BTreeMap<&str, usize> = BTreeMap::new();
     for c in &claimed {
-        *leased.entry(c.delivery.tenant.as_str()).or_default() += 1;
+        *leased.entry(c.tenant()).or_default() += 1;
     }
     let charged: BTreeMap<String, i64> = leased
         .into_iter()
         .map(|(tenant, count)| (tenant.to_owned(), book.charge(tenant, count)))
         .collect();
     for c in &mut claimed {
-        c.charged_ns = charged.get(&c.delivery.tenant).copied().unwrap_or(0);
-        c.weight = book
-            .shares
-            .get(&c.delivery.tenant)
-            .map_or(DEFAULT_WEIGHT, |s| s.weight);
+        let tenant = c.tenant();
+        let each = charged.get(tenant).copied().unwrap_or(0);
+        let weight = book.shares.get(tenant).map_or(DEFAULT_WEIGHT, |s| s.weight);
+        c.charged(each, weight);
     }
     verbs.save_book(&book)?;
     Ok(claimed)

@@ -106,6 +106,8 @@ macro_rules! store_conformance_tests {
             refuses_a_weight_out_of_bounds_or_for_an_unknown_tenant,
             charges_each_tenant_what_its_deliveries_cost,
             lifts_a_tenant_back_from_idle_to_the_clock,
+            claims_a_small_tenants_directive_beside_another_tenants_backlog,
+            reports_each_tenants_deliveries_and_recent_worker_time,
         );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,
@@ -364,8 +366,11 @@ fn complete_with(
 
 fn claim_directives(store: &dyn Store, worker: &str, now: DateTime<Utc>) -> Vec<Directive> {
     store
-        .claim_directives(worker, 100, LEASE, now)
+        .claim_directives(&Claim::new(worker, 100, LEASE), now)
         .expect("claim directives")
+        .into_iter()
+        .map(|claimed| claimed.directive)
+        .collect()
 }
 
 fn claim_one_directive(store: &dyn Store, worker: &str, now: DateTime<Utc>) -> Directive {
@@ -2042,7 +2047,12 @@ pub fn claims_only_due_requested_directives_up_to_the_limit(store: &dyn Store) {
     ];
     complete_with(store, "acme", directives, at(1));
 
-    let first = store.claim_directives("r", 2, LEASE, at(2)).expect("claim");
+    let first: Vec<Directive> = store
+        .claim_directives(&Claim::new("r", 2, LEASE), at(2))
+        .expect("claim")
+        .into_iter()
+        .map(|claimed| claimed.directive)
+        .collect();
     assert_eq!(first.len(), 2, "at most the limit");
     let rest = claim_directives(store, "r", at(2));
     assert_eq!(rest.len(), 1, "only the due ones");

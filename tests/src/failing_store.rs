@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -138,12 +137,10 @@ impl Store for FailingStore {
     }
     fn claim_directives(
         &self,
-        worker: &str,
-        limit: usize,
-        lease: Duration,
+        claim: &sighost::fair::Claim<'_>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Directive>> {
-        self.inner.claim_directives(worker, limit, lease, now)
+    ) -> StoreResult<Vec<sighost::store::ClaimedDirective>> {
+        self.inner.claim_directives(claim, now)
     }
     fn finish_directive(
         &self,

@@ -9,6 +9,11 @@
 //! final failure is emitted back as `directive.started|succeeded|failed`
 //! (deduplicated), caused by the directive's signal, so that the
 //! causation-depth limit ends handler → directive → signal loops.
+//!
+//! Claims share the runner between tenants like delivery claims share the
+//! workers (`fair.rs`), charged by the executors' wall time: an executor
+//! waits on I/O (a webhook, a command), and that wait is what one tenant's
+//! slow endpoint takes from the others.
 
 pub mod executor;
 pub mod executors;
@@ -23,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::emit::{EmitError, Emitter};
+use crate::fair::{Claim, ClaimOrder, CostLedger};
 use crate::heartbeat::Held;
 use crate::retry::RetryPolicy;
 use crate::store::{Directive, DirectiveDecision, NewSignal, Store};
@@ -44,6 +50,8 @@ pub struct RunnerConfig {
     pub retry: RetryPolicy,
     /// Emit `directive.started|succeeded|failed` signals.
     pub lifecycle_signals: bool,
+    /// Fair share between tenants (the default), or oldest first.
+    pub claim_order: ClaimOrder,
 }
 
 impl Default for RunnerConfig {
@@ -58,6 +66,7 @@ impl Default for RunnerConfig {
             poll_interval: Duration::from_millis(200),
             retry: RetryPolicy::default(),
             lifecycle_signals: false,
+            claim_order: ClaimOrder::Fair,
         }
     }
 }
@@ -163,25 +172,41 @@ fn run_loop(
     stopping: &AtomicBool,
     held: &Held<String>,
 ) {
+    // What this thread's executors took, settled by its next claim.
+    let costs = CostLedger::default();
     while !stopping.load(Ordering::SeqCst) {
-        let claimed =
-            match deps
-                .store
-                .claim_directives(name, config.batch_size, config.lease, (deps.clock)())
-            {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(%error, "claiming directives failed; trying again");
-                    Vec::new()
-                }
-            };
+        let settled = costs.take();
+        let claim = Claim {
+            worker: name,
+            limit: config.batch_size,
+            lease: config.lease,
+            order: config.claim_order,
+            costs: &settled,
+        };
+        let claimed = match deps.store.claim_directives(&claim, (deps.clock)()) {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                costs.put_back(settled);
+                tracing::warn!(%error, "claiming directives failed; trying again");
+                Vec::new()
+            }
+        };
         let full = claimed.len() == config.batch_size;
         let leased_until = (deps.clock)() + config.lease;
-        for directive in &claimed {
+        for claimed in &claimed {
+            let directive = &claimed.directive;
             held.insert(directive.id.clone(), directive.attempt, leased_until);
         }
-        for directive in claimed {
-            run_one(deps, config, name, stopping, held, &directive);
+        for claimed in claimed {
+            let started = std::time::Instant::now();
+            run_one(deps, config, name, stopping, held, &claimed.directive);
+            let directive = &claimed.directive;
+            costs.record(
+                &directive.tenant,
+                true,
+                started.elapsed(),
+                claimed.charged_ns,
+            );
         }
         if !full {
             deps.wake.wait(config.poll_interval);

@@ -338,6 +338,28 @@ pub struct ClaimedDelivery {
     pub weight: u32,
 }
 
+/// A directive a runner holds, with what its claim charged (`fair.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDirective {
+    pub directive: Directive,
+    /// What the fair claim charged its tenant for it in advance, in
+    /// nanoseconds of runner time; settled once it ran.
+    pub charged_ns: i64,
+    /// Its tenant's weight when it was claimed.
+    pub weight: u32,
+}
+
+impl ClaimedDirective {
+    /// A directive just leased, before the claim charged it.
+    pub fn new(directive: Directive) -> Self {
+        Self {
+            directive,
+            charged_ns: 0,
+            weight: crate::fair::DEFAULT_WEIGHT,
+        }
+    }
+}
+
 /// What a worker decided for a delivery it ran.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -497,13 +519,16 @@ pub struct QueueStats {
     pub directives: Vec<(DirectiveState, u64)>,
     /// Per handler, sorted by name.
     pub handlers: Vec<HandlerStats>,
+    /// Per tenant with deliveries, sorted by id.
+    pub tenants: Vec<TenantStats>,
     /// The newest failed attempts, newest first, at most [`RECENT_FAILURES`].
     pub recent_failures: Vec<Attempt>,
 }
 
 /// How many failed attempts [`QueueStats::recent_failures`] keeps.
 pub const RECENT_FAILURES: u32 = 10;
-/// How many of the newest attempts the per-handler durations are taken from.
+/// How many of the newest attempts the per-handler durations and the
+/// per-tenant worker time are taken from.
 pub const RECENT_ATTEMPTS: u32 = 1_000;
 
 /// One handler's deliveries by state, and how long its recent attempts took.
@@ -517,38 +542,89 @@ pub struct HandlerStats {
     pub max_duration_us: u64,
 }
 
+/// One tenant's deliveries by state, and its part of the recent worker time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TenantStats {
+    pub tenant: String,
+    pub deliveries: Vec<(DeliveryState, u64)>,
+    /// Among the newest [`RECENT_ATTEMPTS`] attempts of every tenant.
+    pub recent_attempts: u64,
+    /// Their summed durations: how much worker time the tenant had lately.
+    pub recent_duration_us: u64,
+}
+
+/// Deliveries of one handler and tenant in one state: a row of the stores'
+/// `GROUP BY handler, tenant, state`.
+pub type StateCount = (String, String, DeliveryState, u64);
+
+/// The newest attempts of one handler and tenant: their count, summed and
+/// longest duration (µs).
+pub type RecentAttempts = (String, String, u64, u64, u64);
+
 impl QueueStats {
-    /// Folds per-(handler, state) counts and per-handler durations into
-    /// [`QueueStats::handlers`]; shared by the stores' `stats`.
-    pub fn add_handlers(
-        &mut self,
-        counts: Vec<(String, DeliveryState, u64)>,
-        durations: Vec<(String, u64, u64, u64)>,
-    ) {
-        let mut by_name: std::collections::BTreeMap<String, HandlerStats> = Default::default();
-        for (handler, state, count) in counts {
-            let entry = by_name
+    /// Folds per-(handler, tenant, state) counts and per-(handler, tenant)
+    /// recent attempts into [`QueueStats::handlers`] and
+    /// [`QueueStats::tenants`]; shared by the stores' `stats`.
+    pub fn add_breakdowns(&mut self, counts: Vec<StateCount>, recent: Vec<RecentAttempts>) {
+        use std::collections::BTreeMap;
+        let mut handlers: BTreeMap<String, HandlerStats> = BTreeMap::new();
+        let mut tenants: BTreeMap<String, TenantStats> = BTreeMap::new();
+        fn add(by_state: &mut Vec<(DeliveryState, u64)>, state: DeliveryState, count: u64) {
+            match by_state.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += count,
+                None => by_state.push((state, count)),
+            }
+        }
+        for (handler, tenant, state, count) in counts {
+            let h = handlers
                 .entry(handler.clone())
                 .or_insert_with(|| HandlerStats {
                     handler,
                     ..HandlerStats::default()
                 });
-            entry.deliveries.push((state, count));
+            add(&mut h.deliveries, state, count);
+            let t = tenants
+                .entry(tenant.clone())
+                .or_insert_with(|| TenantStats {
+                    tenant,
+                    ..TenantStats::default()
+                });
+            add(&mut t.deliveries, state, count);
         }
-        for (handler, attempts, mean, max) in durations {
-            let entry = by_name
+        let mut total_us: BTreeMap<String, u64> = BTreeMap::new();
+        for (handler, tenant, attempts, sum_us, max_us) in recent {
+            let h = handlers
                 .entry(handler.clone())
                 .or_insert_with(|| HandlerStats {
-                    handler,
+                    handler: handler.clone(),
                     ..HandlerStats::default()
                 });
-            (
-                entry.recent_attempts,
-                entry.mean_duration_us,
-                entry.max_duration_us,
-            ) = (attempts, mean, max);
+            h.recent_attempts += attempts;
+            h.max_duration_us = h.max_duration_us.max(max_us);
+            *total_us.entry(handler).or_default() += sum_us;
+            let t = tenants
+                .entry(tenant.clone())
+                .or_insert_with(|| TenantStats {
+                    tenant,
+                    ..TenantStats::default()
+                });
+            t.recent_attempts += attempts;
+            t.recent_duration_us += sum_us;
         }
-        self.handlers = by_name.into_values().collect();
+        for h in handlers.values_mut() {
+            h.deliveries.sort_by_key(|(s, _)| *s as u8);
+            h.mean_duration_us = total_us
+                .get(&h.handler)
+                .copied()
+                .unwrap_or(0)
+                .checked_div(h.recent_attempts)
+                .unwrap_or(0);
+        }
+        for t in tenants.values_mut() {
+            t.deliveries.sort_by_key(|(s, _)| *s as u8);
+        }
+        self.handlers = handlers.into_values().collect();
+        self.tenants = tenants.into_values().collect();
     }
 }
 
@@ -674,13 +750,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<u64>;
 
     // Directives.
+    /// Rescues expired leases, settles `claim.costs`, then leases up to
+    /// `claim.limit` due requested directives to `claim.worker`, starting an
+    /// attempt of each: fairly between tenants, or oldest first, as
+    /// `claim.order` says (as [`Store::claim_deliveries`]).
     fn claim_directives(
         &self,
-        worker: &str,
-        limit: usize,
-        lease: Duration,
+        claim: &crate::fair::Claim<'_>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Directive>>;
+    ) -> StoreResult<Vec<ClaimedDirective>>;
     /// Records the result of one executor attempt, fenced by attempt and
     /// worker. Returns false when the lease was lost.
     fn finish_directive(

@@ -207,3 +207,106 @@ pub fn shares_one_schedule_between_two_processes(database: &dyn TestDatabase) {
         "the first process sees the charges the second settled: {counts:?}"
     );
 }
+
+pub fn claims_a_small_tenants_directive_beside_another_tenants_backlog(store: &dyn Store) {
+    create_tenant(store, "big");
+    create_tenant(store, "small");
+    let backlog = (0..50)
+        .map(|i| super::requested("big", &format!("k{i}"), serde_json::json!({ "i": i })))
+        .collect();
+    super::complete_with(store, "big", backlog, at(0));
+    super::complete_with(
+        store,
+        "small",
+        vec![super::requested("small", "k", serde_json::json!({}))],
+        at(1),
+    );
+    // A runner claims one directive at a time; small's comes within the
+    // first two claims, not behind big's fifty older ones.
+    let mut costs: Vec<TenantCost> = Vec::new();
+    let mut tenants = Vec::new();
+    for _ in 0..2 {
+        let claim = Claim {
+            costs: &costs,
+            ..Claim::new("r", 1, LEASE)
+        };
+        let claimed = store.claim_directives(&claim, at(2)).expect("claim");
+        assert_eq!(claimed.len(), 1);
+        let c = &claimed[0];
+        costs = vec![TenantCost {
+            tenant: c.directive.tenant.clone(),
+            runs: 1,
+            busy_ns: c.charged_ns,
+            charged_ns: c.charged_ns,
+        }];
+        tenants.push(c.directive.tenant.clone());
+    }
+    assert!(tenants.contains(&"small".to_owned()), "{tenants:?}");
+    // Oldest first, it would be the 51st.
+    let oldest = Claim {
+        order: ClaimOrder::OldestFirst,
+        ..Claim::new("r", 1, LEASE)
+    };
+    let next = store.claim_directives(&oldest, at(2)).expect("claim");
+    assert_eq!(next[0].directive.tenant, "big");
+}
+
+pub fn reports_each_tenants_deliveries_and_recent_worker_time(store: &dyn Store) {
+    use sighost::store::{Decision, DeliveryState};
+    create_tenant(store, "t1");
+    create_tenant(store, "t2");
+    backlog(store, "t1", 2, 0);
+    backlog(store, "t2", 1, 0);
+    let claimed = claim_fairly(store, 10, &[], 1);
+    assert_eq!(claimed.len(), 3);
+    let mut t1_seen = 0;
+    for c in &claimed {
+        let (decision, micros) = match (c.delivery.tenant.as_str(), t1_seen) {
+            ("t1", 0) => (Decision::Complete(vec![]), 1_000),
+            ("t1", _) => (Decision::Retry { at: at(60) }, 3_000),
+            _ => (Decision::Complete(vec![]), 500),
+        };
+        if c.delivery.tenant == "t1" {
+            t1_seen += 1;
+        }
+        let mut result = super::result(c, "w", decision, at(1));
+        result.duration = std::time::Duration::from_micros(micros);
+        super::finish(store, result, at(1));
+    }
+    let stats = store.stats().expect("stats");
+    let tenants: Vec<_> = stats
+        .tenants
+        .iter()
+        .map(|t| {
+            (
+                t.tenant.as_str(),
+                t.deliveries.clone(),
+                t.recent_attempts,
+                t.recent_duration_us,
+            )
+        })
+        .collect();
+    assert_eq!(
+        tenants,
+        vec![
+            (
+                "t1",
+                vec![(DeliveryState::Retryable, 1), (DeliveryState::Completed, 1)],
+                2,
+                4_000
+            ),
+            ("t2", vec![(DeliveryState::Completed, 1)], 1, 500),
+        ]
+    );
+    let h = &stats.handlers[0];
+    assert_eq!(
+        (
+            h.handler.as_str(),
+            h.recent_attempts,
+            h.mean_duration_us,
+            h.max_duration_us
+        ),
+        ("h", 3, 1_500, 3_000),
+        "4,500 µs over three attempts; the longest 3,000"
+    );
+}

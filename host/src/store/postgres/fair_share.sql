@@ -2,7 +2,7 @@
 -- operator sets; each queue's schedule (its clock, and every tenant's
 -- virtual time and cost estimate), written by claims, which lock the
 -- clock's row so that the claims of every host process take turns; the
--- index a claim finds each tenant's due deliveries by.
+-- indexes a claim finds each tenant's due work by.
 
 ALTER TABLE tenants ADD COLUMN weight INTEGER NOT NULL DEFAULT 1 CHECK (weight >= 1);
 
@@ -22,3 +22,5 @@ CREATE TABLE fair_shares (
 
 CREATE INDEX deliveries_due_by_tenant ON deliveries (tenant, scheduled_at)
     WHERE state IN ('available', 'retryable');
+CREATE INDEX directives_due_by_tenant ON directives (tenant, scheduled_at)
+    WHERE state = 'requested';

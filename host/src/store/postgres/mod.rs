@@ -475,13 +475,16 @@ impl Store for PostgresStore {
 
     fn claim_directives(
         &self,
-        worker: &str,
-        limit: usize,
-        lease: Duration,
+        claim: &crate::fair::Claim<'_>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Directive>> {
+    ) -> StoreResult<Vec<ClaimedDirective>> {
         self.connection(|db| queries::rescue_directives(db, now))?;
-        self.connection(|db| queries::claim_directives(db, worker, limit, lease, now))
+        // Without waiting for the WAL flush, as a delivery claim: a lost
+        // claim only makes the directive claimable again.
+        self.write(|db| {
+            db.c.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
+            queries::claim_directives(db, claim, now)
+        })
     }
 
     fn finish_directive(

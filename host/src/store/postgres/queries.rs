@@ -628,87 +628,83 @@ pub fn claim_deliveries(
     claim: &Claim<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
-    fair::claim(&mut DeliveryQueue(db), claim, now)
+    fair::claim(&mut FairQueue::<Deliveries>::new(db), claim, now)
 }
 
-/// The fair claim's verbs on the deliveries queue, in one transaction;
+/// One queue's fair schedule in SQL: its name in `fair_clocks` and
+/// `fair_shares`, its table, and which of its rows wait to be claimed (the
+/// predicate of its `…_due_by_tenant` index).
+struct Schedule {
+    queue: &'static str,
+    table: &'static str,
+    pending: &'static str,
+}
+
+/// A queue a fair claim takes from: its schedule and how it leases.
+trait QueueKind {
+    const SCHEDULE: Schedule;
+    /// The column a lease picks rows by.
+    const KEY: &'static str;
+    type Item: fair::Claimed;
+    /// Leases the rows `due` selects (a query of their keys, locked).
+    fn lease(
+        db: &mut Tx<'_, '_>,
+        due: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Vec<Self::Item>>;
+}
+
+/// The fair claim's verbs on one queue, in one transaction;
 /// [`fair::ClaimVerbs::clock`] locks the clock's row, so the claims of
 /// every host process take turns (each is a few milliseconds).
-struct DeliveryQueue<'d, 'a, 'b>(&'d mut Tx<'a, 'b>);
-
-/// The queue's name in `fair_clocks` and `fair_shares`.
-const DELIVERIES_QUEUE: &str = "deliveries";
-
-/// Leases the deliveries `due` selects (ids, locked) to `$1` until `$2`,
-/// starting an attempt, and returns them with their signal and their
-/// tenant's settings and packages: one statement.
-fn lease_due(
-    db: &mut Tx<'_, '_>,
-    due: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> StoreResult<Vec<ClaimedDelivery>> {
-    let rows = db.query(
-        &format!(
-            "WITH due AS ({due}), claimed AS ( \
-                 UPDATE deliveries d SET state = 'running', attempt = d.attempt + 1, worker = $1, \
-                     leased_until = $2 \
-                 FROM due WHERE d.id = due.id \
-                 RETURNING {} \
-             ) \
-             SELECT c.*, {}, t.settings, \
-                 ARRAY(SELECT p.package FROM tenant_packages p WHERE p.tenant = c.tenant \
-                       ORDER BY p.package COLLATE \"C\") \
-             FROM claimed c \
-             JOIN signals s ON s.id = c.signal_id \
-             JOIN tenants t ON t.id = c.tenant \
-             ORDER BY c.scheduled_at, c.id",
-            prefixed("d", DELIVERY_COLUMNS),
-            prefixed("s", SIGNAL_COLUMNS),
-        ),
-        params,
-    )?;
-    rows.iter()
-        .map(|row| {
-            Ok(ClaimedDelivery {
-                delivery: delivery_at(row, 0)?,
-                signal: signal_at(row, 12)?,
-                settings: row.try_get(27)?,
-                packages: row.try_get(28)?,
-                charged_ns: 0,
-                weight: fair::DEFAULT_WEIGHT,
-            })
-        })
-        .collect()
+struct FairQueue<'d, 'a, 'b, K> {
+    db: &'d mut Tx<'a, 'b>,
+    kind: std::marker::PhantomData<K>,
 }
 
-impl fair::ClaimVerbs for DeliveryQueue<'_, '_, '_> {
+impl<'d, 'a, 'b, K> FairQueue<'d, 'a, 'b, K> {
+    fn new(db: &'d mut Tx<'a, 'b>) -> Self {
+        Self {
+            db,
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
+    type Item = K::Item;
+
     fn clock(&mut self) -> StoreResult<i64> {
-        let row = self.0.query_opt(
+        let row = self.db.query_opt(
             "SELECT vtime FROM fair_clocks WHERE queue = $1 FOR UPDATE",
-            &[&DELIVERIES_QUEUE],
+            &[&K::SCHEDULE.queue],
         )?;
-        let row =
-            row.ok_or_else(|| StoreError::Database("fair_clocks has no deliveries row".into()))?;
+        let row = row.ok_or_else(|| {
+            StoreError::Database(format!("fair_clocks has no row for {}", K::SCHEDULE.queue))
+        })?;
         Ok(row.try_get(0)?)
     }
 
     fn due_tenants(&mut self, now: DateTime<Utc>, cap: usize) -> StoreResult<Vec<(String, usize)>> {
-        // The tenants with pending deliveries, one index probe each (a loose
-        // index scan of `deliveries_due_by_tenant`), and how many of each
-        // are due, counted up to `cap`.
+        // The tenants with pending rows, one index probe each (a loose index
+        // scan of the `…_due_by_tenant` index), and how many of each are
+        // due, counted up to `cap`.
+        let Schedule { table, pending, .. } = K::SCHEDULE;
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-        let rows = self.0.query(
-            "WITH RECURSIVE pending(tenant) AS ( \
-                 SELECT MIN(tenant) FROM deliveries WHERE state IN ('available', 'retryable') \
-                 UNION ALL \
-                 SELECT (SELECT MIN(d.tenant) FROM deliveries d \
-                         WHERE d.state IN ('available', 'retryable') AND d.tenant > pending.tenant) \
-                 FROM pending WHERE pending.tenant IS NOT NULL \
-             ) \
-             SELECT tenant, (SELECT COUNT(*) FROM (SELECT 1 FROM deliveries d \
-                 WHERE d.tenant = pending.tenant AND d.state IN ('available', 'retryable') \
-                 AND d.scheduled_at <= $1 LIMIT $2) x) \
-             FROM pending WHERE tenant IS NOT NULL",
+        let rows = self.db.query(
+            &format!(
+                "WITH RECURSIVE waiting(tenant) AS ( \
+                     SELECT MIN(tenant) FROM {table} WHERE {pending} \
+                     UNION ALL \
+                     SELECT (SELECT MIN(t.tenant) FROM {table} t \
+                             WHERE t.{pending} AND t.tenant > waiting.tenant) \
+                     FROM waiting WHERE waiting.tenant IS NOT NULL \
+                 ) \
+                 SELECT tenant, (SELECT COUNT(*) FROM (SELECT 1 FROM {table} t \
+                     WHERE t.tenant = waiting.tenant AND t.{pending} AND t.scheduled_at <= $1 \
+                     LIMIT $2) x) \
+                 FROM waiting WHERE tenant IS NOT NULL"
+            ),
             &[&now, &cap],
         )?;
         let mut due = Vec::with_capacity(rows.len());
@@ -726,10 +722,10 @@ impl fair::ClaimVerbs for DeliveryQueue<'_, '_, '_> {
             clock,
             ..fair::Book::default()
         };
-        let rows = self.0.query(
+        let rows = self.db.query(
             "SELECT t.id, t.weight, s.vtime, s.cost_ns FROM tenants t \
              LEFT JOIN fair_shares s ON s.queue = $1 AND s.tenant = t.id WHERE t.id = ANY($2)",
-            &[&DELIVERIES_QUEUE, &tenants],
+            &[&K::SCHEDULE.queue, &tenants],
         )?;
         for row in rows {
             let mut share = book.fresh_share(count(&row, 1)?);
@@ -748,22 +744,25 @@ impl fair::ClaimVerbs for DeliveryQueue<'_, '_, '_> {
         plan: &[(String, usize)],
         claim: &Claim<'_>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<ClaimedDelivery>> {
+    ) -> StoreResult<Vec<Self::Item>> {
+        let Schedule { table, pending, .. } = K::SCHEDULE;
         let tenants: Vec<&str> = plan.iter().map(|(t, _)| t.as_str()).collect();
         let counts: Vec<i64> = plan
             .iter()
             .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
             .collect();
-        lease_due(
-            self.0,
-            "SELECT pick.id FROM unnest($4::text[], $5::bigint[]) AS plan(tenant, n) \
-             CROSS JOIN LATERAL ( \
-                 SELECT id FROM deliveries \
-                 WHERE tenant = plan.tenant AND state IN ('available', 'retryable') \
-                     AND scheduled_at <= $3 \
-                 ORDER BY scheduled_at LIMIT plan.n \
-                 FOR UPDATE SKIP LOCKED \
-             ) pick",
+        K::lease(
+            self.db,
+            &format!(
+                "SELECT pick.key FROM unnest($4::text[], $5::bigint[]) AS plan(tenant, n) \
+                 CROSS JOIN LATERAL ( \
+                     SELECT {key} AS key FROM {table} \
+                     WHERE tenant = plan.tenant AND {pending} AND scheduled_at <= $3 \
+                     ORDER BY scheduled_at LIMIT plan.n \
+                     FOR UPDATE SKIP LOCKED \
+                 ) pick",
+                key = K::KEY,
+            ),
             &[
                 &claim.worker,
                 &lease_until(now, claim.lease),
@@ -778,33 +777,127 @@ impl fair::ClaimVerbs for DeliveryQueue<'_, '_, '_> {
         &mut self,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<ClaimedDelivery>> {
+    ) -> StoreResult<Vec<Self::Item>> {
+        let Schedule { table, pending, .. } = K::SCHEDULE;
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
-        lease_due(
-            self.0,
-            "SELECT id FROM deliveries \
-             WHERE state IN ('available', 'retryable') AND scheduled_at <= $3 \
-             ORDER BY scheduled_at LIMIT $4 \
-             FOR UPDATE SKIP LOCKED",
+        K::lease(
+            self.db,
+            &format!(
+                "SELECT {key} AS key FROM {table} WHERE {pending} AND scheduled_at <= $3 \
+                 ORDER BY scheduled_at LIMIT $4 FOR UPDATE SKIP LOCKED",
+                key = K::KEY,
+            ),
             &[&claim.worker, &lease_until(now, claim.lease), &now, &limit],
         )
     }
 
     fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
-        self.0.execute(
+        let queue = K::SCHEDULE.queue;
+        self.db.execute(
             "UPDATE fair_clocks SET vtime = $2 WHERE queue = $1",
-            &[&DELIVERIES_QUEUE, &book.clock],
+            &[&queue, &book.clock],
         )?;
         let tenants: Vec<&str> = book.shares.keys().map(String::as_str).collect();
         let vtimes: Vec<i64> = book.shares.values().map(|s| s.vtime).collect();
         let costs: Vec<i64> = book.shares.values().map(|s| s.cost_ns).collect();
-        self.0.execute(
+        self.db.execute(
             "INSERT INTO fair_shares (queue, tenant, vtime, cost_ns) \
              SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[]) \
              ON CONFLICT (queue, tenant) DO UPDATE SET vtime = EXCLUDED.vtime, cost_ns = EXCLUDED.cost_ns",
-            &[&DELIVERIES_QUEUE, &tenants, &vtimes, &costs],
+            &[&queue, &tenants, &vtimes, &costs],
         )?;
         Ok(())
+    }
+}
+
+/// The deliveries queue.
+struct Deliveries;
+
+impl QueueKind for Deliveries {
+    const SCHEDULE: Schedule = Schedule {
+        queue: "deliveries",
+        table: "deliveries",
+        pending: "state IN ('available', 'retryable')",
+    };
+    const KEY: &'static str = "id";
+    type Item = ClaimedDelivery;
+
+    /// Leases the deliveries `due` selects to `$1` until `$2`, starting an
+    /// attempt, and returns them with their signal and their tenant's
+    /// settings and packages: one statement.
+    fn lease(
+        db: &mut Tx<'_, '_>,
+        due: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let rows = db.query(
+            &format!(
+                "WITH due AS ({due}), claimed AS ( \
+                     UPDATE deliveries d SET state = 'running', attempt = d.attempt + 1, worker = $1, \
+                         leased_until = $2 \
+                     FROM due WHERE d.id = due.key \
+                     RETURNING {} \
+                 ) \
+                 SELECT c.*, {}, t.settings, \
+                     ARRAY(SELECT p.package FROM tenant_packages p WHERE p.tenant = c.tenant \
+                           ORDER BY p.package COLLATE \"C\") \
+                 FROM claimed c \
+                 JOIN signals s ON s.id = c.signal_id \
+                 JOIN tenants t ON t.id = c.tenant \
+                 ORDER BY c.scheduled_at, c.id",
+                prefixed("d", DELIVERY_COLUMNS),
+                prefixed("s", SIGNAL_COLUMNS),
+            ),
+            params,
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClaimedDelivery {
+                    delivery: delivery_at(row, 0)?,
+                    signal: signal_at(row, 12)?,
+                    settings: row.try_get(27)?,
+                    packages: row.try_get(28)?,
+                    charged_ns: 0,
+                    weight: fair::DEFAULT_WEIGHT,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The directives queue.
+struct Directives;
+
+impl QueueKind for Directives {
+    const SCHEDULE: Schedule = Schedule {
+        queue: "directives",
+        table: "directives",
+        pending: "state = 'requested'",
+    };
+    const KEY: &'static str = "seq";
+    type Item = ClaimedDirective;
+
+    fn lease(
+        db: &mut Tx<'_, '_>,
+        due: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Vec<ClaimedDirective>> {
+        db.query(
+            &format!(
+                "WITH due AS ({due}), claimed AS ( \
+                     UPDATE directives d SET state = 'running', attempt = d.attempt + 1, worker = $1, \
+                         leased_until = $2, updated_at = $3 \
+                     FROM due WHERE d.seq = due.key \
+                     RETURNING d.seq, {} \
+                 ) \
+                 SELECT {DIRECTIVE_COLUMNS} FROM claimed ORDER BY scheduled_at, seq",
+                prefixed("d", DIRECTIVE_COLUMNS)
+            ),
+            params,
+        )?
+        .iter()
+        .map(|row| Ok(ClaimedDirective::new(directive_from_row(row)?)))
+        .collect()
     }
 }
 
@@ -1495,34 +1588,14 @@ pub fn rescue_directives(
     )
 }
 
+/// Makes the claim [`fair::claim`] decides (the rescue runs before, on its
+/// own).
 pub fn claim_directives(
-    db: &mut Db<'_, impl GenericClient>,
-    worker: &str,
-    limit: usize,
-    lease: Duration,
+    db: &mut Tx<'_, '_>,
+    claim: &Claim<'_>,
     now: DateTime<Utc>,
-) -> StoreResult<Vec<Directive>> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    db.query(
-        &format!(
-            "WITH due AS ( \
-                 SELECT seq FROM directives WHERE state = 'requested' AND scheduled_at <= $3 \
-                 ORDER BY scheduled_at LIMIT $4 \
-                 FOR UPDATE SKIP LOCKED \
-             ), claimed AS ( \
-                 UPDATE directives d SET state = 'running', attempt = d.attempt + 1, worker = $1, \
-                     leased_until = $2, updated_at = $3 \
-                 FROM due WHERE d.seq = due.seq \
-                 RETURNING d.seq, {} \
-             ) \
-             SELECT {DIRECTIVE_COLUMNS} FROM claimed ORDER BY scheduled_at, seq",
-            prefixed("d", DIRECTIVE_COLUMNS)
-        ),
-        &[&worker, &lease_until(now, lease), &now, &limit],
-    )?
-    .iter()
-    .map(directive_from_row)
-    .collect()
+) -> StoreResult<Vec<ClaimedDirective>> {
+    fair::claim(&mut FairQueue::<Directives>::new(db), claim, now)
 }
 
 pub fn finish_directive(
@@ -1619,30 +1692,31 @@ pub fn stats(db: &mut Db<'_, impl GenericClient>) -> StoreResult<QueueStats> {
     }
     let mut counts = Vec::new();
     for row in db.query(
-        "SELECT handler, state, COUNT(*) FROM deliveries GROUP BY handler, state",
+        "SELECT handler, tenant, state, COUNT(*) FROM deliveries GROUP BY handler, tenant, state",
         &[],
     )? {
-        let count: i64 = row.try_get(2)?;
+        let count: i64 = row.try_get(3)?;
         counts.push((
             row.try_get(0)?,
-            DeliveryState::parse(row.try_get(1)?)?,
+            row.try_get(1)?,
+            DeliveryState::parse(row.try_get(2)?)?,
             count as u64,
         ));
     }
     // The newest attempts: deliveries are numbered in insertion order.
-    let mut durations = Vec::new();
+    let mut recent = Vec::new();
     for row in db.query(
         &format!(
-            "SELECT d.handler, COUNT(*), AVG(a.duration_us)::BIGINT, MAX(a.duration_us) \
+            "SELECT d.handler, d.tenant, COUNT(*), SUM(a.duration_us)::BIGINT, MAX(a.duration_us) \
              FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
-             JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler"
+             JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler, d.tenant"
         ),
         &[],
     )? {
         let number = |i: usize| -> StoreResult<u64> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
-        durations.push((row.try_get(0)?, number(1)?, number(2)?, number(3)?));
+        recent.push((row.try_get(0)?, row.try_get(1)?, number(2)?, number(3)?, number(4)?));
     }
-    stats.add_handlers(counts, durations);
+    stats.add_breakdowns(counts, recent);
     stats.recent_failures = db
         .query(
             &format!(

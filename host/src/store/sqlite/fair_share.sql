@@ -21,3 +21,5 @@ CREATE TABLE fair_shares (
 
 CREATE INDEX deliveries_due_by_tenant ON deliveries (tenant, scheduled_at)
     WHERE state IN ('available', 'retryable');
+CREATE INDEX directives_due_by_tenant ON directives (tenant, scheduled_at)
+    WHERE state = 'requested';

@@ -456,12 +456,10 @@ impl Store for SqliteStore {
 
     fn claim_directives(
         &self,
-        worker: &str,
-        limit: usize,
-        lease: Duration,
+        claim: &crate::fair::Claim<'_>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Directive>> {
-        self.write(|tx| queries::claim_directives(tx, worker, limit, lease, now))
+    ) -> StoreResult<Vec<ClaimedDirective>> {
+        self.write(|tx| queries::claim_directives(tx, claim, now))
     }
 
     fn finish_directive(

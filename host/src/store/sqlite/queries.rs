@@ -474,45 +474,79 @@ pub fn claim_deliveries(
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
     rescue_deliveries(c, now)?;
-    fair::claim(&mut DeliveryQueue(c), claim, now)
+    fair::claim(&mut FairQueue::<Deliveries>::new(c), claim, now)
 }
 
-/// The fair claim's verbs on the deliveries queue; the one writer
-/// connection keeps claims from interleaving.
-struct DeliveryQueue<'c>(&'c Connection);
+/// One queue's fair schedule in SQL: its name in `fair_clocks` and
+/// `fair_shares`, its table, and which of its rows wait to be claimed (the
+/// predicate of its `…_due_by_tenant` index).
+struct Schedule {
+    queue: &'static str,
+    table: &'static str,
+    pending: &'static str,
+}
 
-/// The queue's name in `fair_clocks` and `fair_shares`.
-const DELIVERIES_QUEUE: &str = "deliveries";
+/// A queue a fair claim takes from: its schedule and how it leases.
+trait QueueKind {
+    const SCHEDULE: Schedule;
+    type Item: fair::Claimed;
+    /// Leases up to `n` of `tenant`'s due rows (or anyone's, `None`), oldest
+    /// first.
+    fn lease(
+        c: &Connection,
+        tenant: Option<&str>,
+        n: usize,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Self::Item>>;
+}
 
-const DUE: &str = "state IN ('available', 'retryable') AND scheduled_at <= ?3";
+/// The fair claim's verbs on one queue; the one writer connection keeps
+/// claims from interleaving.
+struct FairQueue<'c, K> {
+    c: &'c Connection,
+    kind: std::marker::PhantomData<K>,
+}
 
-impl fair::ClaimVerbs for DeliveryQueue<'_> {
+impl<'c, K> FairQueue<'c, K> {
+    fn new(c: &'c Connection) -> Self {
+        Self {
+            c,
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
+    type Item = K::Item;
+
     fn clock(&mut self) -> StoreResult<i64> {
         Ok(self
-            .0
+            .c
             .prepare_cached("SELECT vtime FROM fair_clocks WHERE queue = ?1")?
-            .query_row([DELIVERIES_QUEUE], |r| r.get(0))?)
+            .query_row([K::SCHEDULE.queue], |r| r.get(0))?)
     }
 
     fn due_tenants(&mut self, now: DateTime<Utc>, cap: usize) -> StoreResult<Vec<(String, usize)>> {
-        // The tenants with pending deliveries, one index probe each (a loose
-        // index scan of `deliveries_due_by_tenant`), and how many of each
-        // are due, counted up to `cap`.
+        // The tenants with pending rows, one index probe each (a loose index
+        // scan of the `…_due_by_tenant` index), and how many of each are
+        // due, counted up to `cap`.
+        let Schedule { table, pending, .. } = K::SCHEDULE;
         let rows: Vec<(String, i64)> = self
-            .0
-            .prepare_cached(
-                "WITH RECURSIVE pending(tenant) AS ( \
-                     SELECT MIN(tenant) FROM deliveries WHERE state IN ('available', 'retryable') \
+            .c
+            .prepare_cached(&format!(
+                "WITH RECURSIVE waiting(tenant) AS ( \
+                     SELECT MIN(tenant) FROM {table} WHERE {pending} \
                      UNION ALL \
-                     SELECT (SELECT MIN(d.tenant) FROM deliveries d \
-                             WHERE d.state IN ('available', 'retryable') AND d.tenant > pending.tenant) \
-                     FROM pending WHERE pending.tenant IS NOT NULL \
+                     SELECT (SELECT MIN(t.tenant) FROM {table} t \
+                             WHERE t.{pending} AND t.tenant > waiting.tenant) \
+                     FROM waiting WHERE waiting.tenant IS NOT NULL \
                  ) \
-                 SELECT tenant, (SELECT COUNT(*) FROM (SELECT 1 FROM deliveries d \
-                     WHERE d.tenant = pending.tenant AND d.state IN ('available', 'retryable') \
-                     AND d.scheduled_at <= ?1 LIMIT ?2)) \
-                 FROM pending WHERE tenant IS NOT NULL",
-            )?
+                 SELECT tenant, (SELECT COUNT(*) FROM (SELECT 1 FROM {table} t \
+                     WHERE t.tenant = waiting.tenant AND t.{pending} AND t.scheduled_at <= ?1 \
+                     LIMIT ?2)) \
+                 FROM waiting WHERE tenant IS NOT NULL"
+            ))?
             .query_map(params![micros(now), cap as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
@@ -529,13 +563,13 @@ impl fair::ClaimVerbs for DeliveryQueue<'_> {
             clock,
             ..fair::Book::default()
         };
-        let mut query = self.0.prepare_cached(
+        let mut query = self.c.prepare_cached(
             "SELECT t.weight, s.vtime, s.cost_ns FROM tenants t \
              LEFT JOIN fair_shares s ON s.queue = ?1 AND s.tenant = t.id WHERE t.id = ?2",
         )?;
         for tenant in tenants {
             let row = query
-                .query_row(params![DELIVERIES_QUEUE, tenant], |r| {
+                .query_row(params![K::SCHEDULE.queue, tenant], |r| {
                     Ok((
                         r.get::<_, u32>(0)?,
                         r.get::<_, Option<i64>>(1)?,
@@ -560,74 +594,131 @@ impl fair::ClaimVerbs for DeliveryQueue<'_> {
         plan: &[(String, usize)],
         claim: &Claim<'_>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<ClaimedDelivery>> {
-        let mut statement = self.0.prepare_cached(&format!(
-            "UPDATE deliveries SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2 \
-             WHERE id IN (SELECT id FROM deliveries WHERE tenant = ?5 AND {DUE} \
-                          ORDER BY scheduled_at LIMIT ?4) \
-             RETURNING {DELIVERY_COLUMNS}"
-        ))?;
-        let mut deliveries = Vec::new();
-        for (tenant, count) in plan {
-            let leased = statement.query_map(
-                params![
-                    claim.worker,
-                    lease_until(now, claim.lease),
-                    micros(now),
-                    *count as i64,
-                    tenant
-                ],
-                delivery_from_row,
-            )?;
-            for delivery in leased {
-                deliveries.push(delivery?);
-            }
+    ) -> StoreResult<Vec<Self::Item>> {
+        let mut leased = Vec::new();
+        for (tenant, n) in plan {
+            leased.extend(K::lease(self.c, Some(tenant), *n, claim, now)?);
         }
-        with_signals(self.0, deliveries)
+        Ok(leased)
     }
 
     fn lease_oldest(
         &mut self,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Self::Item>> {
+        K::lease(self.c, None, claim.limit, claim, now)
+    }
+
+    fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
+        let queue = K::SCHEDULE.queue;
+        self.c
+            .prepare_cached("UPDATE fair_clocks SET vtime = ?2 WHERE queue = ?1")?
+            .execute(params![queue, book.clock])?;
+        let mut upsert = self.c.prepare_cached(
+            "INSERT INTO fair_shares (queue, tenant, vtime, cost_ns) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (queue, tenant) DO UPDATE SET vtime = excluded.vtime, cost_ns = excluded.cost_ns",
+        )?;
+        for (tenant, share) in &book.shares {
+            upsert.execute(params![queue, tenant, share.vtime, share.cost_ns])?;
+        }
+        Ok(())
+    }
+}
+
+/// The rows a lease may take: `?5`'s (a tenant's), or anyone's. Two
+/// statements rather than `(?5 IS NULL OR tenant = ?5)`, which SQLite cannot
+/// answer from the (tenant, scheduled_at) index: a lease for a small tenant
+/// would walk a large one's backlog.
+fn of_tenant(tenant: Option<&str>) -> &'static str {
+    if tenant.is_some() {
+        "tenant = ?5"
+    } else {
+        "?5 IS NULL"
+    }
+}
+
+/// The deliveries queue.
+struct Deliveries;
+
+impl QueueKind for Deliveries {
+    const SCHEDULE: Schedule = Schedule {
+        queue: "deliveries",
+        table: "deliveries",
+        pending: "state IN ('available', 'retryable')",
+    };
+    type Item = ClaimedDelivery;
+
+    fn lease(
+        c: &Connection,
+        tenant: Option<&str>,
+        n: usize,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        let deliveries: Vec<Delivery> = self
-            .0
-            .prepare_cached(&format!(
-                "UPDATE deliveries SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2 \
-                 WHERE id IN (SELECT id FROM deliveries WHERE {DUE} ORDER BY scheduled_at LIMIT ?4) \
-                 RETURNING {DELIVERY_COLUMNS}"
-            ))?
+        let sql = format!(
+            "UPDATE deliveries SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2 \
+             WHERE id IN (SELECT id FROM deliveries WHERE {} AND state IN ('available', 'retryable') \
+                          AND scheduled_at <= ?3 ORDER BY scheduled_at LIMIT ?4) \
+             RETURNING {DELIVERY_COLUMNS}",
+            of_tenant(tenant)
+        );
+        let deliveries: Vec<Delivery> = c
+            .prepare_cached(&sql)?
             .query_map(
                 params![
                     claim.worker,
                     lease_until(now, claim.lease),
                     micros(now),
-                    claim.limit as i64
+                    n as i64,
+                    tenant
                 ],
                 delivery_from_row,
             )?
             .collect::<Result<_, _>>()?;
-        with_signals(self.0, deliveries)
+        with_signals(c, deliveries)
     }
+}
 
-    fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
-        self.0
-            .prepare_cached("UPDATE fair_clocks SET vtime = ?2 WHERE queue = ?1")?
-            .execute(params![DELIVERIES_QUEUE, book.clock])?;
-        let mut upsert = self.0.prepare_cached(
-            "INSERT INTO fair_shares (queue, tenant, vtime, cost_ns) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (queue, tenant) DO UPDATE SET vtime = excluded.vtime, cost_ns = excluded.cost_ns",
-        )?;
-        for (tenant, share) in &book.shares {
-            upsert.execute(params![
-                DELIVERIES_QUEUE,
-                tenant,
-                share.vtime,
-                share.cost_ns
-            ])?;
-        }
-        Ok(())
+/// The directives queue.
+struct Directives;
+
+impl QueueKind for Directives {
+    const SCHEDULE: Schedule = Schedule {
+        queue: "directives",
+        table: "directives",
+        pending: "state = 'requested'",
+    };
+    type Item = ClaimedDirective;
+
+    fn lease(
+        c: &Connection,
+        tenant: Option<&str>,
+        n: usize,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDirective>> {
+        let sql = format!(
+            "UPDATE directives SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2, \
+             updated_at = ?3 \
+             WHERE seq IN (SELECT seq FROM directives WHERE {} AND state = 'requested' AND scheduled_at <= ?3 \
+                           ORDER BY scheduled_at LIMIT ?4) \
+             RETURNING {DIRECTIVE_COLUMNS}",
+            of_tenant(tenant)
+        );
+        c.prepare_cached(&sql)?
+            .query_map(
+                params![
+                    claim.worker,
+                    lease_until(now, claim.lease),
+                    micros(now),
+                    n as i64,
+                    tenant
+                ],
+                directive_from_row,
+            )?
+            .map(|directive| Ok(ClaimedDirective::new(directive?)))
+            .collect::<StoreResult<_>>()
     }
 }
 
@@ -1037,33 +1128,21 @@ pub fn replay(
     Ok(created)
 }
 
+/// Rescues directives whose runner stopped mid-directive (they run again:
+/// executors are told to expect at-least-once calls), then makes the claim
+/// [`fair::claim`] decides.
 pub fn claim_directives(
     c: &Connection,
-    worker: &str,
-    limit: usize,
-    lease: Duration,
+    claim: &Claim<'_>,
     now: DateTime<Utc>,
-) -> StoreResult<Vec<Directive>> {
-    // A runner that stopped mid-directive: run it again (executors are told
-    // to expect at-least-once calls).
+) -> StoreResult<Vec<ClaimedDirective>> {
     c.prepare_cached(
         "UPDATE directives SET state = 'requested', scheduled_at = ?1, updated_at = ?1, worker = NULL, \
          leased_until = NULL, last_error = ?2 \
          WHERE state = 'running' AND leased_until < ?1",
     )?
     .execute(params![micros(now), rules::LEASE_EXPIRED_DIRECTIVE_ERROR])?;
-    Ok(c.prepare_cached(&format!(
-        "UPDATE directives SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2, \
-         updated_at = ?3 \
-         WHERE seq IN (SELECT seq FROM directives WHERE state = 'requested' AND scheduled_at <= ?3 \
-                       ORDER BY scheduled_at LIMIT ?4) \
-         RETURNING {DIRECTIVE_COLUMNS}"
-    ))?
-    .query_map(
-        params![worker, lease_until(now, lease), micros(now), limit as i64],
-        directive_from_row,
-    )?
-    .collect::<Result<_, _>>()?)
+    fair::claim(&mut FairQueue::<Directives>::new(c), claim, now)
 }
 
 pub fn finish_directive(
@@ -1152,36 +1231,38 @@ pub fn stats(c: &Connection) -> StoreResult<QueueStats> {
             .push((DirectiveState::parse(&state)?, count as u64));
     }
     let mut counts = Vec::new();
-    let mut per_handler = c.prepare_cached(
-        "SELECT handler, state, COUNT(*) FROM deliveries GROUP BY handler, state",
+    let mut breakdown = c.prepare_cached(
+        "SELECT handler, tenant, state, COUNT(*) FROM deliveries GROUP BY handler, tenant, state",
     )?;
-    for row in per_handler.query_map([], |r| {
+    for row in breakdown.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
         ))
     })? {
-        let (handler, state, count) = row?;
-        counts.push((handler, DeliveryState::parse(&state)?, count as u64));
+        let (handler, tenant, state, count) = row?;
+        counts.push((handler, tenant, DeliveryState::parse(&state)?, count as u64));
     }
     // The newest attempts: deliveries are numbered in insertion order.
-    let durations = c
+    let recent = c
         .prepare_cached(&format!(
-            "SELECT d.handler, COUNT(*), CAST(AVG(a.duration_us) AS INTEGER), MAX(a.duration_us) \
+            "SELECT d.handler, d.tenant, COUNT(*), SUM(a.duration_us), MAX(a.duration_us) \
              FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
-             JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler"
+             JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler, d.tenant"
         ))?
         .query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?.max(0) as u64,
                 r.get::<_, i64>(3)?.max(0) as u64,
+                r.get::<_, i64>(4)?.max(0) as u64,
             ))
         })?
         .collect::<Result<_, _>>()?;
-    stats.add_handlers(counts, durations);
+    stats.add_breakdowns(counts, recent);
     stats.recent_failures = c
         .prepare_cached(&format!(
             "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
