@@ -129,7 +129,7 @@ impl Workers {
         let held: Arc<Held<i64>> = Arc::default();
         let costs: Arc<CostLedger> = Arc::default();
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(config.max_in_flight.max(1));
-        let (results_tx, results_rx) = unbounded::<DeliveryResult>();
+        let (results_tx, results_rx) = unbounded::<Finished>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("sighost-invoke")
@@ -307,9 +307,12 @@ struct Invoker {
 impl Invoker {
     /// Hands a result to the completer; the delivery's run is over, so the
     /// heartbeat stops keeping its lease alive.
-    fn finished(&self, result: DeliveryResult, results: &Sender<DeliveryResult>) {
+    fn finished(&self, tenant: &str, result: DeliveryResult, results: &Sender<Finished>) {
         self.held.remove(&result.delivery_id);
-        let _ = results.send(result);
+        let _ = results.send(Finished {
+            tenant: tenant.to_owned(),
+            result,
+        });
     }
 
     /// Puts a claimed delivery back unrun, refunding what its claim charged.
@@ -332,7 +335,7 @@ async fn dispatch(
     capacity: usize,
     stopping: &AtomicBool,
     mut jobs: tokio::sync::mpsc::Receiver<Job>,
-    results: Sender<DeliveryResult>,
+    results: Sender<Finished>,
 ) {
     let mut slots: Slots<Job> = Slots::new(capacity);
     let mut running: JoinSet<DeliveryResult> = JoinSet::new();
@@ -343,7 +346,8 @@ async fn dispatch(
         if stopping.load(Ordering::SeqCst) {
             let now = (invoker.deps.clock)();
             for job in slots.drain() {
-                invoker.finished(invoker.release(&job.claimed, now), &results);
+                let tenant = &job.claimed.delivery.tenant;
+                invoker.finished(tenant, invoker.release(&job.claimed, now), &results);
             }
         }
         while let Some((tenant, job)) = slots.next() {
@@ -373,7 +377,7 @@ async fn dispatch(
                 let Some((tenant, key)) = started.remove(&id) else { continue };
                 slots.release(&tenant);
                 let result = result.unwrap_or_else(|_| key.host_panicked(&invoker, &tenant));
-                invoker.finished(result, &results);
+                invoker.finished(&tenant, result, &results);
             }
         }
     }
@@ -585,31 +589,89 @@ pub fn decide(
 /// How long the completer waits to fill a batch of results.
 const COMPLETION_LINGER: Duration = Duration::from_millis(1);
 
+/// A result on its way to the completer, with its tenant.
+struct Finished {
+    tenant: String,
+    result: DeliveryResult,
+}
+
+/// Results waiting to be written, per tenant in arrival order. A batch
+/// takes them round robin by tenant, so a tenant with a few results waits
+/// for one write, not behind a busy tenant's hundreds (ARCHITECTURE.md §4).
+#[derive(Default)]
+struct Unwritten {
+    by_tenant: HashMap<String, std::collections::VecDeque<DeliveryResult>>,
+    /// Tenants with results waiting, in turn order.
+    turns: std::collections::VecDeque<String>,
+    len: usize,
+}
+
+impl Unwritten {
+    fn push(&mut self, finished: Finished) {
+        let queue = self.by_tenant.entry(finished.tenant.clone()).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(finished.tenant);
+        }
+        queue.push_back(finished.result);
+        self.len += 1;
+    }
+
+    /// Up to `n` results, one per tenant in turn.
+    fn take(&mut self, n: usize) -> Vec<DeliveryResult> {
+        let mut batch = Vec::with_capacity(n.min(self.len));
+        while batch.len() < n {
+            let Some(tenant) = self.turns.pop_front() else {
+                break;
+            };
+            let Some(queue) = self.by_tenant.get_mut(&tenant) else {
+                continue;
+            };
+            if let Some(result) = queue.pop_front() {
+                batch.push(result);
+                self.len -= 1;
+            }
+            if queue.is_empty() {
+                self.by_tenant.remove(&tenant);
+            } else {
+                self.turns.push_back(tenant);
+            }
+        }
+        batch
+    }
+}
+
 fn complete(
     deps: &WorkerDeps,
     config: &WorkerConfig,
     stopping: &AtomicBool,
     room: &Room,
-    results: Receiver<DeliveryResult>,
+    results: Receiver<Finished>,
 ) {
-    let mut batch: Vec<DeliveryResult> = Vec::new();
+    let mut unwritten = Unwritten::default();
     loop {
-        match results.recv() {
-            Ok(result) => batch.push(result),
-            Err(_) => return, // every invoker is gone and everything is recorded
-        }
-        // Linger a moment for more results: one commit per batch is the
-        // store's biggest cost, and a millisecond is small beside a delivery.
-        let linger = Instant::now() + COMPLETION_LINGER;
-        while batch.len() < config.batch_size {
-            match results.recv_deadline(linger) {
-                Ok(result) => batch.push(result),
-                Err(_) => break,
+        if unwritten.len == 0 {
+            match results.recv() {
+                Ok(finished) => unwritten.push(finished),
+                Err(_) => return, // every invoker is gone and everything is recorded
+            }
+            // Linger a moment for more results: one commit per batch is the
+            // store's biggest cost, and a millisecond is small beside a
+            // delivery.
+            let linger = Instant::now() + COMPLETION_LINGER;
+            while unwritten.len < config.batch_size {
+                match results.recv_deadline(linger) {
+                    Ok(finished) => unwritten.push(finished),
+                    Err(_) => break,
+                }
             }
         }
+        // Everything already waiting takes part, so the batch is fair.
+        while let Ok(finished) = results.try_recv() {
+            unwritten.push(finished);
+        }
+        let batch = unwritten.take(config.batch_size);
         let outcomes = record(deps, stopping, &batch);
         room.in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
-        batch.clear();
         // Only when the fetcher waits for room: ringing after every
         // batch would have it run empty claims that hold the writer.
         if room.wanted.swap(false, Ordering::SeqCst) {
@@ -678,6 +740,54 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn finished(tenant: &str, id: i64) -> Finished {
+        let claimed = ClaimedDelivery {
+            delivery: crate::store::Delivery {
+                id,
+                signal_id: String::new(),
+                tenant: tenant.into(),
+                handler: "h".into(),
+                state: crate::store::DeliveryState::Running,
+                attempt: 1,
+                max_attempts: 3,
+                scheduled_at: Utc::now(),
+                last_error: None,
+                handler_digest: None,
+                inserted_at: Utc::now(),
+                finished_at: None,
+            },
+            signal: crate::rules::new_signal(&Default::default(), String::new(), Utc::now()),
+            settings: serde_json::json!({}),
+            packages: vec![],
+            charged_ns: 0,
+            weight: 1,
+        };
+        Finished {
+            tenant: tenant.into(),
+            result: release(&claimed, "w", Utc::now()),
+        }
+    }
+
+    #[test]
+    fn a_batch_of_results_takes_tenants_in_turn() {
+        let mut unwritten = Unwritten::default();
+        for id in 0..300 {
+            unwritten.push(finished("busy", id));
+        }
+        unwritten.push(finished("light", 1_000));
+        let batch = unwritten.take(256);
+        let ids: Vec<i64> = batch.iter().map(|r| r.delivery_id).collect();
+        assert_eq!(
+            &ids[..3],
+            [0, 1_000, 1],
+            "light's one result goes in at its turn"
+        );
+        assert_eq!(batch.len(), 256);
+        assert_eq!(unwritten.len, 45);
+        assert_eq!(unwritten.take(100).len(), 45, "what is left, in order");
+        assert_eq!(unwritten.len, 0);
+    }
 
     #[test]
     fn decides_complete_discard_or_retry() {
