@@ -22,6 +22,9 @@
 //!   workers beside other tenants with work (1 to 10000).
 //! - `PUT` / `DELETE /v1/admin/tenants/{id}/packages/{package}`: install,
 //!   uninstall.
+//! - `GET /v1/admin/status`: what `sighost status --json` shows: queue depth
+//!   by state, per handler and per tenant (with its recent worker time), and
+//!   the recent failures.
 
 use std::sync::Arc;
 
@@ -204,6 +207,15 @@ pub async fn create_tenant(
     let tenant = blocking(move || Ok(host.create_tenant(&body.id, body.settings)?)).await?;
     tracing::info!(tenant = %tenant.id, "tenant created over HTTP");
     Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+/// `GET /v1/admin/status`.
+pub async fn status(
+    State(state): State<Arc<ApiState>>,
+    _: Admin,
+) -> Result<Json<crate::store::QueueStats>, ApiError> {
+    let host = state.host.clone();
+    Ok(Json(blocking(move || Ok(host.store().stats()?)).await?))
 }
 
 /// `GET /v1/admin/tenants`.

@@ -22,7 +22,7 @@
 //!   `GET /v1/directives/{id}`
 //!
 //! Operator endpoints take the admin token ([`admin`]): replay, retry,
-//! cancel, and tenants (create, list, settings, weight, packages).
+//! cancel, status, and tenants (create, list, settings, weight, packages).
 //!
 //! Open endpoints, for monitoring on the listen address: `GET /metrics`
 //! (Prometheus text), `GET /healthz` (the process answers), `GET /readyz`
@@ -159,6 +159,7 @@ impl Api {
             .route("/v1/admin/replay", post(admin::replay))
             .route("/v1/admin/retry", post(admin::retry))
             .route("/v1/admin/cancel", post(admin::cancel))
+            .route("/v1/admin/status", get(admin::status))
             .route(
                 "/v1/admin/tenants",
                 post(admin::create_tenant).get(admin::tenants),

@@ -686,6 +686,33 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                         ]
                     },
                 );
+                println!("\ntenants (worker time over the newest attempts):");
+                let weights: std::collections::HashMap<String, u32> = host
+                    .tenants()?
+                    .into_iter()
+                    .map(|t| (t.id, t.weight))
+                    .collect();
+                let recent_us: u64 = stats.tenants.iter().map(|t| t.recent_duration_us).sum();
+                output::print(
+                    false,
+                    &stats.tenants,
+                    &["tenant", "weight", "deliveries", "attempts", "worker time"],
+                    |t| {
+                        let states: Vec<String> = t
+                            .deliveries
+                            .iter()
+                            .map(|(s, n)| format!("{}={n}", s.as_str()))
+                            .collect();
+                        let share = 100.0 * t.recent_duration_us as f64 / recent_us.max(1) as f64;
+                        vec![
+                            t.tenant.clone(),
+                            weights.get(&t.tenant).map_or("-".into(), u32::to_string),
+                            states.join(" "),
+                            t.recent_attempts.to_string(),
+                            format!("{share:.0}%"),
+                        ]
+                    },
+                );
                 println!("\nrecent failures:");
                 output::print(
                     false,
