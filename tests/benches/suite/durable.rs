@@ -268,7 +268,7 @@ impl Probe {
 
 /// Waits until `committed` directives are in the store: polls the cheap
 /// upper bound, then confirms with a count (the clock stops at the count).
-fn wait_until(probe: &mut Probe, committed: usize) {
+pub fn wait_until(probe: &mut Probe, committed: usize) {
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut poll = |done: &mut dyn FnMut(&mut Probe) -> bool| {
         while !done(probe) {
