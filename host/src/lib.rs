@@ -11,6 +11,9 @@
 //!   cancel — with one validation, the host's clock, and confirmation for
 //!   bulk actions; the CLI and the HTTP API both call them.
 //! - [`emit`]: checks a new signal and writes it with its deliveries.
+//! - [`fair`]: fair share between tenants: the claim's plan (start-time fair
+//!   queueing by measured worker time), decided once over each store's
+//!   verbs.
 //! - [`rules`]: the delivery rules, decided once and pure (signal
 //!   construction, deliverable targets, causation depth, directive
 //!   duplicates and conflicts, lost leases, what operators may touch).
@@ -25,7 +28,8 @@
 //!     refusals that name the setting to raise.
 //! - [`worker`]: delivery workers (fetcher, dispatcher, completer); an
 //!   invocation is a task holding one of a bounded number of slots, shared
-//!   fairly between tenants (`worker/slots.rs`).
+//!   fairly between tenants (`worker/slots.rs`), and runs when the CPU gate
+//!   gives it a thread, the tenant furthest behind first (`worker/gate.rs`).
 //! - [`retry`]: when a failed attempt runs again.
 //! - [`health`]: whether the store takes writes; result writes retried until
 //!   they land, bounded at shutdown.
