@@ -38,6 +38,9 @@ pub enum EmitError {
         depth: u32,
         limit: u32,
     },
+    /// A cap an operator set on the tenant (`tenant_limits.rs`).
+    #[error(transparent)]
+    Refused(#[from] crate::tenant_limits::Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -117,6 +120,8 @@ pub struct Emitter {
     /// Wakes this process's delivery workers, so a new delivery starts within
     /// milliseconds instead of at the next poll.
     wake: Arc<Wake>,
+    /// The tenants' rate and quota caps, and their refusals.
+    caps: crate::tenant_limits::Caps,
 }
 
 impl Emitter {
@@ -131,7 +136,27 @@ impl Emitter {
             registry,
             limits,
             wake,
+            caps: Default::default(),
         }
+    }
+
+    /// Checks `signals` signals making up to `deliveries` deliveries of
+    /// `tenant` against its caps (a replay passes no signals).
+    pub fn check_caps(
+        &self,
+        tenant: &str,
+        signals: usize,
+        deliveries: u64,
+    ) -> Result<(), EmitError> {
+        Ok(self
+            .caps
+            .check(&*self.store, tenant, signals, deliveries)??)
+    }
+
+    /// How often each tenant's emits were refused by its caps, in this
+    /// process.
+    pub fn refusals(&self) -> std::collections::BTreeMap<String, crate::tenant_limits::Refusals> {
+        self.caps.refusals()
     }
 
     pub fn emit(&self, signal: NewSignal, now: DateTime<Utc>) -> Result<Emitted, EmitError> {
@@ -163,6 +188,16 @@ impl Emitter {
             }
             let targets = self.registry.targets_for(&signal.name);
             batch.push((signal, targets));
+        }
+        // Per tenant: its signals, and at most this many new deliveries.
+        let mut per_tenant: std::collections::BTreeMap<&str, (usize, u64)> = Default::default();
+        for (signal, targets) in &batch {
+            let entry = per_tenant.entry(signal.tenant.as_str()).or_default();
+            entry.0 += 1;
+            entry.1 += targets.len() as u64;
+        }
+        for (tenant, (signals, deliveries)) in per_tenant {
+            self.check_caps(tenant, signals, deliveries)?;
         }
         let emitted = self.store.emit(&batch, now)?;
         if emitted.iter().any(|e| e.deliveries > 0) {

@@ -100,6 +100,9 @@ pub struct Share {
     pub vtime: i64,
     /// The measured cost of one delivery, a moving average (nanoseconds).
     pub cost_ns: i64,
+    /// How many more the tenant may hold at once under its `max_running`
+    /// (held now subtracted); `None` without a cap.
+    pub room: Option<usize>,
 }
 
 /// A queue's schedule: its clock and the shares of the tenants a claim
@@ -118,6 +121,7 @@ impl Book {
             weight: weight.clamp(1, MAX_WEIGHT),
             vtime: self.clock,
             cost_ns: INITIAL_COST_NS,
+            room: None,
         }
     }
 
@@ -142,7 +146,8 @@ impl Book {
     /// How many deliveries to take from each tenant with due work, `limit`
     /// in all: one at a time from the tenant with the smallest virtual time
     /// (charging its cost estimate as it goes, ties to the tenant listed
-    /// first), never more than a tenant has due. Lifts tenants coming back
+    /// first), never more than a tenant has due or has room for under its
+    /// `max_running`. Lifts tenants coming back
     /// from idle to the clock first, and moves the clock on to the smallest
     /// virtual time among them.
     ///
@@ -165,9 +170,10 @@ impl Book {
         let mut step: Vec<i64> = Vec::with_capacity(due.len());
         for (index, (tenant, count)) in due.iter().enumerate() {
             let share = self.shares.get(tenant);
-            left.push(if share.is_some() { *count } else { 0 });
+            let takes = share.map_or(0, |s| (*count).min(s.room.unwrap_or(usize::MAX)));
+            left.push(takes);
             step.push(share.map_or(0, |s| s.cost_ns / i64::from(s.weight)).max(1));
-            if let Some(share) = share.filter(|_| *count > 0) {
+            if let Some(share) = share.filter(|_| takes > 0) {
                 heap.push(std::cmp::Reverse((share.vtime, index)));
             }
         }
@@ -358,6 +364,22 @@ impl CostLedger {
     }
 }
 
+/// An operator's limits, checked: a cap of 0 would stop the tenant for
+/// good, which is what not creating it is for.
+pub fn check_limits(limits: crate::store::TenantLimits) -> StoreResult<crate::store::TenantLimits> {
+    let zero = [
+        ("max_running", limits.max_running == Some(0)),
+        ("max_pending", limits.max_pending == Some(0)),
+        ("max_emit_per_s", limits.max_emit_per_s == Some(0)),
+    ];
+    match zero.iter().find(|(_, is_zero)| *is_zero) {
+        Some((name, _)) => Err(StoreError::Invalid(format!(
+            "a tenant's {name} is at least 1 (leave it unset for no limit)"
+        ))),
+        None => Ok(limits),
+    }
+}
+
 /// An operator's weight, checked.
 pub fn check_weight(weight: u32) -> StoreResult<u32> {
     if (1..=MAX_WEIGHT).contains(&weight) {
@@ -385,6 +407,7 @@ mod tests {
                             weight: *weight,
                             vtime: *vtime,
                             cost_ns: *cost_ns,
+                            room: None,
                         },
                     )
                 })
@@ -441,6 +464,17 @@ mod tests {
         let mut book = super::tests::book(&[("a", 3, 0, 100), ("b", 1, 0, 100)], 0);
         let plan = book.plan(&due(&[("a", 10_000), ("b", 10_000)]), 400);
         assert!((300..=303).contains(&taken(&plan, "a")), "{plan:?}");
+    }
+
+    #[test]
+    fn a_tenant_takes_no_more_than_its_room_under_max_running() {
+        let mut book = book(&[("a", 1, 0, 100), ("b", 1, 0, 100)], 0);
+        book.shares.get_mut("a").expect("a").room = Some(3);
+        let plan = book.plan(&due(&[("a", 10_000), ("b", 10_000)]), 256);
+        assert_eq!((taken(&plan, "a"), taken(&plan, "b")), (3, 253));
+        book.shares.get_mut("a").expect("a").room = Some(0);
+        let plan = book.plan(&due(&[("a", 10_000)]), 256);
+        assert!(plan.is_empty(), "a at its cap takes nothing, even alone");
     }
 
     #[test]

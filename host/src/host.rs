@@ -278,6 +278,14 @@ impl Sighost {
                     (signal.id.clone(), targets)
                 })
                 .collect();
+            // Replays obey the tenants' pending quotas, chunk by chunk.
+            let mut per_tenant: std::collections::BTreeMap<&str, u64> = Default::default();
+            for (signal, (_, targets)) in chunk.iter().zip(&batch) {
+                *per_tenant.entry(signal.tenant.as_str()).or_default() += targets.len() as u64;
+            }
+            for (tenant, deliveries) in per_tenant {
+                self.emitter.check_caps(tenant, 0, deliveries)?;
+            }
             created += self.store.replay(&batch, (self.config.clock)())?;
             progress((done * 500 + chunk.len()).min(signals.len()), signals.len());
         }

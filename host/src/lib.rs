@@ -41,6 +41,8 @@
 //!   implementations, each with its SQL in `queries.rs`.
 //! - [`signal`]: the stored form of a signal, name rules, subscription patterns.
 //! - [`limits`]: every limit, with the host's defaults and manifest overrides.
+//! - [`tenant_limits`]: the caps an operator sets on a tenant's emits (rate
+//!   per host, pending quota), checked before anything is stored.
 //! - [`secrets`]: finding credentials in payloads and redacting them in logs.
 //! - [`reload`]: the handlers directory, watched: changed modules are
 //!   compiled off the delivery path, side by side and at a lower CPU
@@ -76,6 +78,7 @@ pub mod sandbox;
 pub mod secrets;
 pub mod signal;
 pub mod store;
+pub mod tenant_limits;
 mod threads;
 pub mod wake;
 pub mod worker;

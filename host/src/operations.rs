@@ -103,6 +103,16 @@ impl Sighost {
         Ok(self.store().set_weight(id, weight)?)
     }
 
+    /// Replaces a tenant's limits (ARCHITECTURE.md §4, "Fair share"); an
+    /// unset field is no limit.
+    pub fn set_tenant_limits(
+        &self,
+        id: &str,
+        limits: crate::store::TenantLimits,
+    ) -> Result<Tenant, HostError> {
+        Ok(self.store().set_limits(id, limits)?)
+    }
+
     pub fn install_package(&self, tenant: &str, package: &str) -> Result<Tenant, HostError> {
         Ok(self.store().install_package(tenant, package)?)
     }

@@ -108,6 +108,9 @@ macro_rules! store_conformance_tests {
             lifts_a_tenant_back_from_idle_to_the_clock,
             claims_a_small_tenants_directive_beside_another_tenants_backlog,
             reports_each_tenants_deliveries_and_recent_worker_time,
+            keeps_a_tenants_limits_and_refuses_a_zero_cap,
+            claims_no_more_than_a_tenants_max_running,
+            runs_no_more_directives_of_a_tenant_than_its_max_running,
         );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,

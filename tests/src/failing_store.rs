@@ -55,6 +55,12 @@ impl Store for FailingStore {
     fn set_weight(&self, id: &str, weight: u32) -> StoreResult<Tenant> {
         self.inner.set_weight(id, weight)
     }
+    fn set_limits(&self, id: &str, limits: sighost::store::TenantLimits) -> StoreResult<Tenant> {
+        self.inner.set_limits(id, limits)
+    }
+    fn pending_deliveries(&self, tenant: &str, cap: u64) -> StoreResult<u64> {
+        self.inner.pending_deliveries(tenant, cap)
+    }
     fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
         self.inner.install_package(id, package)
     }

@@ -99,9 +99,30 @@ pub struct Tenant {
     /// Its share of the workers beside other tenants with work (`fair.rs`):
     /// a tenant of weight 2 gets twice the worker time of one of weight 1.
     pub weight: u32,
+    /// What an operator capped; nothing by default.
+    #[serde(default)]
+    pub limits: TenantLimits,
     /// Sorted.
     pub packages: Vec<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// Caps an operator sets on one tenant (ARCHITECTURE.md §4, "Fair share");
+/// `None` is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Deliveries held at once (claimed or running), across every host
+    /// process; directive executions likewise.
+    #[serde(default)]
+    pub max_running: Option<u32>,
+    /// Deliveries waiting to run (available or retryable): an emit that
+    /// would pass it is refused.
+    #[serde(default)]
+    pub max_pending: Option<u64>,
+    /// Signals a second, per host process.
+    #[serde(default)]
+    pub max_emit_per_s: Option<u32>,
 }
 
 /// A signal as emitted, before the store gives it an id and timestamps.
@@ -706,6 +727,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Sets a tenant's weight (`fair.rs`), from 1 to [`crate::fair::MAX_WEIGHT`].
     fn set_weight(&self, id: &str, weight: u32) -> StoreResult<Tenant>;
+    /// Replaces a tenant's limits.
+    fn set_limits(&self, id: &str, limits: TenantLimits) -> StoreResult<Tenant>;
+    /// How many deliveries of `tenant` wait to run (available or retryable),
+    /// counted up to `cap`.
+    fn pending_deliveries(&self, tenant: &str, cap: u64) -> StoreResult<u64>;
 
     // Deliveries.
     /// Rescues expired leases, settles `claim.costs`, then leases up to

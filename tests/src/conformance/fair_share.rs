@@ -310,3 +310,122 @@ pub fn reports_each_tenants_deliveries_and_recent_worker_time(store: &dyn Store)
         "4,500 µs over three attempts; the longest 3,000"
     );
 }
+
+pub fn keeps_a_tenants_limits_and_refuses_a_zero_cap(store: &dyn Store) {
+    use sighost::store::TenantLimits;
+    create_tenant(store, "acme");
+    assert_eq!(
+        store.tenant("acme").expect("read").map(|t| t.limits),
+        Some(TenantLimits::default()),
+        "no limits unless set"
+    );
+    let limits = TenantLimits {
+        max_running: Some(5),
+        max_pending: Some(5_000_000_000),
+        max_emit_per_s: Some(100),
+    };
+    assert_eq!(
+        store.set_limits("acme", limits).expect("set").limits,
+        limits
+    );
+    assert_eq!(
+        store.tenant("acme").expect("read").map(|t| t.limits),
+        Some(limits)
+    );
+    let zero = TenantLimits {
+        max_running: Some(0),
+        ..TenantLimits::default()
+    };
+    assert!(matches!(
+        store.set_limits("acme", zero),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.set_limits("nobody", limits),
+        Err(StoreError::UnknownTenant(_))
+    ));
+    // Replaced whole: an unset field is no limit.
+    store
+        .set_limits("acme", TenantLimits::default())
+        .expect("clear");
+    assert_eq!(
+        store.tenant("acme").expect("read").map(|t| t.limits),
+        Some(TenantLimits::default())
+    );
+}
+
+pub fn claims_no_more_than_a_tenants_max_running(store: &dyn Store) {
+    use sighost::store::{Decision, TenantLimits};
+    create_tenant(store, "capped");
+    create_tenant(store, "free");
+    store
+        .set_limits(
+            "capped",
+            TenantLimits {
+                max_running: Some(3),
+                ..TenantLimits::default()
+            },
+        )
+        .expect("limits");
+    backlog(store, "capped", 100, 0);
+    backlog(store, "free", 100, 0);
+    let first = claim_fairly(store, 50, &[], 1);
+    let counts = per_tenant(&first);
+    assert_eq!(
+        (got(&counts, "capped"), got(&counts, "free")),
+        (3, 47),
+        "capped holds 3 at most; free takes the rest"
+    );
+    let counts = per_tenant(&claim_fairly(store, 50, &[], 2));
+    assert_eq!(got(&counts, "capped"), 0, "still holding 3: {counts:?}");
+    // One of capped's ends: room for one more.
+    let done = first
+        .iter()
+        .find(|c| c.delivery.tenant == "capped")
+        .expect("a capped delivery");
+    super::finish(
+        store,
+        super::result(done, "w", Decision::Complete(vec![]), at(3)),
+        at(3),
+    );
+    let counts = per_tenant(&claim_fairly(store, 50, &[], 4));
+    assert_eq!(got(&counts, "capped"), 1, "{counts:?}");
+    assert_eq!(
+        store.pending_deliveries("capped", 1_000).expect("count"),
+        96,
+        "100, less the 4 claimed"
+    );
+    assert_eq!(
+        store.pending_deliveries("capped", 10).expect("count"),
+        10,
+        "counted up to the cap"
+    );
+}
+
+pub fn runs_no_more_directives_of_a_tenant_than_its_max_running(store: &dyn Store) {
+    use sighost::store::TenantLimits;
+    create_tenant(store, "capped");
+    store
+        .set_limits(
+            "capped",
+            TenantLimits {
+                max_running: Some(2),
+                ..TenantLimits::default()
+            },
+        )
+        .expect("limits");
+    let directives = (0..5)
+        .map(|i| super::requested("capped", &format!("k{i}"), serde_json::json!({ "i": i })))
+        .collect();
+    super::complete_with(store, "capped", directives, at(0));
+    let claimed = store
+        .claim_directives(&Claim::new("r", 10, LEASE), at(1))
+        .expect("claim");
+    assert_eq!(claimed.len(), 2, "two at once");
+    assert!(
+        store
+            .claim_directives(&Claim::new("r", 10, LEASE), at(1))
+            .expect("claim")
+            .is_empty()
+    );
+}

@@ -1,10 +1,13 @@
--- Migration 2: fair share between tenants (host/src/fair.rs). Weights an
--- operator sets; each queue's schedule (its clock, and every tenant's
--- virtual time and cost estimate), written by claims, which lock the
--- clock's row so that the claims of every host process take turns; the
--- indexes a claim finds each tenant's due work by.
+-- Migration 2: fair share between tenants (host/src/fair.rs). Weights and
+-- limits an operator sets (NULL: no limit); each queue's schedule (its
+-- clock, and every tenant's virtual time and cost estimate), written by
+-- claims, which lock the clock's row so that the claims of every host
+-- process take turns; the indexes a claim finds each tenant's due work by.
 
 ALTER TABLE tenants ADD COLUMN weight INTEGER NOT NULL DEFAULT 1 CHECK (weight >= 1);
+ALTER TABLE tenants ADD COLUMN max_running INTEGER;
+ALTER TABLE tenants ADD COLUMN max_pending BIGINT;
+ALTER TABLE tenants ADD COLUMN max_emit_per_s INTEGER;
 
 CREATE TABLE fair_clocks (
     queue  TEXT PRIMARY KEY,

@@ -366,6 +366,15 @@ impl Store for PostgresStore {
         self.write(|db| queries::set_weight(db, id, weight))
     }
 
+    fn set_limits(&self, id: &str, limits: TenantLimits) -> StoreResult<Tenant> {
+        let limits = crate::fair::check_limits(limits)?;
+        self.write(|db| queries::set_limits(db, id, &limits))
+    }
+
+    fn pending_deliveries(&self, tenant: &str, cap: u64) -> StoreResult<u64> {
+        self.connection(|db| queries::pending_deliveries(db, tenant, cap))
+    }
+
     fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
         crate::signal::check_name(package)
             .map_err(|e| StoreError::Invalid(format!("package: {e}")))?;

@@ -33,7 +33,7 @@ const DIRECTIVE_COLUMNS: &str = "id, tenant, name, payload, idempotency_key, sta
 /// whatever the database's collation).
 const TENANT_SELECT: &str = "SELECT t.id, t.settings, t.created_at, \
      ARRAY(SELECT p.package FROM tenant_packages p WHERE p.tenant = t.id ORDER BY p.package COLLATE \"C\"), \
-     t.weight FROM tenants t";
+     t.weight, t.max_running, t.max_pending, t.max_emit_per_s FROM tenants t";
 
 // ---------------------------------------------------------------------------
 // Rows.
@@ -130,6 +130,11 @@ fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
         created_at: row.try_get(2)?,
         packages: row.try_get(3)?,
         weight: count(row, 4)?,
+        limits: TenantLimits {
+            max_running: row.try_get::<_, Option<i32>>(5)?.map(|n| n.max(0) as u32),
+            max_pending: row.try_get::<_, Option<i64>>(6)?.map(|n| n.max(0) as u64),
+            max_emit_per_s: row.try_get::<_, Option<i32>>(7)?.map(|n| n.max(0) as u32),
+        },
     })
 }
 
@@ -259,6 +264,40 @@ pub fn set_weight(db: &mut Tx<'_, '_>, id: &str, weight: u32) -> StoreResult<Ten
         return Err(StoreError::UnknownTenant(id.to_owned()));
     }
     known_tenant(db, id)
+}
+
+pub fn set_limits(db: &mut Tx<'_, '_>, id: &str, limits: &TenantLimits) -> StoreResult<Tenant> {
+    let changed = db.execute(
+        "UPDATE tenants SET max_running = $2, max_pending = $3, max_emit_per_s = $4 WHERE id = $1",
+        &[
+            &id,
+            &limits.max_running.map(int),
+            &limits
+                .max_pending
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            &limits.max_emit_per_s.map(int),
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::UnknownTenant(id.to_owned()));
+    }
+    known_tenant(db, id)
+}
+
+pub fn pending_deliveries(
+    db: &mut Db<'_, impl GenericClient>,
+    tenant: &str,
+    cap: u64,
+) -> StoreResult<u64> {
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let count: i64 = db
+        .query_opt(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries \
+             WHERE tenant = $1 AND state IN ('available', 'retryable') LIMIT $2) x",
+            &[&tenant, &cap],
+        )?
+        .map_or(Ok(0), |row| row.try_get(0))?;
+    Ok(count.max(0) as u64)
 }
 
 pub fn install_package(db: &mut Tx<'_, '_>, id: &str, package: &str) -> StoreResult<Tenant> {
@@ -722,9 +761,17 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
             clock,
             ..fair::Book::default()
         };
+        // Held rows are counted only for a tenant with a cap, through the
+        // partial index on running rows (a few thousand at most).
         let rows = self.db.query(
-            "SELECT t.id, t.weight, s.vtime, s.cost_ns FROM tenants t \
-             LEFT JOIN fair_shares s ON s.queue = $1 AND s.tenant = t.id WHERE t.id = ANY($2)",
+            &format!(
+                "SELECT t.id, t.weight, s.vtime, s.cost_ns, t.max_running, \
+                     CASE WHEN t.max_running IS NULL THEN 0 ELSE \
+                         (SELECT COUNT(*) FROM {} r WHERE r.state = 'running' AND r.tenant = t.id) END \
+                 FROM tenants t \
+                 LEFT JOIN fair_shares s ON s.queue = $1 AND s.tenant = t.id WHERE t.id = ANY($2)",
+                K::SCHEDULE.table
+            ),
             &[&K::SCHEDULE.queue, &tenants],
         )?;
         for row in rows {
@@ -734,6 +781,9 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
             if let (Some(vtime), Some(cost_ns)) = (vtime, cost_ns) {
                 (share.vtime, share.cost_ns) = (vtime, cost_ns);
             }
+            let max_running: Option<i32> = row.try_get(4)?;
+            let running: i64 = row.try_get(5)?;
+            share.room = max_running.map(|max| (i64::from(max) - running).max(0) as usize);
             book.shares.insert(row.try_get(0)?, share);
         }
         Ok(book)

@@ -352,6 +352,15 @@ impl Store for SqliteStore {
         self.write(|tx| queries::set_weight(tx, id, weight))
     }
 
+    fn set_limits(&self, id: &str, limits: TenantLimits) -> StoreResult<Tenant> {
+        let limits = crate::fair::check_limits(limits)?;
+        self.write(|tx| queries::set_limits(tx, id, &limits))
+    }
+
+    fn pending_deliveries(&self, tenant: &str, cap: u64) -> StoreResult<u64> {
+        self.read(|c| queries::pending_deliveries(c, tenant, cap))
+    }
+
     fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
         crate::signal::check_name(package)
             .map_err(|e| StoreError::Invalid(format!("package: {e}")))?;

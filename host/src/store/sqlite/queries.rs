@@ -163,18 +163,32 @@ fn limit(limit: Option<u32>) -> String {
 
 pub fn tenant(c: &Connection, id: &str) -> StoreResult<Option<Tenant>> {
     let row = c
-        .prepare_cached("SELECT settings, created_at, weight FROM tenants WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT settings, created_at, weight, max_running, max_pending, max_emit_per_s \
+             FROM tenants WHERE id = ?1",
+        )?
         .query_row([id], |r| {
-            Ok((json_column(r, 0)?, r.get::<_, i64>(1)?, r.get::<_, u32>(2)?))
+            let limits = TenantLimits {
+                max_running: r.get(3)?,
+                max_pending: r.get::<_, Option<i64>>(4)?.map(|n| n.max(0) as u64),
+                max_emit_per_s: r.get(5)?,
+            };
+            Ok((
+                json_column(r, 0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, u32>(2)?,
+                limits,
+            ))
         })
         .optional()?;
-    let Some((settings, created_at, weight)) = row else {
+    let Some((settings, created_at, weight, limits)) = row else {
         return Ok(None);
     };
     Ok(Some(Tenant {
         id: id.to_owned(),
         settings,
         weight,
+        limits,
         packages: packages(c, id)?,
         created_at: from_micros(created_at),
     }))
@@ -229,6 +243,36 @@ pub fn set_weight(c: &Connection, id: &str, weight: u32) -> StoreResult<Tenant> 
         return Err(StoreError::UnknownTenant(id.to_owned()));
     }
     touched_tenant(c, id)
+}
+
+pub fn set_limits(c: &Connection, id: &str, limits: &TenantLimits) -> StoreResult<Tenant> {
+    let changed = c.execute(
+        "UPDATE tenants SET max_running = ?2, max_pending = ?3, max_emit_per_s = ?4 WHERE id = ?1",
+        params![
+            id,
+            limits.max_running,
+            limits
+                .max_pending
+                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            limits.max_emit_per_s
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::UnknownTenant(id.to_owned()));
+    }
+    touched_tenant(c, id)
+}
+
+pub fn pending_deliveries(c: &Connection, tenant: &str, cap: u64) -> StoreResult<u64> {
+    Ok(c.prepare_cached(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries \
+         WHERE tenant = ?1 AND state IN ('available', 'retryable') LIMIT ?2)",
+    )?
+    .query_row(
+        params![tenant, i64::try_from(cap).unwrap_or(i64::MAX)],
+        |r| r.get::<_, i64>(0),
+    )?
+    .max(0) as u64)
 }
 
 pub fn install_package(c: &Connection, id: &str, package: &str) -> StoreResult<Tenant> {
@@ -563,10 +607,16 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
             clock,
             ..fair::Book::default()
         };
-        let mut query = self.c.prepare_cached(
-            "SELECT t.weight, s.vtime, s.cost_ns FROM tenants t \
-             LEFT JOIN fair_shares s ON s.queue = ?1 AND s.tenant = t.id WHERE t.id = ?2",
-        )?;
+        // Held rows are counted only for a tenant with a cap, through the
+        // partial index on running rows (a few thousand at most).
+        let table = K::SCHEDULE.table;
+        let mut query = self.c.prepare_cached(&format!(
+            "SELECT t.weight, s.vtime, s.cost_ns, t.max_running, \
+                 CASE WHEN t.max_running IS NULL THEN 0 ELSE \
+                     (SELECT COUNT(*) FROM {table} r WHERE r.state = 'running' AND r.tenant = t.id) END \
+             FROM tenants t \
+             LEFT JOIN fair_shares s ON s.queue = ?1 AND s.tenant = t.id WHERE t.id = ?2"
+        ))?;
         for tenant in tenants {
             let row = query
                 .query_row(params![K::SCHEDULE.queue, tenant], |r| {
@@ -574,16 +624,19 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
                         r.get::<_, u32>(0)?,
                         r.get::<_, Option<i64>>(1)?,
                         r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, i64>(4)?,
                     ))
                 })
                 .optional()?;
-            let Some((weight, vtime, cost_ns)) = row else {
+            let Some((weight, vtime, cost_ns, max_running, running)) = row else {
                 continue;
             };
             let mut share = book.fresh_share(weight);
             if let (Some(vtime), Some(cost_ns)) = (vtime, cost_ns) {
                 (share.vtime, share.cost_ns) = (vtime, cost_ns);
             }
+            share.room = max_running.map(|max| (max - running).max(0) as usize);
             book.shares.insert(tenant.clone(), share);
         }
         Ok(book)
