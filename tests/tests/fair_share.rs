@@ -112,3 +112,109 @@ fn an_operator_sets_a_tenants_weight_with_the_cli() {
     let tenant: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON line");
     assert_eq!(tenant["weight"], 3, "unchanged by the refused call");
 }
+
+#[test]
+fn an_emit_or_replay_past_a_tenants_pending_quota_is_refused_and_stores_nothing() {
+    use sighost::emit::EmitError;
+    use sighost::tenant_limits::Refusal;
+    let scratch = Scratch::new("fair-quota");
+    let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
+    install(
+        &handlers,
+        "echo",
+        &guest("trivial"),
+        "directives = ['bench.noop']\n",
+    );
+    // No workers: the deliveries stay pending.
+    let host = Sighost::open(HostConfig::new(&data)).expect("open the store");
+    assert!(
+        host.load_handlers_dir(&handlers)
+            .expect("handlers")
+            .is_empty()
+    );
+    host.create_tenant("org_q", json!({})).expect("tenant");
+    host.set_tenant_limits(
+        "org_q",
+        sighost::store::TenantLimits {
+            max_pending: Some(3),
+            ..Default::default()
+        },
+    )
+    .expect("limits");
+    host.emit_batch(numbered_signals("org_q", "quota.tested", 3))
+        .expect("three fit");
+    let refused = host
+        .emit_batch(numbered_signals("org_q", "quota.tested", 1))
+        .expect_err("a fourth does not");
+    assert!(
+        matches!(
+            &refused,
+            EmitError::Refused(Refusal::OverQuota {
+                pending: 3,
+                adding: 1,
+                limit: 3,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.to_string(),
+        "tenant org_q has 3 deliveries waiting, and may have at most 3; this emit would add 1"
+    );
+    let signals = host
+        .store()
+        .signals(&sighost::store::SignalFilter::default())
+        .expect("signals");
+    assert_eq!(signals.len(), 3, "the refused signal was not stored");
+    let replayed = host.replay(
+        &sighost::store::SignalFilter {
+            tenant: Some("org_q".into()),
+            ..Default::default()
+        },
+        None,
+        false,
+        |_, _| {},
+    );
+    assert!(
+        matches!(
+            replayed,
+            Err(sighost::HostError::Emit(EmitError::Refused(_)))
+        ),
+        "a replay obeys the quota too: {replayed:?}"
+    );
+    assert_eq!(deliveries_of(&host, "org_q").len(), 3);
+    assert_eq!(host.emitter().refusals()["org_q"].over_quota, 2);
+}
+
+#[test]
+fn an_operator_sets_a_tenants_limits_with_the_cli() {
+    let scratch = Scratch::new("fair-limits");
+    let data = scratch.subdir("data");
+    assert!(cli(&data, &["tenants", "create", "org_l"]).status.success());
+    let set = cli(
+        &data,
+        &[
+            "tenants",
+            "limits",
+            "org_l",
+            "--max-running",
+            "2",
+            "--max-pending",
+            "100",
+        ],
+    );
+    assert!(set.status.success(), "{set:?}");
+    let tenant: serde_json::Value = serde_json::from_slice(&set.stdout).expect("JSON");
+    assert_eq!(
+        tenant["limits"],
+        json!({ "max_running": 2, "max_pending": 100, "max_emit_per_s": null })
+    );
+    let zero = cli(&data, &["tenants", "limits", "org_l", "--max-running", "0"]);
+    assert!(!zero.status.success());
+    let stderr = String::from_utf8_lossy(&zero.stderr);
+    assert!(
+        stderr.contains("a tenant's max_running is at least 1 (leave it unset for no limit)"),
+        "{stderr}"
+    );
+}

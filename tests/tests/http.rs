@@ -185,16 +185,20 @@ impl Host {
         };
         let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = response.status().as_u16();
-        let www_authenticate = response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap_or("").to_owned());
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("").to_owned())
+        };
+        let (www_authenticate, retry_after) = (header("www-authenticate"), header("retry-after"));
         let text = response.body_mut().read_to_string().expect("read body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Answer {
             status,
             body,
             www_authenticate,
+            retry_after,
         }
     }
 
@@ -262,6 +266,7 @@ struct Answer {
     status: u16,
     body: Value,
     www_authenticate: Option<String>,
+    retry_after: Option<String>,
 }
 
 impl Answer {
@@ -1007,4 +1012,71 @@ fn connections_over_the_cap_wait_to_be_accepted() {
     let (answer, _) = third.join().expect("the third client");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(second);
+}
+
+#[test]
+fn a_tenant_over_its_emit_rate_gets_429_with_retry_after() {
+    let host = Host::start("rate");
+    let set = host.call(
+        "PUT",
+        "/v1/admin/tenants/org_acme/limits",
+        Some(ADMIN),
+        Some(Body::Json(json!({ "max_emit_per_s": 1 }))),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(set.body["limits"]["max_emit_per_s"], 1);
+    let refused_fields = host.call(
+        "PUT",
+        "/v1/admin/tenants/org_acme/limits",
+        Some(ADMIN),
+        Some(Body::Json(json!({ "max_emits": 1 }))),
+    );
+    assert_eq!(refused_fields.status, 400, "a misspelt limit is an error");
+
+    let started = Instant::now();
+    let answers: Vec<Answer> = (0..10)
+        .map(|i| {
+            host.emit(
+                ACME,
+                json!({ "name": "rate.tested", "payload": { "i": i } }),
+            )
+        })
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = answers.iter().filter(|a| a.status == 201).count();
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    assert_eq!(accepted + refused.len(), 10, "{answers:?}");
+    // One signal a second, with one second's worth to start with.
+    assert!(
+        accepted >= 1 && accepted as f64 <= 1.0 + elapsed,
+        "{accepted} accepted in {elapsed:.2} s"
+    );
+    assert!(!refused.is_empty(), "ten emits in {elapsed:.2} s");
+    for answer in &refused {
+        assert_eq!(answer.retry_after.as_deref(), Some("1"), "{answer:?}");
+        assert!(
+            answer
+                .error()
+                .contains("tenant org_acme emits at most 1 signals a second (per host)"),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(
+        host.list("signals", ACME).len(),
+        accepted,
+        "a refused emit stores nothing"
+    );
+    // Another tenant is not held back.
+    assert_eq!(
+        host.emit(BETA, json!({ "name": "rate.tested", "payload": {} }))
+            .status,
+        201
+    );
+    let status = host.get("/v1/admin/status", ADMIN);
+    assert_eq!(status.status, 200, "{status:?}");
+    assert_eq!(
+        status.body["refusals"]["org_acme"]["rate_limited"],
+        refused.len(),
+        "{status:?}"
+    );
 }

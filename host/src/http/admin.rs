@@ -20,11 +20,14 @@
 //! - `PUT /v1/admin/tenants/{id}/settings` with the settings object as body.
 //! - `PUT /v1/admin/tenants/{id}/weight` `{weight}`: its share of the
 //!   workers beside other tenants with work (1 to 10000).
+//! - `PUT /v1/admin/tenants/{id}/limits` `{max_running?, max_pending?,
+//!   max_emit_per_s?}`: replaces its limits; a field left out is no limit.
 //! - `PUT` / `DELETE /v1/admin/tenants/{id}/packages/{package}`: install,
 //!   uninstall.
 //! - `GET /v1/admin/status`: what `sighost status --json` shows: queue depth
 //!   by state, per handler and per tenant (with its recent worker time), and
-//!   the recent failures.
+//!   the recent failures; and, from this process, how often each tenant's
+//!   emits were refused by its caps (`refusals`).
 
 use std::sync::Arc;
 
@@ -210,12 +213,15 @@ pub async fn create_tenant(
 }
 
 /// `GET /v1/admin/status`.
-pub async fn status(
-    State(state): State<Arc<ApiState>>,
-    _: Admin,
-) -> Result<Json<crate::store::QueueStats>, ApiError> {
+pub async fn status(State(state): State<Arc<ApiState>>, _: Admin) -> Result<Json<Value>, ApiError> {
     let host = state.host.clone();
-    Ok(Json(blocking(move || Ok(host.store().stats()?)).await?))
+    let stats = blocking(move || Ok(host.store().stats()?)).await?;
+    let mut body = serde_json::to_value(stats).map_err(ApiError::internal)?;
+    if let Some(body) = body.as_object_mut() {
+        let refusals = state.host.emitter().refusals();
+        body.insert("refusals".into(), json!(refusals));
+    }
+    Ok(Json(body))
 }
 
 /// `GET /v1/admin/tenants`.
@@ -262,6 +268,21 @@ pub async fn set_weight(
 #[serde(deny_unknown_fields)]
 struct WeightBody {
     weight: u32,
+}
+
+/// `PUT /v1/admin/tenants/{id}/limits`.
+pub async fn set_limits(
+    State(state): State<Arc<ApiState>>,
+    _: Admin,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Tenant>, ApiError> {
+    let Path(id) = id?;
+    let limits: crate::store::TenantLimits = json_body(body)?;
+    let host = state.host.clone();
+    let tenant = blocking(move || Ok(host.set_tenant_limits(&id, limits)?)).await?;
+    tracing::info!(tenant = %tenant.id, limits = ?tenant.limits, "tenant limits set over HTTP");
+    Ok(Json(tenant))
 }
 
 /// `PUT /v1/admin/tenants/{id}/packages/{package}`.

@@ -18,6 +18,8 @@ use crate::store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -67,6 +70,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         response
     }
 }
@@ -87,6 +96,19 @@ impl From<EmitError> for ApiError {
     fn from(error: EmitError) -> Self {
         let status = match error {
             EmitError::Store(error) => return error.into(),
+            // 429 either way: the tenant sends too much, too fast or in all.
+            EmitError::Refused(ref refusal) => {
+                let retry_after = match refusal {
+                    crate::tenant_limits::Refusal::RateLimited { retry_after, .. } => {
+                        Some(*retry_after)
+                    }
+                    crate::tenant_limits::Refusal::OverQuota { .. } => None,
+                };
+                return Self {
+                    retry_after,
+                    ..Self::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+                };
+            }
             EmitError::Invalid(_) => StatusCode::BAD_REQUEST,
             EmitError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EmitError::SecretDetected { .. } | EmitError::DepthExceeded { .. } => {

@@ -22,7 +22,8 @@
 //!   `GET /v1/directives/{id}`
 //!
 //! Operator endpoints take the admin token ([`admin`]): replay, retry,
-//! cancel, status, and tenants (create, list, settings, weight, packages).
+//! cancel, status, and tenants (create, list, settings, weight, limits,
+//! packages).
 //!
 //! Open endpoints, for monitoring on the listen address: `GET /metrics`
 //! (Prometheus text), `GET /healthz` (the process answers), `GET /readyz`
@@ -166,6 +167,7 @@ impl Api {
             )
             .route("/v1/admin/tenants/{id}/settings", put(admin::set_settings))
             .route("/v1/admin/tenants/{id}/weight", put(admin::set_weight))
+            .route("/v1/admin/tenants/{id}/limits", put(admin::set_limits))
             .route(
                 "/v1/admin/tenants/{id}/packages/{package}",
                 put(admin::install).delete(admin::uninstall),

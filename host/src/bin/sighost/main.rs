@@ -245,6 +245,21 @@ enum TenantsCommand {
         id: String,
         weight: u32,
     },
+    /// Replace a tenant's limits; a limit not given is no limit.
+    Limits {
+        id: String,
+        /// Deliveries (and directive executions) held at once, across every
+        /// host process.
+        #[arg(long)]
+        max_running: Option<u32>,
+        /// Deliveries waiting to run; an emit or replay that would pass it
+        /// is refused.
+        #[arg(long)]
+        max_pending: Option<u64>,
+        /// Signals a second, per host process.
+        #[arg(long)]
+        max_emit_per_s: Option<u32>,
+    },
     Install {
         id: String,
         package: String,
@@ -687,16 +702,23 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                     },
                 );
                 println!("\ntenants (worker time over the newest attempts):");
-                let weights: std::collections::HashMap<String, u32> = host
+                let tenants: std::collections::HashMap<String, sighost::store::Tenant> = host
                     .tenants()?
                     .into_iter()
-                    .map(|t| (t.id, t.weight))
+                    .map(|t| (t.id.clone(), t))
                     .collect();
                 let recent_us: u64 = stats.tenants.iter().map(|t| t.recent_duration_us).sum();
                 output::print(
                     false,
                     &stats.tenants,
-                    &["tenant", "weight", "deliveries", "attempts", "worker time"],
+                    &[
+                        "tenant",
+                        "weight",
+                        "limits",
+                        "deliveries",
+                        "attempts",
+                        "worker time",
+                    ],
                     |t| {
                         let states: Vec<String> = t
                             .deliveries
@@ -704,9 +726,11 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                             .map(|(s, n)| format!("{}={n}", s.as_str()))
                             .collect();
                         let share = 100.0 * t.recent_duration_us as f64 / recent_us.max(1) as f64;
+                        let known = tenants.get(&t.tenant);
                         vec![
                             t.tenant.clone(),
-                            weights.get(&t.tenant).map_or("-".into(), u32::to_string),
+                            known.map_or("-".into(), |k| k.weight.to_string()),
+                            known.map_or("-".into(), |k| output::limits(&k.limits)),
                             states.join(" "),
                             t.recent_attempts.to_string(),
                             format!("{share:.0}%"),
@@ -888,6 +912,19 @@ fn tenants(config: &Config, command: TenantsCommand) -> anyhow::Result<()> {
             host.set_tenant_settings(&id, json_arg(&settings, "the settings")?)?
         }
         TenantsCommand::Weight { id, weight } => host.set_tenant_weight(&id, weight)?,
+        TenantsCommand::Limits {
+            id,
+            max_running,
+            max_pending,
+            max_emit_per_s,
+        } => host.set_tenant_limits(
+            &id,
+            sighost::store::TenantLimits {
+                max_running,
+                max_pending,
+                max_emit_per_s,
+            },
+        )?,
         TenantsCommand::Install { id, package } => host.install_package(&id, &package)?,
         TenantsCommand::Uninstall { id, package } => host.uninstall_package(&id, &package)?,
         TenantsCommand::List { json } => {

@@ -70,3 +70,21 @@ pub fn cut(text: &str, max: usize) -> String {
         cut
     }
 }
+
+/// A tenant's limits in a few words: `running≤5 pending≤1000 emit≤100/s`,
+/// or `-` without any.
+pub fn limits(limits: &sighost::store::TenantLimits) -> String {
+    let parts: Vec<String> = [
+        limits.max_running.map(|n| format!("running≤{n}")),
+        limits.max_pending.map(|n| format!("pending≤{n}")),
+        limits.max_emit_per_s.map(|n| format!("emit≤{n}/s")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
+}
