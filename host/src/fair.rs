@@ -125,6 +125,26 @@ impl Book {
         }
     }
 
+    /// Adds a tenant's share as the store keeps it: its stored virtual time
+    /// and cost estimate (`None` if never charged: a fresh share at the
+    /// clock), and under a `max_running` of it, room for what it does not
+    /// hold yet.
+    pub fn add_share(
+        &mut self,
+        tenant: String,
+        weight: u32,
+        stored: Option<(i64, i64)>,
+        max_running: Option<u32>,
+        held: u64,
+    ) {
+        let mut share = self.fresh_share(weight);
+        if let Some((vtime, cost_ns)) = stored {
+            (share.vtime, share.cost_ns) = (vtime, cost_ns);
+        }
+        share.room = max_running.map(|max| u64::from(max).saturating_sub(held) as usize);
+        self.shares.insert(tenant, share);
+    }
+
     /// Settles what the deliveries of earlier claims really took: the
     /// difference from what was charged, and a new cost estimate.
     pub fn settle(&mut self, costs: &[TenantCost]) {
@@ -210,6 +230,30 @@ impl Book {
         each
     }
 }
+
+/// A queue a fair claim takes from, as both stores' SQL names it: its name
+/// in `fair_clocks` and `fair_shares`, its table, and which of its rows
+/// wait to be claimed (the predicate of its `…_due_by_tenant` index).
+#[derive(Debug)]
+pub struct Queue {
+    pub name: &'static str,
+    pub table: &'static str,
+    pub pending: &'static str,
+}
+
+/// Deliveries waiting for a worker.
+pub const DELIVERIES: Queue = Queue {
+    name: "deliveries",
+    table: "deliveries",
+    pending: "state IN ('available', 'retryable')",
+};
+
+/// Directives waiting for the runner.
+pub const DIRECTIVES: Queue = Queue {
+    name: "directives",
+    table: "directives",
+    pending: "state = 'requested'",
+};
 
 /// Something a fair claim hands out: a delivery, a directive.
 pub trait Claimed {

@@ -670,18 +670,9 @@ pub fn claim_deliveries(
     fair::claim(&mut FairQueue::<Deliveries>::new(db), claim, now)
 }
 
-/// One queue's fair schedule in SQL: its name in `fair_clocks` and
-/// `fair_shares`, its table, and which of its rows wait to be claimed (the
-/// predicate of its `…_due_by_tenant` index).
-struct Schedule {
-    queue: &'static str,
-    table: &'static str,
-    pending: &'static str,
-}
-
-/// A queue a fair claim takes from: its schedule and how it leases.
+/// A queue a fair claim takes from, and how it leases.
 trait QueueKind {
-    const SCHEDULE: Schedule;
+    const QUEUE: fair::Queue;
     /// The column a lease picks rows by.
     const KEY: &'static str;
     type Item: fair::Claimed;
@@ -716,10 +707,10 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
     fn clock(&mut self) -> StoreResult<i64> {
         let row = self.db.query_opt(
             "SELECT vtime FROM fair_clocks WHERE queue = $1 FOR UPDATE",
-            &[&K::SCHEDULE.queue],
+            &[&K::QUEUE.name],
         )?;
         let row = row.ok_or_else(|| {
-            StoreError::Database(format!("fair_clocks has no row for {}", K::SCHEDULE.queue))
+            StoreError::Database(format!("fair_clocks has no row for {}", K::QUEUE.name))
         })?;
         Ok(row.try_get(0)?)
     }
@@ -728,7 +719,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
         // The tenants with pending rows, one index probe each (a loose index
         // scan of the `…_due_by_tenant` index), and how many of each are
         // due, counted up to `cap`.
-        let Schedule { table, pending, .. } = K::SCHEDULE;
+        let fair::Queue { table, pending, .. } = K::QUEUE;
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         let rows = self.db.query(
             &format!(
@@ -770,21 +761,22 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
                          (SELECT COUNT(*) FROM {} r WHERE r.state = 'running' AND r.tenant = t.id) END \
                  FROM tenants t \
                  LEFT JOIN fair_shares s ON s.queue = $1 AND s.tenant = t.id WHERE t.id = ANY($2)",
-                K::SCHEDULE.table
+                K::QUEUE.table
             ),
-            &[&K::SCHEDULE.queue, &tenants],
+            &[&K::QUEUE.name, &tenants],
         )?;
         for row in rows {
-            let mut share = book.fresh_share(count(&row, 1)?);
             let vtime: Option<i64> = row.try_get(2)?;
             let cost_ns: Option<i64> = row.try_get(3)?;
-            if let (Some(vtime), Some(cost_ns)) = (vtime, cost_ns) {
-                (share.vtime, share.cost_ns) = (vtime, cost_ns);
-            }
             let max_running: Option<i32> = row.try_get(4)?;
-            let running: i64 = row.try_get(5)?;
-            share.room = max_running.map(|max| (i64::from(max) - running).max(0) as usize);
-            book.shares.insert(row.try_get(0)?, share);
+            let held: i64 = row.try_get(5)?;
+            book.add_share(
+                row.try_get(0)?,
+                count(&row, 1)?,
+                vtime.zip(cost_ns),
+                max_running.map(|n| n.max(0) as u32),
+                held.max(0) as u64,
+            );
         }
         Ok(book)
     }
@@ -795,7 +787,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
         claim: &Claim<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Self::Item>> {
-        let Schedule { table, pending, .. } = K::SCHEDULE;
+        let fair::Queue { table, pending, .. } = K::QUEUE;
         let tenants: Vec<&str> = plan.iter().map(|(t, _)| t.as_str()).collect();
         let counts: Vec<i64> = plan
             .iter()
@@ -828,7 +820,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
         claim: &Claim<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Self::Item>> {
-        let Schedule { table, pending, .. } = K::SCHEDULE;
+        let fair::Queue { table, pending, .. } = K::QUEUE;
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
         K::lease(
             self.db,
@@ -842,7 +834,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
     }
 
     fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
-        let queue = K::SCHEDULE.queue;
+        let queue = K::QUEUE.name;
         self.db.execute(
             "UPDATE fair_clocks SET vtime = $2 WHERE queue = $1",
             &[&queue, &book.clock],
@@ -864,11 +856,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
 struct Deliveries;
 
 impl QueueKind for Deliveries {
-    const SCHEDULE: Schedule = Schedule {
-        queue: "deliveries",
-        table: "deliveries",
-        pending: "state IN ('available', 'retryable')",
-    };
+    const QUEUE: fair::Queue = fair::DELIVERIES;
     const KEY: &'static str = "id";
     type Item = ClaimedDelivery;
 
@@ -919,11 +907,7 @@ impl QueueKind for Deliveries {
 struct Directives;
 
 impl QueueKind for Directives {
-    const SCHEDULE: Schedule = Schedule {
-        queue: "directives",
-        table: "directives",
-        pending: "state = 'requested'",
-    };
+    const QUEUE: fair::Queue = fair::DIRECTIVES;
     const KEY: &'static str = "seq";
     type Item = ClaimedDirective;
 

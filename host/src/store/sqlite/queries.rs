@@ -521,18 +521,9 @@ pub fn claim_deliveries(
     fair::claim(&mut FairQueue::<Deliveries>::new(c), claim, now)
 }
 
-/// One queue's fair schedule in SQL: its name in `fair_clocks` and
-/// `fair_shares`, its table, and which of its rows wait to be claimed (the
-/// predicate of its `…_due_by_tenant` index).
-struct Schedule {
-    queue: &'static str,
-    table: &'static str,
-    pending: &'static str,
-}
-
-/// A queue a fair claim takes from: its schedule and how it leases.
+/// A queue a fair claim takes from, and how it leases.
 trait QueueKind {
-    const SCHEDULE: Schedule;
+    const QUEUE: fair::Queue;
     type Item: fair::Claimed;
     /// Leases up to `n` of `tenant`'s due rows (or anyone's, `None`), oldest
     /// first.
@@ -568,14 +559,14 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
         Ok(self
             .c
             .prepare_cached("SELECT vtime FROM fair_clocks WHERE queue = ?1")?
-            .query_row([K::SCHEDULE.queue], |r| r.get(0))?)
+            .query_row([K::QUEUE.name], |r| r.get(0))?)
     }
 
     fn due_tenants(&mut self, now: DateTime<Utc>, cap: usize) -> StoreResult<Vec<(String, usize)>> {
         // The tenants with pending rows, one index probe each (a loose index
         // scan of the `…_due_by_tenant` index), and how many of each are
         // due, counted up to `cap`.
-        let Schedule { table, pending, .. } = K::SCHEDULE;
+        let fair::Queue { table, pending, .. } = K::QUEUE;
         let rows: Vec<(String, i64)> = self
             .c
             .prepare_cached(&format!(
@@ -609,7 +600,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
         };
         // Held rows are counted only for a tenant with a cap, through the
         // partial index on running rows (a few thousand at most).
-        let table = K::SCHEDULE.table;
+        let table = K::QUEUE.table;
         let mut query = self.c.prepare_cached(&format!(
             "SELECT t.weight, s.vtime, s.cost_ns, t.max_running, \
                  CASE WHEN t.max_running IS NULL THEN 0 ELSE \
@@ -619,7 +610,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
         ))?;
         for tenant in tenants {
             let row = query
-                .query_row(params![K::SCHEDULE.queue, tenant], |r| {
+                .query_row(params![K::QUEUE.name, tenant], |r| {
                     Ok((
                         r.get::<_, u32>(0)?,
                         r.get::<_, Option<i64>>(1)?,
@@ -629,15 +620,17 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
                     ))
                 })
                 .optional()?;
-            let Some((weight, vtime, cost_ns, max_running, running)) = row else {
+            let Some((weight, vtime, cost_ns, max_running, held)) = row else {
                 continue;
             };
-            let mut share = book.fresh_share(weight);
-            if let (Some(vtime), Some(cost_ns)) = (vtime, cost_ns) {
-                (share.vtime, share.cost_ns) = (vtime, cost_ns);
-            }
-            share.room = max_running.map(|max| (max - running).max(0) as usize);
-            book.shares.insert(tenant.clone(), share);
+            let max_running = max_running.map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
+            book.add_share(
+                tenant.clone(),
+                weight,
+                vtime.zip(cost_ns),
+                max_running,
+                held.max(0) as u64,
+            );
         }
         Ok(book)
     }
@@ -664,7 +657,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
     }
 
     fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
-        let queue = K::SCHEDULE.queue;
+        let queue = K::QUEUE.name;
         self.c
             .prepare_cached("UPDATE fair_clocks SET vtime = ?2 WHERE queue = ?1")?
             .execute(params![queue, book.clock])?;
@@ -695,11 +688,7 @@ fn of_tenant(tenant: Option<&str>) -> &'static str {
 struct Deliveries;
 
 impl QueueKind for Deliveries {
-    const SCHEDULE: Schedule = Schedule {
-        queue: "deliveries",
-        table: "deliveries",
-        pending: "state IN ('available', 'retryable')",
-    };
+    const QUEUE: fair::Queue = fair::DELIVERIES;
     type Item = ClaimedDelivery;
 
     fn lease(
@@ -737,11 +726,7 @@ impl QueueKind for Deliveries {
 struct Directives;
 
 impl QueueKind for Directives {
-    const SCHEDULE: Schedule = Schedule {
-        queue: "directives",
-        table: "directives",
-        pending: "state = 'requested'",
-    };
+    const QUEUE: fair::Queue = fair::DIRECTIVES;
     type Item = ClaimedDirective;
 
     fn lease(
