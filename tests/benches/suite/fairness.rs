@@ -307,3 +307,91 @@ fn worker_time(
         }
     }
 }
+
+/// What A's directives take in the executor (B's take nothing).
+pub const SLOW_EXECUTOR: Duration = Duration::from_millis(20);
+/// A's directives queued before B starts.
+pub const A_DIRECTIVES: usize = 300;
+
+/// An executor that waits [`SLOW_EXECUTOR`] for org_a's directives: a slow
+/// endpoint of one tenant.
+#[derive(Debug)]
+struct SlowForA;
+
+impl sighost::runner::Executor for SlowForA {
+    fn execute(
+        &self,
+        directive: &sighost::store::Directive,
+    ) -> Result<serde_json::Value, sighost::runner::ExecutorError> {
+        if directive.tenant == "org_a" {
+            std::thread::sleep(SLOW_EXECUTOR);
+        }
+        Ok(json!({}))
+    }
+}
+
+/// B's directive latency (requested → succeeded), ms, while A's directives,
+/// each 20 ms in a slow executor, are queued before B's: p50 and p99.
+pub fn slow_executor(backend: Backend, order: ClaimOrder) -> (f64, f64) {
+    let setup = Setup::new(backend, "fair-runner", &handlers());
+    let host = setup.host_with(|config: &mut HostConfig| {
+        config.workers.claim_order = order;
+        config.runner.claim_order = order;
+        config.executors =
+            sighost::runner::Executors::new().with_fallback(std::sync::Arc::new(SlowForA));
+    });
+    let mut probe = setup.probe();
+    for tenant in ["org_a", "org_b"] {
+        host.store()
+            .create_tenant(tenant, json!({}), chrono::Utc::now())
+            .expect("tenant");
+    }
+    // A's directives first, written before the runner starts.
+    host.emit_batch(signals("org_a", "bench.slow", A_DIRECTIVES, 0))
+        .expect("emit A");
+    let workers = host.start_workers().expect("workers");
+    wait_until(&mut probe, A_DIRECTIVES);
+    workers.shutdown();
+    let running = host.start().expect("host");
+    // B: 10 signals every 100 ms for a second, one directive each.
+    for round in 0..10 {
+        host.emit_batch(signals("org_b", "bench.small", 10, round * 10))
+            .expect("emit B");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = "SELECT COUNT(*) FROM directives WHERE tenant = 'org_b' AND state = 'succeeded'";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while probe.count(done) < 100 {
+        assert!(Instant::now() < deadline, "B's directives did not run");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    running.shutdown();
+    let mut latencies: Vec<i64> = match &mut probe {
+        Probe::Sqlite(c) => c
+            .prepare(
+                "SELECT updated_at - inserted_at FROM directives \
+                 WHERE tenant = 'org_b' AND state = 'succeeded'",
+            )
+            .expect("query")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("latencies"),
+        Probe::Postgres(c) => c
+            .query(
+                "SELECT (EXTRACT(EPOCH FROM (updated_at - inserted_at)) * 1000000)::BIGINT \
+                 FROM directives WHERE tenant = 'org_b' AND state = 'succeeded'",
+                &[],
+            )
+            .expect("latencies")
+            .iter()
+            .map(|row| row.get(0))
+            .collect(),
+    };
+    latencies.sort_unstable();
+    let ms = |micros: i64| micros as f64 / 1000.0;
+    (
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+    )
+}
