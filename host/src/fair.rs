@@ -289,11 +289,15 @@ impl Claimed for crate::store::ClaimedDirective {
 pub trait ClaimVerbs {
     /// What the queue hands out.
     type Item: Claimed;
-    /// The queue's clock, read first; held until the transaction ends, so
-    /// that claims of other processes wait (PostgreSQL: `FOR UPDATE`).
-    fn clock(&mut self) -> StoreResult<i64>;
-    /// Every tenant with due work, and how much (counted up to `cap`).
-    fn due_tenants(&mut self, now: DateTime<Utc>, cap: usize) -> StoreResult<Vec<(String, usize)>>;
+    /// The queue's clock, held until the transaction ends so that claims of
+    /// other processes wait (PostgreSQL: `FOR UPDATE`), and every tenant with
+    /// due work with how much (counted up to `cap`). One verb, so that a
+    /// store may answer it in one round trip.
+    fn clock_and_due(
+        &mut self,
+        now: DateTime<Utc>,
+        cap: usize,
+    ) -> StoreResult<(i64, Vec<(String, usize)>)>;
     /// The shares of these tenants, with their weights, in a book at
     /// `clock`; a tenant that was never charged gets [`Book::fresh_share`], a
     /// deleted one none.
@@ -326,8 +330,7 @@ pub fn claim<V: ClaimVerbs>(
     if claim.order == ClaimOrder::OldestFirst {
         return verbs.lease_oldest(claim, now);
     }
-    let clock = verbs.clock()?;
-    let due = verbs.due_tenants(now, claim.limit)?;
+    let (clock, due) = verbs.clock_and_due(now, claim.limit)?;
     if due.is_empty() && claim.costs.is_empty() {
         return Ok(Vec::new());
     }

@@ -233,22 +233,14 @@ pub fn cost(backend: Backend, order: ClaimOrder) -> Cost {
     let setup = Setup::new(backend, "fair-cost", &handlers());
     let host = host(&setup, order);
     let mut probe = setup.probe();
-    // Enough of each that neither runs out within the window, emitted
-    // alternately so that oldest first mixes them.
-    let a_total = 2 * COST_WINDOW.as_micros() as usize / COSTLY_BUSY_US as usize;
-    let b_total = 2 * a_total * (COSTLY_BUSY_US / CHEAP_BUSY_US) as usize;
-    let b_per_a = b_total / a_total;
-    for offset in (0..a_total).step_by(100) {
-        let n = 100.min(a_total - offset);
-        host.emit_batch(signals("org_a", "costly.work", n, offset))
+    // As many deliveries of each, emitted alternately, enough that neither
+    // runs out within the window: oldest first then gives A 50× B's time.
+    let each = 100_000;
+    for offset in (0..each).step_by(1_000) {
+        host.emit_batch(signals("org_a", "costly.work", 1_000, offset))
             .expect("emit A");
-        host.emit_batch(signals(
-            "org_b",
-            "cheap.work",
-            n * b_per_a,
-            offset * b_per_a,
-        ))
-        .expect("emit B");
+        host.emit_batch(signals("org_b", "cheap.work", 1_000, offset))
+            .expect("emit B");
     }
     let workers = host.start_workers().expect("workers");
     // Measure a window once both are busy, by the attempts that started in it.

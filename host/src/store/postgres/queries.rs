@@ -704,47 +704,55 @@ impl<'d, 'a, 'b, K> FairQueue<'d, 'a, 'b, K> {
 impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
     type Item = K::Item;
 
-    fn clock(&mut self) -> StoreResult<i64> {
-        let row = self.db.query_opt(
-            "SELECT vtime FROM fair_clocks WHERE queue = $1 FOR UPDATE",
-            &[&K::QUEUE.name],
-        )?;
-        let row = row.ok_or_else(|| {
-            StoreError::Database(format!("fair_clocks has no row for {}", K::QUEUE.name))
-        })?;
-        Ok(row.try_get(0)?)
-    }
-
-    fn due_tenants(&mut self, now: DateTime<Utc>, cap: usize) -> StoreResult<Vec<(String, usize)>> {
-        // The tenants with pending rows, one index probe each (a loose index
-        // scan of the `…_due_by_tenant` index), and how many of each are
-        // due, counted up to `cap`.
+    fn clock_and_due(
+        &mut self,
+        now: DateTime<Utc>,
+        cap: usize,
+    ) -> StoreResult<(i64, Vec<(String, usize)>)> {
+        // One round trip: the clock's row, locked (the claims of other
+        // processes wait here until this transaction ends), beside the
+        // tenants with pending rows, one index probe each (a loose index scan
+        // of the `…_due_by_tenant` index), and how many of each are due,
+        // counted up to `cap`. The clock's row has no tenant: it comes first.
         let fair::Queue { table, pending, .. } = K::QUEUE;
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         let rows = self.db.query(
             &format!(
-                "WITH RECURSIVE waiting(tenant) AS ( \
+                "WITH RECURSIVE clock AS ( \
+                     SELECT vtime FROM fair_clocks WHERE queue = $3 FOR UPDATE \
+                 ), waiting(tenant) AS ( \
                      SELECT MIN(tenant) FROM {table} WHERE {pending} \
                      UNION ALL \
                      SELECT (SELECT MIN(t.tenant) FROM {table} t \
                              WHERE t.{pending} AND t.tenant > waiting.tenant) \
                      FROM waiting WHERE waiting.tenant IS NOT NULL \
                  ) \
+                 SELECT NULL::text, vtime FROM clock \
+                 UNION ALL \
                  SELECT tenant, (SELECT COUNT(*) FROM (SELECT 1 FROM {table} t \
                      WHERE t.tenant = waiting.tenant AND t.{pending} AND t.scheduled_at <= $1 \
                      LIMIT $2) x) \
                  FROM waiting WHERE tenant IS NOT NULL"
             ),
-            &[&now, &cap],
+            &[&now, &cap, &K::QUEUE.name],
         )?;
+        let mut clock = None;
         let mut due = Vec::with_capacity(rows.len());
         for row in rows {
-            let count: i64 = row.try_get(1)?;
-            if count > 0 {
-                due.push((row.try_get(0)?, usize::try_from(count).unwrap_or(0)));
+            let tenant: Option<String> = row.try_get(0)?;
+            let value: i64 = row.try_get(1)?;
+            match tenant {
+                None => clock = Some(value),
+                Some(tenant) if value > 0 => {
+                    due.push((tenant, usize::try_from(value).unwrap_or(0)))
+                }
+                Some(_) => {}
             }
         }
-        Ok(due)
+        let clock = clock.ok_or_else(|| {
+            StoreError::Database(format!("fair_clocks has no row for {}", K::QUEUE.name))
+        })?;
+        Ok((clock, due))
     }
 
     fn book(&mut self, clock: i64, tenants: &[String]) -> StoreResult<fair::Book> {
@@ -834,19 +842,16 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
     }
 
     fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
-        let queue = K::QUEUE.name;
-        self.db.execute(
-            "UPDATE fair_clocks SET vtime = $2 WHERE queue = $1",
-            &[&queue, &book.clock],
-        )?;
+        // One round trip: the clock and the shares.
         let tenants: Vec<&str> = book.shares.keys().map(String::as_str).collect();
         let vtimes: Vec<i64> = book.shares.values().map(|s| s.vtime).collect();
         let costs: Vec<i64> = book.shares.values().map(|s| s.cost_ns).collect();
         self.db.execute(
-            "INSERT INTO fair_shares (queue, tenant, vtime, cost_ns) \
+            "WITH clock AS (UPDATE fair_clocks SET vtime = $5 WHERE queue = $1) \
+             INSERT INTO fair_shares (queue, tenant, vtime, cost_ns) \
              SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[]) \
              ON CONFLICT (queue, tenant) DO UPDATE SET vtime = EXCLUDED.vtime, cost_ns = EXCLUDED.cost_ns",
-            &[&queue, &tenants, &vtimes, &costs],
+            &[&K::QUEUE.name, &tenants, &vtimes, &costs, &book.clock],
         )?;
         Ok(())
     }

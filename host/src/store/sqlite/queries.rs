@@ -555,14 +555,15 @@ impl<'c, K> FairQueue<'c, K> {
 impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
     type Item = K::Item;
 
-    fn clock(&mut self) -> StoreResult<i64> {
-        Ok(self
+    fn clock_and_due(
+        &mut self,
+        now: DateTime<Utc>,
+        cap: usize,
+    ) -> StoreResult<(i64, Vec<(String, usize)>)> {
+        let clock = self
             .c
             .prepare_cached("SELECT vtime FROM fair_clocks WHERE queue = ?1")?
-            .query_row([K::QUEUE.name], |r| r.get(0))?)
-    }
-
-    fn due_tenants(&mut self, now: DateTime<Utc>, cap: usize) -> StoreResult<Vec<(String, usize)>> {
+            .query_row([K::QUEUE.name], |r| r.get(0))?;
         // The tenants with pending rows, one index probe each (a loose index
         // scan of the `…_due_by_tenant` index), and how many of each are
         // due, counted up to `cap`.
@@ -586,11 +587,12 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
                 Ok((r.get(0)?, r.get(1)?))
             })?
             .collect::<Result<_, _>>()?;
-        Ok(rows
+        let due = rows
             .into_iter()
             .filter(|(_, due)| *due > 0)
             .map(|(tenant, due)| (tenant, due as usize))
-            .collect())
+            .collect();
+        Ok((clock, due))
     }
 
     fn book(&mut self, clock: i64, tenants: &[String]) -> StoreResult<fair::Book> {
