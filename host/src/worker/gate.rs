@@ -198,12 +198,36 @@ impl<F: Future> Future for Gated<F> {
         {
             return Poll::Pending;
         }
-        let started = Instant::now();
+        // Given back however the poll ends: a panic inside it must not keep
+        // a thread from every other invocation for good.
+        let turn = Turn {
+            gate: &this.gate,
+            tenant: &this.tenant,
+            weight: this.weight,
+            started: Instant::now(),
+            busy: &mut this.busy,
+        };
         let polled = this.inner.as_mut().poll(cx);
-        let busy = started.elapsed();
-        this.busy += busy;
-        this.gate.lock().release(&this.tenant, this.weight, busy);
+        drop(turn);
         polled.map(|output| (output, this.busy))
+    }
+}
+
+/// A thread held for one poll; released when dropped, charged the time held.
+struct Turn<'a> {
+    gate: &'a Gate,
+    tenant: &'a str,
+    weight: u32,
+    started: Instant,
+    /// The future's busy time so far, to add this poll's to.
+    busy: &'a mut Duration,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let held = self.started.elapsed();
+        *self.busy += held;
+        self.gate.lock().release(self.tenant, self.weight, held);
     }
 }
 
@@ -308,6 +332,21 @@ mod tests {
         assert!(state.acquire("c", &mut c, &waker));
         state.release("c", 1, Duration::from_micros(1));
         assert_eq!(state.free, 1, "the thread is free again");
+    }
+
+    #[test]
+    fn a_poll_that_panics_gives_its_thread_back() {
+        let gate = Gate::new(1);
+        let mut panicking = Box::pin(gate.run("a", 1, async { panic!("a host bug") }));
+        let (waker, _) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = panicking.as_mut().poll(&mut cx);
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(gate.lock().free, 1, "the one thread is free again");
+        let mut next = Box::pin(gate.run("b", 1, async { 7 }));
+        assert!(matches!(next.as_mut().poll(&mut cx), Poll::Ready((7, _))));
     }
 
     #[tokio::test(flavor = "current_thread")]
