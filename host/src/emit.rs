@@ -140,17 +140,26 @@ impl Emitter {
         }
     }
 
-    /// Checks `signals` signals making up to `deliveries` deliveries of
-    /// `tenant` against its caps (a replay passes no signals).
-    pub fn check_caps(
+    /// Checks what a batch would add against each tenant's caps: per item
+    /// its tenant and how many deliveries it may make. `signals` says
+    /// whether the items are new signals (an emit, which the rate counts) or
+    /// stored ones delivered again (a replay, which only the quota counts).
+    pub fn check_caps<'a>(
         &self,
-        tenant: &str,
-        signals: usize,
-        deliveries: u64,
+        items: impl IntoIterator<Item = (&'a str, usize)>,
+        signals: bool,
     ) -> Result<(), EmitError> {
-        Ok(self
-            .caps
-            .check(&*self.store, tenant, signals, deliveries)??)
+        let mut per_tenant: std::collections::BTreeMap<&str, (usize, u64)> = Default::default();
+        for (tenant, deliveries) in items {
+            let entry = per_tenant.entry(tenant).or_default();
+            entry.0 += usize::from(signals);
+            entry.1 += deliveries as u64;
+        }
+        for (tenant, (signals, deliveries)) in per_tenant {
+            self.caps
+                .check(&*self.store, tenant, signals, deliveries)??;
+        }
+        Ok(())
     }
 
     /// How often each tenant's emits were refused by its caps, in this
@@ -189,16 +198,12 @@ impl Emitter {
             let targets = self.registry.targets_for(&signal.name);
             batch.push((signal, targets));
         }
-        // Per tenant: its signals, and at most this many new deliveries.
-        let mut per_tenant: std::collections::BTreeMap<&str, (usize, u64)> = Default::default();
-        for (signal, targets) in &batch {
-            let entry = per_tenant.entry(signal.tenant.as_str()).or_default();
-            entry.0 += 1;
-            entry.1 += targets.len() as u64;
-        }
-        for (tenant, (signals, deliveries)) in per_tenant {
-            self.check_caps(tenant, signals, deliveries)?;
-        }
+        self.check_caps(
+            batch
+                .iter()
+                .map(|(s, targets)| (s.tenant.as_str(), targets.len())),
+            true,
+        )?;
         let emitted = self.store.emit(&batch, now)?;
         if emitted.iter().any(|e| e.deliveries > 0) {
             self.wake.notify();

@@ -374,12 +374,19 @@ impl CostLedger {
     /// back unrun) and whose claim charged `charged_ns`.
     pub fn record(&self, tenant: &str, ran: bool, busy: Duration, charged_ns: i64) {
         let mut entries = self.entries();
-        let entry = entries
-            .entry(tenant.to_owned())
-            .or_insert_with(|| TenantCost {
-                tenant: tenant.to_owned(),
-                ..TenantCost::default()
-            });
+        // Per delivery: allocate the key only for a tenant new here.
+        if !entries.contains_key(tenant) {
+            entries.insert(
+                tenant.to_owned(),
+                TenantCost {
+                    tenant: tenant.to_owned(),
+                    ..TenantCost::default()
+                },
+            );
+        }
+        let Some(entry) = entries.get_mut(tenant) else {
+            return;
+        };
         if ran {
             entry.runs += 1;
             entry.busy_ns = entry

@@ -279,13 +279,13 @@ impl Sighost {
                 })
                 .collect();
             // Replays obey the tenants' pending quotas, chunk by chunk.
-            let mut per_tenant: std::collections::BTreeMap<&str, u64> = Default::default();
-            for (signal, (_, targets)) in chunk.iter().zip(&batch) {
-                *per_tenant.entry(signal.tenant.as_str()).or_default() += targets.len() as u64;
-            }
-            for (tenant, deliveries) in per_tenant {
-                self.emitter.check_caps(tenant, 0, deliveries)?;
-            }
+            self.emitter.check_caps(
+                chunk
+                    .iter()
+                    .zip(&batch)
+                    .map(|(signal, (_, targets))| (signal.tenant.as_str(), targets.len())),
+                false,
+            )?;
             created += self.store.replay(&batch, (self.config.clock)())?;
             progress((done * 500 + chunk.len()).min(signals.len()), signals.len());
         }

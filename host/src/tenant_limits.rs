@@ -47,6 +47,9 @@ pub struct Refusals {
 }
 
 /// A token bucket: `rate` tokens a second, holding at most one second's.
+/// A batch costs a token per signal; one larger than a second's worth
+/// passes when the bucket is full and leaves it in debt, so the average
+/// rate holds whatever the batch size.
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
@@ -54,19 +57,18 @@ struct Bucket {
 }
 
 impl Bucket {
-    /// Takes `n` tokens (a batch larger than a second's counts as a second's),
-    /// or says how long until they are there.
+    /// Takes `n` tokens, or says how long until there are enough.
     fn take(&mut self, n: usize, rate: u32, now: Instant) -> Result<(), Duration> {
         let rate = f64::from(rate.max(1));
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(rate);
         self.at = now;
-        let wanted = (n as f64).min(rate);
-        if self.tokens >= wanted {
-            self.tokens -= wanted;
+        let needed = (n as f64).min(rate);
+        if self.tokens >= needed {
+            self.tokens -= n as f64;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((wanted - self.tokens) / rate))
+            Err(Duration::from_secs_f64((needed - self.tokens) / rate))
         }
     }
 }
@@ -182,5 +184,20 @@ mod tests {
         let later = start + Duration::from_secs(60);
         assert_eq!(bucket.take(10, 10, later), Ok(()));
         assert!(bucket.take(1, 10, later).is_err());
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_second_leaves_the_bucket_in_debt() {
+        let start = Instant::now();
+        let mut bucket = Bucket {
+            tokens: 10.0,
+            at: start,
+        };
+        assert_eq!(bucket.take(30, 10, start), Ok(()), "passes on a full bucket");
+        // 20 tokens owed: the next signal waits until one is there again.
+        let wait = bucket.take(1, 10, start).expect_err("in debt");
+        assert_eq!(wait, Duration::from_millis(2_100));
+        assert!(bucket.take(1, 10, start + Duration::from_secs(2)).is_err());
+        assert_eq!(bucket.take(1, 10, start + Duration::from_millis(2_100)), Ok(()));
     }
 }

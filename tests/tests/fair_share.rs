@@ -9,7 +9,7 @@ use serde_json::json;
 use sighost::store::{Delivery, DeliveryFilter, DeliveryState};
 use sighost::{HostConfig, Sighost};
 use sighost_tests::guest;
-use sighost_tests::host_helpers::{Scratch, install, numbered_signals, wait_for};
+use sighost_tests::host_helpers::{Scratch, install, numbered_signals, open_host, wait_for};
 use sighost_tests::server::{Server, cli};
 
 const BACKLOG: usize = 20_000;
@@ -42,9 +42,7 @@ fn a_backlog_of_one_tenant_holds_back_no_other_tenants_deliveries() {
         &guest("trivial"),
         "directives = ['bench.noop']\n",
     );
-    let host = Sighost::open(HostConfig::new(&data)).expect("open the store");
-    let errors = host.load_handlers_dir(&handlers).expect("read handlers");
-    assert!(errors.is_empty(), "{errors:?}");
+    let host = open_host(HostConfig::new(&data), &handlers);
     for tenant in ["org_backlog", "org_small"] {
         host.store()
             .create_tenant(tenant, json!({}), Utc::now())

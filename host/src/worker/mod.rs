@@ -24,6 +24,7 @@
 
 mod gate;
 mod slots;
+mod turns;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ use crate::threads::ThreadGroup;
 use crate::wake::Wake;
 use gate::Gate;
 use slots::Slots;
+use turns::Turns;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -595,51 +597,6 @@ struct Finished {
     result: DeliveryResult,
 }
 
-/// Results waiting to be written, per tenant in arrival order. A batch
-/// takes them round robin by tenant, so a tenant with a few results waits
-/// for one write, not behind a busy tenant's hundreds (ARCHITECTURE.md §4).
-#[derive(Default)]
-struct Unwritten {
-    by_tenant: HashMap<String, std::collections::VecDeque<DeliveryResult>>,
-    /// Tenants with results waiting, in turn order.
-    turns: std::collections::VecDeque<String>,
-    len: usize,
-}
-
-impl Unwritten {
-    fn push(&mut self, finished: Finished) {
-        let queue = self.by_tenant.entry(finished.tenant.clone()).or_default();
-        if queue.is_empty() {
-            self.turns.push_back(finished.tenant);
-        }
-        queue.push_back(finished.result);
-        self.len += 1;
-    }
-
-    /// Up to `n` results, one per tenant in turn.
-    fn take(&mut self, n: usize) -> Vec<DeliveryResult> {
-        let mut batch = Vec::with_capacity(n.min(self.len));
-        while batch.len() < n {
-            let Some(tenant) = self.turns.pop_front() else {
-                break;
-            };
-            let Some(queue) = self.by_tenant.get_mut(&tenant) else {
-                continue;
-            };
-            if let Some(result) = queue.pop_front() {
-                batch.push(result);
-                self.len -= 1;
-            }
-            if queue.is_empty() {
-                self.by_tenant.remove(&tenant);
-            } else {
-                self.turns.push_back(tenant);
-            }
-        }
-        batch
-    }
-}
-
 fn complete(
     deps: &WorkerDeps,
     config: &WorkerConfig,
@@ -647,29 +604,35 @@ fn complete(
     room: &Room,
     results: Receiver<Finished>,
 ) {
-    let mut unwritten = Unwritten::default();
+    // Results waiting to be written, per tenant: a batch takes them in
+    // turns, so a tenant with a few results waits for one write, not behind
+    // a busy tenant's hundreds (ARCHITECTURE.md §4).
+    let mut unwritten: Turns<DeliveryResult> = Turns::default();
     loop {
-        if unwritten.len == 0 {
+        if unwritten.is_empty() {
             match results.recv() {
-                Ok(finished) => unwritten.push(finished),
+                Ok(finished) => unwritten.push(&finished.tenant, finished.result),
                 Err(_) => return, // every invoker is gone and everything is recorded
             }
             // Linger a moment for more results: one commit per batch is the
             // store's biggest cost, and a millisecond is small beside a
             // delivery.
             let linger = Instant::now() + COMPLETION_LINGER;
-            while unwritten.len < config.batch_size {
+            while unwritten.len() < config.batch_size {
                 match results.recv_deadline(linger) {
-                    Ok(finished) => unwritten.push(finished),
+                    Ok(finished) => unwritten.push(&finished.tenant, finished.result),
                     Err(_) => break,
                 }
             }
         }
         // Everything already waiting takes part, so the batch is fair.
         while let Ok(finished) = results.try_recv() {
-            unwritten.push(finished);
+            unwritten.push(&finished.tenant, finished.result);
         }
-        let batch = unwritten.take(config.batch_size);
+        let batch: Vec<DeliveryResult> =
+            std::iter::from_fn(|| unwritten.pop(|_| true).map(|(_, result)| result))
+                .take(config.batch_size)
+                .collect();
         let outcomes = record(deps, stopping, &batch);
         room.in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
         // Only when the fetcher waits for room: ringing after every
@@ -740,54 +703,6 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn finished(tenant: &str, id: i64) -> Finished {
-        let claimed = ClaimedDelivery {
-            delivery: crate::store::Delivery {
-                id,
-                signal_id: String::new(),
-                tenant: tenant.into(),
-                handler: "h".into(),
-                state: crate::store::DeliveryState::Running,
-                attempt: 1,
-                max_attempts: 3,
-                scheduled_at: Utc::now(),
-                last_error: None,
-                handler_digest: None,
-                inserted_at: Utc::now(),
-                finished_at: None,
-            },
-            signal: crate::rules::new_signal(&Default::default(), String::new(), Utc::now()),
-            settings: serde_json::json!({}),
-            packages: vec![],
-            charged_ns: 0,
-            weight: 1,
-        };
-        Finished {
-            tenant: tenant.into(),
-            result: release(&claimed, "w", Utc::now()),
-        }
-    }
-
-    #[test]
-    fn a_batch_of_results_takes_tenants_in_turn() {
-        let mut unwritten = Unwritten::default();
-        for id in 0..300 {
-            unwritten.push(finished("busy", id));
-        }
-        unwritten.push(finished("light", 1_000));
-        let batch = unwritten.take(256);
-        let ids: Vec<i64> = batch.iter().map(|r| r.delivery_id).collect();
-        assert_eq!(
-            &ids[..3],
-            [0, 1_000, 1],
-            "light's one result goes in at its turn"
-        );
-        assert_eq!(batch.len(), 256);
-        assert_eq!(unwritten.len, 45);
-        assert_eq!(unwritten.take(100).len(), 45, "what is left, in order");
-        assert_eq!(unwritten.len, 0);
-    }
 
     #[test]
     fn decides_complete_discard_or_retry() {

@@ -9,17 +9,17 @@
 //! slot (work-conserving); a tenant that arrives later gets its share as the
 //! others' invocations end, each within its wall-clock limit.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+
+use super::turns::Turns;
 
 #[derive(Debug)]
 pub(crate) struct Slots<J> {
     capacity: usize,
     /// Slots in use, per tenant (only tenants holding one).
     held: BTreeMap<String, usize>,
-    /// Jobs waiting for a slot, per tenant (only tenants with one waiting).
-    waiting: BTreeMap<String, VecDeque<J>>,
-    /// Tenants with jobs waiting, in turn order.
-    turns: VecDeque<String>,
+    /// Jobs waiting for a slot, per tenant, tenants in turn.
+    waiting: Turns<J>,
 }
 
 impl<J> Slots<J> {
@@ -27,28 +27,16 @@ impl<J> Slots<J> {
         Self {
             capacity: capacity.max(1),
             held: BTreeMap::new(),
-            waiting: BTreeMap::new(),
-            turns: VecDeque::new(),
+            waiting: Turns::default(),
         }
     }
 
     pub fn push(&mut self, tenant: &str, job: J) {
-        match self.waiting.get_mut(tenant) {
-            Some(queue) => queue.push_back(job),
-            None => {
-                self.waiting
-                    .insert(tenant.to_owned(), VecDeque::from([job]));
-                self.turns.push_back(tenant.to_owned());
-            }
-        }
+        self.waiting.push(tenant, job);
     }
 
     fn in_use(&self) -> usize {
         self.held.values().sum()
-    }
-
-    fn held_by(&self, tenant: &str) -> usize {
-        self.held.get(tenant).copied().unwrap_or(0)
     }
 
     /// The slots a tenant may hold while others wait: an equal part for
@@ -57,34 +45,25 @@ impl<J> Slots<J> {
         let mut tenants = self.held.len();
         tenants += self
             .waiting
-            .keys()
+            .tenants()
             .filter(|t| !self.held.contains_key(*t))
             .count();
         self.capacity.div_ceil(tenants.max(1))
     }
 
     /// The next job to start and its tenant, taking a slot; `None` when every
-    /// slot is in use or nothing waits.
+    /// slot is in use or nothing waits. The first tenant in turn below its
+    /// share goes first; if every waiting tenant holds its share already,
+    /// the first in turn (no slot stays idle).
     pub fn next(&mut self) -> Option<(String, J)> {
-        if self.in_use() >= self.capacity || self.turns.is_empty() {
+        if self.in_use() >= self.capacity || self.waiting.is_empty() {
             return None;
         }
         let share = self.share();
-        // The first tenant in turn below its share; if every waiting tenant
-        // holds its share already, the first in turn (no slot stays idle).
-        let position = self
-            .turns
-            .iter()
-            .position(|t| self.held_by(t) < share)
-            .unwrap_or(0);
-        let tenant = self.turns.remove(position)?;
-        let queue = self.waiting.get_mut(&tenant)?;
-        let job = queue.pop_front()?;
-        if queue.is_empty() {
-            self.waiting.remove(&tenant);
-        } else {
-            self.turns.push_back(tenant.clone());
-        }
+        let held = &self.held;
+        let (tenant, job) = self
+            .waiting
+            .pop(|t| held.get(t).copied().unwrap_or(0) < share)?;
         *self.held.entry(tenant.clone()).or_insert(0) += 1;
         Some((tenant, job))
     }
@@ -101,11 +80,7 @@ impl<J> Slots<J> {
 
     /// Every waiting job, taken out (at shutdown, to be put back unrun).
     pub fn drain(&mut self) -> Vec<J> {
-        self.turns.clear();
-        std::mem::take(&mut self.waiting)
-            .into_values()
-            .flatten()
-            .collect()
+        self.waiting.drain()
     }
 
     /// No slot in use and nothing waiting.
