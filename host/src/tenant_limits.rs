@@ -193,11 +193,18 @@ mod tests {
             tokens: 10.0,
             at: start,
         };
-        assert_eq!(bucket.take(30, 10, start), Ok(()), "passes on a full bucket");
+        assert_eq!(
+            bucket.take(30, 10, start),
+            Ok(()),
+            "passes on a full bucket"
+        );
         // 20 tokens owed: the next signal waits until one is there again.
         let wait = bucket.take(1, 10, start).expect_err("in debt");
         assert_eq!(wait, Duration::from_millis(2_100));
         assert!(bucket.take(1, 10, start + Duration::from_secs(2)).is_err());
-        assert_eq!(bucket.take(1, 10, start + Duration::from_millis(2_100)), Ok(()));
+        assert_eq!(
+            bucket.take(1, 10, start + Duration::from_millis(2_100)),
+            Ok(())
+        );
     }
 }
