@@ -2,7 +2,10 @@
 //!
 //! Output past the bound is dropped, not refused: a chatty guest keeps running
 //! and the report says the log was truncated. Redaction happens once, when the
-//! invocation ends (see `CapturedOutput::take`).
+//! invocation ends (see `CapturedOutput::take`), on the kept bytes and a margin
+//! past the bound, and only then is the text cut to the bound: a credential
+//! that straddles the bound is seen whole, redacted, and cut after, so no
+//! prefix of it survives the cut.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,20 +15,26 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+/// Bytes kept past the bound so that redaction sees a credential cut by the
+/// bound whole: longer than any secret pattern's shortest match (see
+/// `secrets::redact`), and a token longer than this is still matched by its
+/// first part.
+const REDACTION_MARGIN: usize = 4096;
+
 #[derive(Debug, Default)]
 struct Buffer {
     bytes: Vec<u8>,
+    /// What the report keeps at most.
     capacity: usize,
+    /// More than `capacity` bytes were written.
     truncated: bool,
 }
 
 impl Buffer {
     fn append(&mut self, data: &[u8]) {
-        let room = self.capacity - self.bytes.len();
-        if data.len() > room {
-            self.truncated = true;
-        }
+        let room = (self.capacity + REDACTION_MARGIN).saturating_sub(self.bytes.len());
         self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+        self.truncated |= self.bytes.len() > self.capacity;
     }
 }
 
@@ -51,12 +60,21 @@ impl CapturedOutput {
             .append(data);
     }
 
-    /// The captured text (lossy UTF-8, secrets redacted) and whether any was dropped.
+    /// The captured text (lossy UTF-8, secrets redacted, at most the
+    /// capacity in bytes) and whether any was dropped.
     pub fn take(&self) -> (String, bool) {
         let mut buffer = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let bytes = std::mem::take(&mut buffer.bytes);
         let text = String::from_utf8_lossy(&bytes);
-        (crate::secrets::redact(&text).into_owned(), buffer.truncated)
+        let mut text = crate::secrets::redact(&text).into_owned();
+        if text.len() > buffer.capacity {
+            let mut cut = buffer.capacity;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        (text, buffer.truncated)
     }
 }
 
