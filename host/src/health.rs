@@ -146,6 +146,103 @@ pub fn until_written<T>(
     }
 }
 
+/// Writes the store refused one at a time, tried again with backoff beside
+/// new work instead of ahead of it: a write the store will never take (a
+/// poison result) holds back nothing that comes after it. Once shutdown
+/// begins they are tried for [`SHUTDOWN_GRACE`] more, then given up to the
+/// lease rescue.
+#[derive(Debug)]
+pub struct Refused<T> {
+    items: Vec<T>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    give_up_at: Option<Instant>,
+}
+
+impl<T> Default for Refused<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            backoff: FIRST_BACKOFF,
+            retry_at: None,
+            give_up_at: None,
+        }
+    }
+}
+
+impl<T> Refused<T> {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Keeps `items` for a later try.
+    pub fn add(&mut self, items: impl IntoIterator<Item = T>) {
+        self.items.extend(items);
+        if !self.items.is_empty() && self.retry_at.is_none() {
+            self.retry_at = Some(Instant::now() + self.backoff);
+        }
+    }
+
+    /// When the next try is due, if anything waits.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at.filter(|_| !self.items.is_empty())
+    }
+
+    /// If a try is due, tries each item with `write`, keeping those still
+    /// refused for a later try with a longer backoff. Returns how many were
+    /// written.
+    pub fn retry(
+        &mut self,
+        what: &str,
+        health: &StoreHealth,
+        mut write: impl FnMut(&T) -> StoreResult<()>,
+    ) -> usize {
+        if self.retry_at().is_none_or(|at| Instant::now() < at) {
+            return 0;
+        }
+        let before = self.items.len();
+        self.items.retain(|item| match write(item) {
+            Ok(()) => {
+                health.recovered();
+                false
+            }
+            Err(error) => {
+                health.failed(what, &error.to_string());
+                true
+            }
+        });
+        if self.items.is_empty() {
+            self.backoff = FIRST_BACKOFF;
+            self.retry_at = None;
+        } else {
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            self.retry_at = Some(Instant::now() + self.backoff);
+        }
+        before - self.items.len()
+    }
+
+    /// While the host stops: once [`SHUTDOWN_GRACE`] has passed since it
+    /// began to, drops what is still refused and returns it, for the lease
+    /// rescue.
+    pub fn give_up_if_stopping(&mut self, stopping: &AtomicBool) -> Vec<T> {
+        if self.items.is_empty() || !stopping.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let give_up_at = *self
+            .give_up_at
+            .get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+        if Instant::now() < give_up_at {
+            return Vec::new();
+        }
+        self.retry_at = None;
+        std::mem::take(&mut self.items)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +282,33 @@ mod tests {
             "{failing}"
         );
         assert_eq!(health.last_error().as_deref(), Some("database: I/O error"));
+    }
+
+    #[test]
+    fn a_refused_write_is_tried_again_later_without_the_others() {
+        let health = StoreHealth::default();
+        let mut refused = Refused::default();
+        refused.add([1, 2, 3]);
+        assert_eq!(
+            refused.retry("a test write", &health, |_| Ok(())),
+            0,
+            "not due yet"
+        );
+        std::thread::sleep(FIRST_BACKOFF);
+        let written = refused.retry("a test write", &health, |n| match n {
+            2 => Err(StoreError::Database("poison".into())),
+            _ => Ok(()),
+        });
+        assert_eq!((written, refused.len()), (2, 1));
+        assert!(
+            refused.retry_at().is_some_and(|at| at > Instant::now()),
+            "backs off"
+        );
+        let stopping = AtomicBool::new(true);
+        assert!(
+            refused.give_up_if_stopping(&stopping).is_empty(),
+            "the grace begins"
+        );
+        assert_eq!(refused.len(), 1);
     }
 }

@@ -1,9 +1,10 @@
 //! A store that fails on demand: it wraps a real one and refuses the result
 //! writes (of deliveries, of directives, or both) while told to, the way a
-//! full or failing disk refuses them, and passes everything else through.
+//! full or failing disk refuses them, or only the batches holding one
+//! result, and passes everything else through.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -18,6 +19,9 @@ pub struct FailingStore {
     pub fail_delivery_results: AtomicBool,
     /// Refuse `finish_directive`.
     pub fail_directive_results: AtomicBool,
+    /// Refuse every `finish_deliveries` batch holding this delivery's result
+    /// (a poison result), and take the others.
+    pub poison_delivery: Mutex<Option<i64>>,
 }
 
 impl FailingStore {
@@ -26,6 +30,7 @@ impl FailingStore {
             inner,
             fail_delivery_results: AtomicBool::new(false),
             fail_directive_results: AtomicBool::new(false),
+            poison_delivery: Mutex::new(None),
         })
     }
 
@@ -75,6 +80,9 @@ impl Store for FailingStore {
     ) -> StoreResult<()> {
         self.inner.record_handler_version(name, digest, now)
     }
+    fn handler_versions(&self, name: &str) -> StoreResult<Vec<HandlerVersion>> {
+        self.inner.handler_versions(name)
+    }
     fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         self.inner.resume_handler(name, now)
     }
@@ -104,6 +112,15 @@ impl Store for FailingStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<FinishOutcome>> {
         Self::refuse(&self.fail_delivery_results)?;
+        let poison = *self
+            .poison_delivery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if results.iter().any(|r| Some(r.delivery_id) == poison) {
+            return Err(StoreError::Database(
+                "constraint failed (a poison result, injected by the test)".into(),
+            ));
+        }
         self.inner.finish_deliveries(results, now)
     }
     fn extend_delivery_leases(

@@ -123,3 +123,100 @@ fn shutdown_ends_within_its_bound_while_the_store_refuses_results() {
     // Nothing was lost: the deliveries wait for their leases, still running.
     assert_eq!(deliveries_in(&host, DeliveryState::Running), 5);
 }
+
+#[test]
+fn a_result_the_store_will_not_take_holds_back_no_other() {
+    let scratch = Scratch::new("failing-poison");
+    let executor = CountingExecutor::new();
+    let (host, failing) = host_on_failing_store(&scratch, &executor);
+    emit(&host, 50);
+    let poison = host
+        .store()
+        .deliveries(&Default::default())
+        .expect("deliveries")[0]
+        .id;
+    *failing.poison_delivery.lock().expect("lock") = Some(poison);
+    let running = host.start().expect("start");
+    // The batch holding it is refused; each result is then tried on its own,
+    // so the other 49 land, in this batch and the later ones, while the poison one keeps failing.
+    wait_for("the other 49 to complete", |last| {
+        let done = deliveries_in(&host, DeliveryState::Completed);
+        *last = format!("{done} completed");
+        (done == 49).then_some(())
+    });
+    let held = host
+        .store()
+        .deliveries(&sighost::store::DeliveryFilter {
+            ids: vec![poison],
+            ..Default::default()
+        })
+        .expect("deliveries");
+    assert_ne!(held[0].state, DeliveryState::Completed, "{held:?}");
+    *failing.poison_delivery.lock().expect("lock") = None;
+    wait_for(
+        "the poison one to complete once the store takes it",
+        |last| {
+            let done = deliveries_in(&host, DeliveryState::Completed);
+            *last = format!("{done} completed");
+            (done == 50).then_some(())
+        },
+    );
+    running.shutdown();
+}
+
+#[test]
+fn readyz_answers_503_while_the_store_refuses_results() {
+    let scratch = Scratch::new("failing-readyz");
+    let executor = CountingExecutor::new();
+    let (host, failing) = host_on_failing_store(&scratch, &executor);
+    let host = Arc::new(host);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("listen");
+    let url = format!("http://{}/readyz", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = sighost::http::Api::new(host.clone(), sighost::http::Tokens::default());
+    let server = runtime.spawn(api.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let readyz = || {
+        let mut answer = agent.get(&url).call().expect("readyz answers");
+        let body = answer.body_mut().read_to_string().expect("body");
+        (answer.status().as_u16(), body)
+    };
+    assert_eq!(readyz().0, 200);
+
+    failing.fail_delivery_results.store(true, Ordering::SeqCst);
+    emit(&host, 3);
+    let running = host.start().expect("start");
+    let (_, body) = wait_for("readyz to say the store fails", |last| {
+        let answer = readyz();
+        *last = format!("{answer:?}");
+        (answer.0 == 503).then_some(answer)
+    });
+    assert!(
+        !body.contains("injected by the test"),
+        "the database's words stay in the log: {body}"
+    );
+    failing.fail_delivery_results.store(false, Ordering::SeqCst);
+    wait_for("readyz to recover", |last| {
+        let answer = readyz();
+        *last = format!("{answer:?}");
+        (answer.0 == 200).then_some(())
+    });
+    running.shutdown();
+    let _ = stop.send(());
+    runtime
+        .block_on(server)
+        .expect("server task")
+        .expect("served");
+}

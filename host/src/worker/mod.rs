@@ -32,10 +32,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use tokio::task::JoinSet;
 
 use crate::fair::{Claim, ClaimOrder, CostLedger};
+use crate::health::Refused;
 use crate::heartbeat::Held;
 use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
@@ -608,20 +609,38 @@ fn complete(
     // turns, so a tenant with a few results waits for one write, not behind
     // a busy tenant's hundreds (ARCHITECTURE.md §4).
     let mut unwritten: Turns<DeliveryResult> = Turns::default();
+    // Results the store refused one by one: tried again beside new batches,
+    // never ahead of them (see `health::Refused`).
+    let mut refused: Refused<DeliveryResult> = Refused::default();
     loop {
         if unwritten.is_empty() {
-            match results.recv() {
-                Ok(finished) => unwritten.push(&finished.tenant, finished.result),
-                Err(_) => return, // every invoker is gone and everything is recorded
-            }
-            // Linger a moment for more results: one commit per batch is the
-            // store's biggest cost, and a millisecond is small beside a
-            // delivery.
-            let linger = Instant::now() + COMPLETION_LINGER;
-            while unwritten.len() < config.batch_size {
-                match results.recv_deadline(linger) {
-                    Ok(finished) => unwritten.push(&finished.tenant, finished.result),
-                    Err(_) => break,
+            let first = match refused.retry_at() {
+                None => results.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => results.recv_deadline(at),
+            };
+            match first {
+                Ok(finished) => {
+                    unwritten.push(&finished.tenant, finished.result);
+                    // Linger a moment for more results: one commit per batch
+                    // is the store's biggest cost, and a millisecond is small
+                    // beside a delivery.
+                    let linger = Instant::now() + COMPLETION_LINGER;
+                    while unwritten.len() < config.batch_size {
+                        match results.recv_deadline(linger) {
+                            Ok(finished) => unwritten.push(&finished.tenant, finished.result),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {} // time to try the refused again
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every invoker is gone: the host is stopping.
+                    if refused.is_empty() {
+                        return; // everything is recorded
+                    }
+                    if let Some(at) = refused.retry_at() {
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    }
                 }
             }
         }
@@ -633,8 +652,26 @@ fn complete(
             std::iter::from_fn(|| unwritten.pop(|_| true).map(|(_, result)| result))
                 .take(config.batch_size)
                 .collect();
-        let outcomes = record(deps, stopping, &batch);
-        room.in_flight.fetch_sub(batch.len(), Ordering::SeqCst);
+        let (mut outcomes, not_taken) = record(deps, &batch);
+        let mut done = batch.len() - not_taken.len();
+        refused.add(not_taken);
+        done += refused.retry("recording delivery results", &deps.health, |result| {
+            let written = deps
+                .store
+                .finish_deliveries(std::slice::from_ref(result), (deps.clock)())?;
+            outcomes.extend(written);
+            Ok(())
+        });
+        let given_up = refused.give_up_if_stopping(stopping);
+        if !given_up.is_empty() {
+            tracing::error!(
+                results = given_up.len(),
+                "stopping with delivery results the store would not take: those deliveries run \
+                 again once their leases expire"
+            );
+            done += given_up.len();
+        }
+        room.in_flight.fetch_sub(done, Ordering::SeqCst);
         // Only when the fetcher waits for room: ringing after every
         // batch would have it run empty claims that hold the writer.
         if room.wanted.swap(false, Ordering::SeqCst) {
@@ -650,54 +687,41 @@ fn complete(
 }
 
 /// Writes a batch of results in one transaction. If the store refuses it,
-/// each result is tried on its own, round after round with backoff, so that
-/// one the store will not take holds back none of the others; a stopping
-/// host gives up after its grace (see `health.rs`), leaving what is still
-/// unwritten to the lease rescue. Returns the outcomes written.
+/// each result is tried once on its own, so that one the store will not
+/// take holds back none of the others. Returns the outcomes written and the
+/// results the store refused.
 fn record(
     deps: &WorkerDeps,
-    stopping: &AtomicBool,
     batch: &[DeliveryResult],
-) -> Vec<FinishOutcome> {
+) -> (Vec<FinishOutcome>, Vec<DeliveryResult>) {
+    if batch.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
     match deps.store.finish_deliveries(batch, (deps.clock)()) {
         Ok(outcomes) => {
             deps.health.recovered();
-            return outcomes;
+            return (outcomes, Vec::new());
         }
         Err(error) => deps
             .health
             .failed("recording delivery results", &error.to_string()),
     }
     let mut outcomes = Vec::with_capacity(batch.len());
-    let mut unwritten: Vec<&DeliveryResult> = batch.iter().collect();
-    let written =
-        crate::health::until_written("recording delivery results", &deps.health, stopping, || {
-            let mut last_error = None;
-            unwritten.retain(|result| {
-                match deps
-                    .store
-                    .finish_deliveries(std::slice::from_ref(*result), (deps.clock)())
-                {
-                    Ok(written) => {
-                        outcomes.extend(written);
-                        false
-                    }
-                    Err(error) => {
-                        last_error = Some(error);
-                        true
-                    }
-                }
-            });
-            last_error.map_or(Ok(()), Err)
-        });
-    if written.is_none() {
-        tracing::error!(
-            results = unwritten.len(),
-            "stopping with delivery results the store would not take: those deliveries run \
-             again once their leases expire"
-        );
+    let mut not_taken = Vec::new();
+    for result in batch {
+        match deps
+            .store
+            .finish_deliveries(std::slice::from_ref(result), (deps.clock)())
+        {
+            Ok(written) => outcomes.extend(written),
+            Err(error) => {
+                deps.health
+                    .failed("recording delivery results", &error.to_string());
+                not_taken.push(result.clone());
+            }
+        }
     }
-    outcomes
+    (outcomes, not_taken)
 }
 
 #[cfg(test)]
