@@ -637,6 +637,26 @@ pub fn records_a_handler_version_more_than_once(store: &dyn Store) {
     store
         .record_handler_version("greeter", "sha256:bb", at(2))
         .expect("record a new version");
+    store
+        .record_handler_version("other", "sha256:aa", at(3))
+        .expect("the same code under another name");
+    let versions: Vec<(String, DateTime<Utc>)> = store
+        .handler_versions("greeter")
+        .expect("versions")
+        .into_iter()
+        .map(|v| (v.digest, v.first_seen_at))
+        .collect();
+    assert_eq!(
+        versions,
+        [("sha256:aa".into(), at(0)), ("sha256:bb".into(), at(2))],
+        "each version once, with the time it was first seen"
+    );
+    assert!(
+        store
+            .handler_versions("nobody")
+            .expect("versions")
+            .is_empty()
+    );
 }
 
 // ---------------------------------------------------------------------------

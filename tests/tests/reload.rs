@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use sighost::reload::SCAN_INTERVAL;
 use sighost::sandbox::digest;
 use sighost::store::{Delivery, DeliveryFilter, DeliveryState, DirectiveFilter, NewSignal};
 use sighost::{HostConfig, Sighost};
@@ -70,21 +71,15 @@ fn wasm_digest(path: &Path) -> String {
     digest(&std::fs::read(path).expect("read component"))
 }
 
-/// When the running host first loaded this version (`handler_versions`).
-fn first_seen(data: &Path, name: &str, digest: &str) -> DateTime<Utc> {
-    let db = rusqlite::Connection::open_with_flags(
-        data.join("sighost.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the database");
-    let micros: i64 = db
-        .query_row(
-            "SELECT first_seen_at FROM handler_versions WHERE name = ?1 AND digest = ?2",
-            [name, digest],
-            |row| row.get(0),
-        )
-        .expect("the version is recorded");
-    DateTime::from_timestamp_micros(micros).expect("a valid time")
+/// When the running host first loaded this version of `name`.
+fn first_seen(host: &Sighost, name: &str, digest: &str) -> DateTime<Utc> {
+    host.store()
+        .handler_versions(name)
+        .expect("handler versions")
+        .into_iter()
+        .find(|v| v.digest == digest)
+        .unwrap_or_else(|| panic!("version {digest} of {name} is recorded"))
+        .first_seen_at
 }
 
 #[test]
@@ -145,8 +140,8 @@ fn a_swapped_handler_runs_new_deliveries_and_finishes_in_flight_ones_on_the_old_
 
     // A delivery that started before version 2 was swapped in finished on
     // version 1.
-    let swapped_at = first_seen(&data, "swap", &new);
-    assert!(first_seen(&data, "swap", &old) < swapped_at);
+    let swapped_at = first_seen(&host, "swap", &new);
+    assert!(first_seen(&host, "swap", &old) < swapped_at);
     let spanning = all.iter().find_map(|d| {
         let attempts = host.store().attempts(d.id).expect("attempts");
         attempts
@@ -313,38 +308,34 @@ fn a_removed_handler_keeps_its_pending_deliveries_until_it_is_back() {
     for i in 0..3 {
         emit(&host, i);
     }
-    std::thread::sleep(Duration::from_secs(2));
-    let pending = deliveries(&host, "keeper");
-    assert_eq!(pending.len(), 3);
-    assert!(
-        pending
-            .iter()
-            .all(|d| d.state == DeliveryState::Available && d.attempt == 0),
-        "kept, and no attempt counted: {pending:?}"
-    );
-    assert!(
-        pending
-            .iter()
-            .all(|d| d.scheduled_at > Utc::now() + chrono::Duration::seconds(30)),
-        "the running host looked at them and put them back for later: {pending:?}"
-    );
+    // The running host looked at them and put them back for later, without
+    // counting an attempt.
+    let snoozed = wait_for("the running host to put the deliveries back", |last| {
+        let pending = deliveries(&host, "keeper");
+        *last = format!("{pending:?}");
+        (pending.len() == 3
+            && pending.iter().all(|d| {
+                d.state == DeliveryState::Available
+                    && d.attempt == 0
+                    && d.scheduled_at > Utc::now() + chrono::Duration::seconds(30)
+            }))
+        .then_some(pending)
+    });
+    let snoozed_until: BTreeMap<i64, DateTime<Utc>> =
+        snoozed.iter().map(|d| (d.id, d.scheduled_at)).collect();
 
     std::fs::copy(guest("trivial"), &wasm).expect("put the handler back");
-    // Deliveries put back wait out the host's snooze (a minute) before they
-    // are claimed again.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let done = loop {
-        let all = deliveries(&host, "keeper");
-        if all.iter().all(|d| d.state == DeliveryState::Completed) {
-            break all;
-        }
-        assert!(Instant::now() < deadline, "not completed: {all:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // Loading it again makes its snoozed deliveries due at once: they must
+    // run long before their snooze (a minute) would have ended.
+    let done = wait_all_completed(&host, "keeper", 3);
     for delivery in done {
         let attempts = host.store().attempts(delivery.id).expect("attempts");
         assert_eq!(attempts.len(), 1, "{attempts:?}");
         assert_eq!(attempts[0].outcome, "ok");
+        assert!(
+            attempts[0].started_at < snoozed_until[&delivery.id],
+            "ran when the snooze ended, not when the handler came back: {attempts:?}"
+        );
     }
     server.stop();
 }
@@ -355,15 +346,33 @@ fn a_module_still_being_written_is_loaded_once_complete() {
     let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
     let server = Server::start(&data, &handlers, "run", 1);
 
-    // Written in pieces over about 2.5 s: every scan sees a new size.
+    // Written in 32 pieces 50 ms apart, over more than two scans: scans see
+    // the file half-written, and every scan sees a new size, since a piece
+    // lands well within each scan interval (a writer that paused for a whole
+    // interval would look finished; that is the watcher's documented rule).
     let bytes = std::fs::read(guest("trivial")).expect("read component");
     let target = handlers.join("late.wasm");
     let mut file = std::fs::File::create(&target).expect("create");
-    for piece in bytes.chunks(bytes.len().div_ceil(16)) {
+    let started = Instant::now();
+    let mut last_write = started;
+    let mut longest_pause = Duration::ZERO;
+    for piece in bytes.chunks(bytes.len().div_ceil(32)) {
         std::io::Write::write_all(&mut file, piece).expect("write a piece");
-        std::thread::sleep(Duration::from_millis(150));
+        longest_pause = longest_pause.max(last_write.elapsed());
+        last_write = Instant::now();
+        std::thread::sleep(Duration::from_millis(50));
     }
     drop(file);
+    let writing = started.elapsed();
+    assert!(
+        writing > 2 * SCAN_INTERVAL,
+        "the write took {writing:?}: no scan need have seen it half-done"
+    );
+    assert!(
+        longest_pause < SCAN_INTERVAL,
+        "this machine held the writer for {longest_pause:?}, a whole scan interval: \
+         the test could not write the file the way it means to"
+    );
     server.wait_for_log("the complete module to load", |l| {
         loaded(l, "late", &digest(&bytes))
     });

@@ -328,6 +328,14 @@ pub struct RequestedDirective {
     pub scheduled_at: Option<DateTime<Utc>>,
 }
 
+/// A version of a handler: the digest of its code, and when a host first
+/// loaded it under that name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandlerVersion {
+    pub digest: String,
+    pub first_seen_at: DateTime<Utc>,
+}
+
 /// One attempt of a delivery, kept whatever its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -705,6 +713,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         digest: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+
+    /// The versions of the handler `name` that ever ran, first seen first.
+    fn handler_versions(&self, name: &str) -> StoreResult<Vec<HandlerVersion>>;
 
     /// Makes the deliveries put aside while no handler of this name was
     /// loaded (snoozed) due now, because one is loaded again. Returns how many.

@@ -394,6 +394,10 @@ impl Store for PostgresStore {
         self.write(|db| queries::record_handler_version(db, name, digest, now))
     }
 
+    fn handler_versions(&self, name: &str) -> StoreResult<Vec<HandlerVersion>> {
+        self.connection(|db| queries::handler_versions(db, name))
+    }
+
     fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         self.write(|db| queries::resume_handler(db, name, now))
     }

@@ -331,6 +331,25 @@ pub fn record_handler_version(
     Ok(())
 }
 
+pub fn handler_versions(
+    db: &mut Db<'_, impl GenericClient>,
+    name: &str,
+) -> StoreResult<Vec<HandlerVersion>> {
+    db.query(
+        "SELECT digest, first_seen_at FROM handler_versions WHERE name = $1 \
+         ORDER BY first_seen_at, digest",
+        &[&name],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(HandlerVersion {
+            digest: r.try_get(0)?,
+            first_seen_at: r.try_get(1)?,
+        })
+    })
+    .collect()
+}
+
 /// See `Store::resume_handler`. Snoozed deliveries are the available ones
 /// scheduled later than now: new ones are due at once and retries are
 /// `retryable`. The `IN` keeps the statement on the partial due index.

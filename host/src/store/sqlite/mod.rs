@@ -380,6 +380,10 @@ impl Store for SqliteStore {
         self.write(|tx| queries::record_handler_version(tx, name, digest, now))
     }
 
+    fn handler_versions(&self, name: &str) -> StoreResult<Vec<HandlerVersion>> {
+        self.read(|c| queries::handler_versions(c, name))
+    }
+
     fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         self.write(|tx| queries::resume_handler(tx, name, now))
     }

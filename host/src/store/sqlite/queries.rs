@@ -306,6 +306,22 @@ pub fn record_handler_version(
     Ok(())
 }
 
+pub fn handler_versions(c: &Connection, name: &str) -> StoreResult<Vec<HandlerVersion>> {
+    let mut statement = c.prepare_cached(
+        "SELECT digest, first_seen_at FROM handler_versions WHERE name = ?1 \
+         ORDER BY first_seen_at, digest",
+    )?;
+    let versions = statement
+        .query_map([name], |r| {
+            Ok(HandlerVersion {
+                digest: r.get(0)?,
+                first_seen_at: from_micros(r.get(1)?),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(versions)
+}
+
 pub fn resume_handler(c: &Connection, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
     // Snoozed deliveries are the available ones scheduled later than now: new
     // ones are due at once and retries are `retryable`. The `IN` keeps the
