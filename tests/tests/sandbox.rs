@@ -72,6 +72,7 @@ fn every_guest_has_a_test() {
         "random-hog",
         "resource-hoarder",
         "stream-spinner",
+        "residue",
         // examples
         "forum-summarizer",
         "audit-trail",
@@ -433,6 +434,29 @@ fn errors_when_a_handler_imports_sockets() {
 }
 
 #[test]
+fn errors_when_a_handler_imports_wasi_http() {
+    // No toolchain of ours makes an HTTP client guest small enough to keep
+    // here; the import alone is what the load refuses, before any export.
+    let bytes =
+        wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.6" (instance)))"#)
+            .expect("valid component text");
+    let err = SANDBOX
+        .load_bytes(
+            "http-client",
+            &bytes,
+            Manifest::default(),
+            "http-client.wasm",
+        )
+        .expect_err("refused");
+    assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("imports wasi:http/outgoing-handler@0.2.6"),
+        "{err}"
+    );
+}
+
+#[test]
 fn errors_when_a_handler_imports_an_unknown_interface() {
     assert!(refusal("unknown-importer").contains("imports acme:backdoor/steal"));
 }
@@ -500,6 +524,47 @@ fn the_snooping_guest_sees_no_environment_no_arguments_and_no_files() {
     // the host's working directory.
     let host_cwd = std::env::current_dir().expect("cwd").display().to_string();
     assert_ne!(report["cwd"], json!(host_cwd), "{report}");
+    assert_eq!(
+        report["stdin"],
+        json!("0 bytes"),
+        "stdin is empty: {report}"
+    );
+}
+
+#[test]
+fn a_guest_let_through_to_the_sockets_interface_still_cannot_connect() {
+    // As above: the import policy lets `wasi:sockets` through, so that the
+    // WASI context, which grants no network, is what must deny it.
+    let mut policy = ImportPolicy::default();
+    policy.allowed_prefixes.push("wasi:sockets/".into());
+    let open = Sandbox::new(SandboxConfig {
+        import_policy: policy,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let port = listener.local_addr().expect("address").port();
+    let handler = load_in(
+        &open,
+        "socket-importer",
+        &format!("[options]\nport = {port}"),
+    );
+    let run = open.invoke_blocking(
+        &handler,
+        &signal("org_acme", "a.b", json!({})),
+        &delivery(json!({}), &[]),
+    );
+    assert_eq!(run.outcome, Outcome::Ok, "{}", run.report.output);
+    assert!(
+        run.report.output.contains("connect failed:"),
+        "{}",
+        run.report.output
+    );
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the listener was reached: {other:?}"),
+    }
 }
 
 #[test]
@@ -561,26 +626,51 @@ fn a_directive_belongs_to_the_invoking_tenant_whatever_its_payload_says() {
     );
 }
 
+/// The token the `chatty` guest writes to stderr, and its line.
+const TOKEN: &str = "abcdefghijklmnopqrstuvwxyz012345";
+const TOKEN_LINE: &str = "Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345\n";
+const GREETING: &str = "hello from chatty\n";
+
 #[test]
 fn guest_output_is_captured_bounded_and_redacted() {
+    // The token comes early, inside the bound; 1 MiB of filler follows it.
     let handler = load_guest("chatty", "[limits]\noutput_kib = 8");
     let run = run(&handler, "org_acme");
     assert_eq!(run.outcome, Outcome::Ok);
-    assert!(
-        run.report.output.starts_with("hello from chatty"),
-        "{}",
-        &run.report.output[..64]
-    );
+    let output = &run.report.output;
+    assert!(output.starts_with(GREETING), "{}", &output[..64]);
     assert!(run.report.output_truncated);
+    assert!(output.len() <= 8 << 10, "{}", output.len());
     assert!(
-        run.report.output.len() <= 8 << 10,
-        "{}",
-        run.report.output.len()
+        output.contains("[REDACTED]") && output.contains("chatty filler"),
+        "the token line was kept, redacted, and the filler after it: {}",
+        &output[..200]
     );
-    assert!(
-        !run.report.output.contains("abcdefghijklmnop"),
-        "the bearer token is redacted"
-    );
+    assert!(!output.contains(&TOKEN[..4]), "the token is redacted");
+}
+
+#[test]
+fn a_token_cut_by_the_output_bound_leaves_no_part_of_itself() {
+    // The token line is placed so that the 8 KiB bound falls inside it, after
+    // `kept` of the token's characters.
+    for kept in [1, 4, 8, 15, 16, 20, 31] {
+        let prefix = TOKEN_LINE.len() - TOKEN.len() - 1;
+        let before = (8 << 10) - GREETING.len() - prefix - kept;
+        let handler = load_guest(
+            "chatty",
+            &format!("[limits]\noutput_kib = 8\n[options]\nbefore = {before}\nafter = 0"),
+        );
+        let run = run(&handler, "org_acme");
+        assert_eq!(run.outcome, Outcome::Ok);
+        let output = &run.report.output;
+        assert!(run.report.output_truncated, "kept {kept}");
+        assert!(output.len() <= 8 << 10, "kept {kept}: {}", output.len());
+        let tail = &output[output.len().saturating_sub(80)..];
+        assert!(
+            !output.contains(&format!(" {}", &TOKEN[..kept])),
+            "{kept} characters of the token were kept at the bound: {tail:?}"
+        );
+    }
 }
 
 #[test]
@@ -622,6 +712,28 @@ fn no_state_survives_between_invocations() {
     let handler = load_guest("directive-flood", "directives = ['flood.item']");
     for _ in 0..2 {
         assert_eq!(run(&handler, "org_acme").directives.len(), 64);
+    }
+}
+
+#[test]
+fn a_reused_pool_slot_keeps_nothing_of_the_tenant_before() {
+    // One slot in the pool: every invocation runs in the slot the one before
+    // it used. The residue guest looks in its statics and in memory grown
+    // past its initial size for what the run before left (the other tenant's
+    // name), and fails naming what it found.
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_concurrent_instances: 1,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let handler = load_in(&sandbox, "residue", "");
+    for tenant in ["org_a", "org_b", "org_a", "org_b"] {
+        let run = sandbox.invoke_blocking(
+            &handler,
+            &signal(tenant, "test.happened", json!({})),
+            &delivery(json!({}), &[]),
+        );
+        assert_eq!(run.outcome, Outcome::Ok, "{tenant}: {run:?}");
     }
 }
 

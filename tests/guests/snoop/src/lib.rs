@@ -1,4 +1,4 @@
-//! Looks at the host's environment, arguments, files and working directory
+//! Looks at the host's environment, arguments, files, working directory and stdin
 //! through std and reports what it saw in one `snoop.report` directive, so
 //! tests can check that the sandbox shows it nothing.
 
@@ -35,9 +35,15 @@ fn handle_signal(signal: Signal, _tenant: String, _context: Context) -> Result<(
         }),
     );
     let cwd = describe(std::env::current_dir(), |dir| dir.display().to_string());
+    // Read to the end: end of file says "0 bytes", a refused read an error.
+    let mut input = Vec::new();
+    let stdin = describe(
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut input),
+        |n| format!("{n} bytes"),
+    );
 
     directive("snoop.report")
-        .payload(&json!({ "env": env, "args": args, "files": files, "cwd": cwd }))
+        .payload(&json!({ "env": env, "args": args, "files": files, "cwd": cwd, "stdin": stdin }))
         .request(&signal)?;
     Ok(())
 }
