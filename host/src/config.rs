@@ -781,8 +781,37 @@ mod tests {
         let host = config.host_config();
         assert_eq!(host.data_dir, PathBuf::from("./data"));
         assert_eq!(config.handlers_dir, PathBuf::from("./handlers"));
-        assert_eq!(host.sandbox.limits, crate::Limits::default());
-        assert_eq!(host.workers.retry, RetryPolicy::default());
+        // The README's Limits table, as literals: a changed default must
+        // change the table too.
+        let limits = &host.sandbox.limits;
+        assert_eq!(limits.memory_bytes, 64 << 20);
+        assert_eq!(limits.timeout, Duration::from_secs(2));
+        assert_eq!(limits.fuel, None);
+        assert_eq!(limits.signal_payload_bytes, 256 << 10);
+        assert_eq!(limits.directive_payload_bytes, 64 << 10);
+        assert_eq!(limits.directives_per_invocation, 64);
+        assert_eq!(limits.output_bytes, 64 << 10);
+        assert_eq!(limits.causation_depth, 16);
+        assert_eq!(host.sandbox.load_timeout, Duration::from_secs(2));
+        assert_eq!(host.sandbox.max_concurrent_instances, 64);
+        assert_eq!(host.sandbox.max_memory_bytes, 256 << 20);
+        let pool = &host.sandbox.pool;
+        assert_eq!(
+            (
+                pool.core_instances_per_component,
+                pool.memories_per_component,
+                pool.tables_per_component,
+                pool.table_elements
+            ),
+            (16, 2, 8, 20_000)
+        );
+        assert_eq!(host.workers.max_waiting, 32);
+        // The README's retry schedule: ten attempts, about 17 s to the first retry.
+        let retry = &host.workers.retry;
+        assert_eq!(
+            (retry.max_attempts, retry.base, retry.unit, retry.jitter),
+            (10, Duration::from_secs(15), Duration::from_secs(1), 0.1)
+        );
         assert_eq!(
             config.http.listen_addr(),
             Some(Ok("127.0.0.1:8080".parse().expect("an address")))

@@ -77,13 +77,16 @@ mod tests {
 
     #[test]
     fn stops_when_the_budget_is_spent() {
-        let policy = RetryPolicy::fast(3);
+        let policy = RetryPolicy::default();
         let now = Utc::now();
+        // After attempt 2 of 3: 15 s + 4 s, plus at most 10% of that.
+        let at = policy.next_attempt_at(2, 3, now).expect("a third attempt");
+        let delay = (at - now).to_std().expect("in the future");
         assert!(
-            policy
-                .next_attempt_at(2, 3, now)
-                .is_some_and(|at| at >= now)
+            delay >= Duration::from_secs(19) && delay <= Duration::from_secs(19).mul_f64(1.1),
+            "{delay:?}"
         );
         assert_eq!(policy.next_attempt_at(3, 3, now), None);
+        assert_eq!(policy.next_attempt_at(4, 3, now), None);
     }
 }
