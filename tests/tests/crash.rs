@@ -9,8 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use sighost::store::{DeliveryFilter, DeliveryState, NewSignal};
+use sighost::store::NewSignal;
 use sighost::{HostConfig, Sighost};
+use sighost_tests::host_helpers::wait_for;
 use sighost_tests::{example_handler, guest, sighost_binary};
 
 const KILLS: usize = 24;
@@ -47,6 +48,18 @@ fn start(data: &Path, handlers: &Path, round: usize) -> Child {
         .stderr(log)
         .spawn()
         .expect("spawn sighost run")
+}
+
+/// The first column of the first row of `sql`, on the test's own read-only
+/// connection to the store.
+fn count(data: &Path, sql: &str) -> usize {
+    let db = rusqlite::Connection::open_with_flags(
+        data.join("sighost.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the database");
+    let n: i64 = db.query_row(sql, [], |row| row.get(0)).expect(sql);
+    n as usize
 }
 
 fn emit_round(host: &Sighost, round: usize) {
@@ -93,24 +106,38 @@ fn every_delivery_completes_exactly_once_across_random_sigkills() {
         .create_tenant("org_crash", json!({}), chrono::Utc::now())
         .expect("tenant");
 
+    // Each round kills a child that has started working: it waits for the
+    // child's first completions, then kills it a moment later, while (most
+    // times) work is still under way.
     let mut completed_at_kill = Vec::new();
+    let mut interrupted = 0;
     for round in 0..KILLS {
         emit_round(&host, round);
+        let before = count(
+            &data,
+            "SELECT count(*) FROM deliveries WHERE state = 'completed'",
+        );
         let mut child = start(&data, &handlers, round);
-        std::thread::sleep(Duration::from_millis(fastrand::u64(50..600)));
+        wait_for("the child to complete deliveries", |last| {
+            let now = count(
+                &data,
+                "SELECT count(*) FROM deliveries WHERE state = 'completed'",
+            );
+            *last = format!("{now} completed, {before} before it started");
+            (now > before).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..250)));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
-        let completed = host
-            .store()
-            .deliveries(&DeliveryFilter {
-                state: Some(DeliveryState::Completed),
-                ..Default::default()
-            })
-            .expect("list")
-            .len();
+        let completed = count(
+            &data,
+            "SELECT count(*) FROM deliveries WHERE state = 'completed'",
+        );
+        if completed < (round + 1) * SIGNALS_PER_ROUND * 2 {
+            interrupted += 1;
+        }
         completed_at_kill.push(completed);
     }
-
     // One last run, left to finish its work, then stopped gracefully.
     let mut child = start(&data, &handlers, KILLS);
     let expected = KILLS * SIGNALS_PER_ROUND * 2;
@@ -125,16 +152,21 @@ fn every_delivery_completes_exactly_once_across_random_sigkills() {
         "a graceful stop exits 0"
     );
 
-    // Most kills really interrupted work: fewer deliveries had completed
-    // than had been emitted by then.
-    let interrupted = completed_at_kill
-        .iter()
-        .enumerate()
-        .filter(|(round, completed)| **completed < (round + 1) * SIGNALS_PER_ROUND * 2)
-        .count();
+    // Most kills really interrupted work: the child had started completing
+    // deliveries, and fewer had completed than had been emitted by then. And
+    // the deliveries a killed child was running were rescued when their
+    // lease ran out, which their attempts record.
     assert!(
         interrupted >= KILLS * 2 / 3,
         "only {interrupted} of {KILLS} kills interrupted work: {completed_at_kill:?}"
+    );
+    let rescued = count(
+        &data,
+        "SELECT count(*) FROM attempts WHERE outcome = 'lease_expired'",
+    );
+    assert!(
+        rescued > 0,
+        "no attempt was ever rescued from a killed child"
     );
 
     let (_, directives) =
@@ -153,8 +185,8 @@ fn every_delivery_completes_exactly_once_across_random_sigkills() {
         "every directive was executed"
     );
     eprintln!(
-        "{KILLS} kills; completed deliveries at each kill: {completed_at_kill:?}; \
-         executor calls: {} for {} directives",
+        "{KILLS} kills, {interrupted} interrupting work; completed deliveries at each kill: \
+         {completed_at_kill:?}; {rescued} attempts rescued; executor calls: {} for {} directives",
         executed.lines().count(),
         directives.len()
     );

@@ -1247,6 +1247,7 @@ fn each_tenant_sees_only_its_own_signals_settings_packages_and_directives() {
 #[test]
 fn signals_emitted_before_a_shutdown_complete_exactly_once_after_a_restart() {
     const SIGNALS: usize = 200;
+    const BATCH: usize = 2000;
     let scratch = Scratch::new("fanout-shutdown");
     let handlers = scratch.subdir("handlers");
     install(
@@ -1277,7 +1278,22 @@ fn signals_emitted_before_a_shutdown_complete_exactly_once_after_a_restart() {
             .expect("emit");
         assert_eq!(emitted.deliveries, 2);
     }
+    // A batch larger than a claim, emitted just before the stop: far more
+    // than the workers can finish in the moment they have.
+    let batch: Vec<_> = (SIGNALS..SIGNALS + BATCH)
+        .map(|i| new_signal("org_acme", "bulk.item", json!({"i": i})))
+        .collect();
+    host.emit_batch(batch).expect("emit the batch");
     running.shutdown();
+    let left = deliveries(&host, DeliveryFilter::default())
+        .iter()
+        .filter(|d| d.state != DeliveryState::Completed)
+        .count();
+    assert!(
+        left > 0,
+        "every delivery completed before the shutdown: the restart would have nothing to do"
+    );
+    eprintln!("{left} deliveries left for the restart");
     drop(host);
 
     let host = open_host(config(), &handlers);
@@ -1290,9 +1306,9 @@ fn signals_emitted_before_a_shutdown_complete_exactly_once_after_a_restart() {
             .filter(|d| d.state == DeliveryState::Completed)
             .count();
         *last = format!("{completed} of {} completed", found.len());
-        (found.len() == 2 * SIGNALS && completed == found.len()).then_some(found)
+        (found.len() == 2 * (SIGNALS + BATCH) && completed == found.len()).then_some(found)
     });
-    let all = wait_succeeded(&host, DirectiveFilter::default(), 2 * SIGNALS);
+    let all = wait_succeeded(&host, DirectiveFilter::default(), 2 * (SIGNALS + BATCH));
     running.shutdown();
 
     for delivery in &done {
@@ -1313,12 +1329,12 @@ fn signals_emitted_before_a_shutdown_complete_exactly_once_after_a_restart() {
             .or_default() += 1;
         assert_eq!(executor.calls(&directive.id), 1, "{directive:?}");
     }
-    assert_eq!(per_pair.len(), 2 * SIGNALS);
+    assert_eq!(per_pair.len(), 2 * (SIGNALS + BATCH));
     assert!(
         per_pair.values().all(|&n| n == 1),
         "one directive per (signal, handler)"
     );
-    assert_eq!(executor.total_calls() as usize, 2 * SIGNALS);
+    assert_eq!(executor.total_calls() as usize, 2 * (SIGNALS + BATCH));
 }
 
 #[test]
@@ -1378,8 +1394,11 @@ fn a_delivery_held_by_a_worker_that_died_is_run_again_after_its_lease_expires() 
 #[test]
 fn a_delivery_that_waited_too_long_for_its_lease_is_put_back_not_run_twice() {
     // One invoker, a 1 s lease and handlers that take 300 ms: of ten claimed
-    // at once, the later ones would start after their lease ended, be rescued
-    // by the next claim and run again elsewhere. They must go back untouched.
+    // at once, the later ones start seconds after the claim. Without the
+    // heartbeat their leases would end while they wait, the next claim would
+    // rescue them, and they would run twice. However slow the machine, each
+    // must run once: the heartbeat keeps the lease of whatever the process
+    // holds, queued or running, and the fence refuses a late result.
     let scratch = Scratch::new("fanout-lease");
     let handlers = scratch.subdir("handlers");
     install(&handlers, "slow", &guest("slow"), "");
@@ -1416,4 +1435,180 @@ fn a_delivery_that_waited_too_long_for_its_lease_is_put_back_not_run_twice() {
             delivery.id
         );
     }
+}
+
+#[test]
+fn an_attempt_keeps_the_guests_output_bounded_and_redacted() {
+    let scratch = Scratch::new("fanout-output");
+    let handlers = scratch.subdir("handlers");
+    install(
+        &handlers,
+        "chatty",
+        &guest("chatty"),
+        "subscriptions = ['chat.*']\n[limits]\noutput_kib = 4",
+    );
+    let host = open_host(fast_config(scratch.path(), 3), &handlers);
+    create_tenant(&host, "org_acme", json!({}), &[]);
+    let running = host.start().expect("start");
+    let signal_id = host
+        .emit(new_signal("org_acme", "chat.said", json!({})))
+        .expect("emit")
+        .signal
+        .id;
+    let delivery = one(
+        wait_deliveries(&host, &signal_id, 1, DeliveryState::Completed),
+        "delivery",
+    );
+    running.shutdown();
+    let attempt = one(
+        host.store().attempts(delivery.id).expect("attempts"),
+        "attempt",
+    );
+    let output = &attempt.output;
+    assert!(output.starts_with("hello from chatty\n"), "{output:.80}");
+    assert!(output.len() <= 4 << 10, "{} bytes kept", output.len());
+    assert!(output.contains("chatty filler"), "{output:.200}");
+    assert!(
+        output.contains("[REDACTED]") && !output.contains("abcdefghijklmnop"),
+        "the token is redacted in the stored attempt: {output:.200}"
+    );
+}
+
+/// Installs `wasm` as the only handler, with `manifest`, on a host with
+/// `configure` applied; emits one signal and waits for its delivery to be
+/// discarded; returns the outcomes and errors of its attempts.
+fn attempts_until_discarded(
+    label: &str,
+    wasm: &std::path::Path,
+    manifest: &str,
+    configure: impl FnOnce(&mut sighost::HostConfig),
+) -> Vec<(String, Option<String>)> {
+    let scratch = Scratch::new(label);
+    let handlers = scratch.subdir("handlers");
+    install(&handlers, "breach", wasm, manifest);
+    let mut config = fast_config(scratch.path(), 10);
+    configure(&mut config);
+    let host = open_host(config, &handlers);
+    create_tenant(&host, "org_acme", json!({}), &[]);
+    let running = host.start().expect("start");
+    let signal_id = host
+        .emit(new_signal("org_acme", "breach.tried", json!({})))
+        .expect("emit")
+        .signal
+        .id;
+    let delivery = one(
+        wait_deliveries(&host, &signal_id, 1, DeliveryState::Discarded),
+        "delivery",
+    );
+    running.shutdown();
+    host.store()
+        .attempts(delivery.id)
+        .expect("attempts")
+        .into_iter()
+        .map(|a| (a.outcome.to_string(), a.error))
+        .collect()
+}
+
+#[test]
+fn a_handler_over_its_memory_limit_is_retried_then_discarded() {
+    let attempts = attempts_until_discarded(
+        "fanout-memory",
+        &guest("memory-bomb"),
+        "max_attempts = 2\n[limits]\nmemory_mib = 16",
+        |_| {},
+    );
+    let outcomes: Vec<&str> = attempts.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["memory_exceeded", "memory_exceeded"],
+        "{attempts:?}"
+    );
+}
+
+#[test]
+fn a_handler_out_of_fuel_is_retried_then_discarded() {
+    let attempts = attempts_until_discarded(
+        "fanout-fuel",
+        &guest("looper"),
+        "max_attempts = 2\n[limits]\nfuel = 5000000",
+        |config| config.sandbox.fuel_metering = true,
+    );
+    let outcomes: Vec<&str> = attempts.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["fuel_exhausted", "fuel_exhausted"],
+        "{attempts:?}"
+    );
+}
+
+#[test]
+fn a_directive_that_exhausts_its_attempts_fails_and_emits_directive_failed() {
+    let scratch = Scratch::new("fanout-directive-failed");
+    let handlers = scratch.subdir("handlers");
+    install(
+        &handlers,
+        "noop",
+        &guest("trivial"),
+        "subscriptions = ['job.requested']\ndirectives = ['bench.noop']",
+    );
+    let executor = CountingExecutor::failing_first(u32::MAX);
+    let mut config = fast_config(scratch.path(), 2);
+    config.runner.lifecycle_signals = true;
+    config.executors = executor.for_names(&["bench.noop"]);
+    let host = open_host(config, &handlers);
+    create_tenant(&host, "org_acme", json!({}), &[]);
+    let running = host.start().expect("start");
+    let cause = host
+        .emit(new_signal("org_acme", "job.requested", json!({"job": 1})))
+        .expect("emit")
+        .signal
+        .id;
+    let failed_signals = || {
+        host.store()
+            .signals(&SignalFilter {
+                tenant: Some("org_acme".into()),
+                name: Some("directive.failed".into()),
+                ..SignalFilter::default()
+            })
+            .expect("signals")
+    };
+    let signal = one(
+        wait_for("a directive.failed signal", |last| {
+            let found = failed_signals();
+            *last = format!("{} found", found.len());
+            (!found.is_empty()).then_some(found)
+        }),
+        "directive.failed signal",
+    );
+    running.shutdown();
+
+    let directive = one(directives_of(&host, &cause), "directive");
+    assert_eq!(
+        (directive.state, directive.attempt),
+        (DirectiveState::Failed, 2)
+    );
+    let error = "scripted failure 2 of 4294967295 (after 2 attempts)";
+    assert_eq!(directive.last_error.as_deref(), Some(error));
+    assert_eq!(
+        executor.calls(&directive.id),
+        2,
+        "no call after the last attempt"
+    );
+    assert_eq!(signal.causation_id.as_deref(), Some(cause.as_str()));
+    let key = format!("directive.failed:{}", directive.id);
+    assert_eq!(signal.dedupe_key.as_deref(), Some(key.as_str()));
+    assert_eq!(
+        signal.payload,
+        json!({
+            "directive_id": directive.id,
+            "name": "bench.noop",
+            "idempotency_key": directive.idempotency_key,
+            "error": error,
+        })
+    );
+    assert_eq!(
+        failed_signals().len(),
+        1,
+        "one directive.failed per directive"
+    );
 }
