@@ -10,8 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use serde_json::{Value, json};
-use sighost_tests::{example_handler, sighost_binary};
+use sighost::fair::Claim;
+use sighost::store::{Decision, DeliveryFilter, DeliveryState, NewSignal};
+use sighost::{HostConfig, Sighost};
+use sighost_tests::conformance::result;
+use sighost_tests::{example_handler, guest, sighost_binary};
 
 const ADMIN: &str = "admin-token-for-tests-0001";
 const ACME: &str = "acme-token-for-tests-0001";
@@ -1079,4 +1084,218 @@ fn a_tenant_over_its_emit_rate_gets_429_with_retry_after() {
         refused.len(),
         "{status:?}"
     );
+}
+
+#[test]
+fn the_causation_depth_limit_holds_over_http_and_another_tenants_id_reads_as_unknown() {
+    let host = Host::start("causation");
+    let emit_caused_by = |token: &str, cause: Option<&str>| {
+        let mut body = json!({"name": "chain.link"});
+        if let Some(cause) = cause {
+            body["causation_id"] = json!(cause);
+        }
+        host.emit(token, body)
+    };
+    // B's chain, from its root (depth 0) to depth 16, the default limit.
+    let mut cause: Option<String> = None;
+    for depth in 0..=16 {
+        let answer = emit_caused_by(BETA, cause.as_deref());
+        assert_eq!(answer.status, 201, "depth {depth}: {answer:?}");
+        cause = Some(answer.body["signal"]["id"].as_str().expect("id").to_owned());
+    }
+    let deepest = cause.expect("the chain's last id");
+    let too_deep = emit_caused_by(BETA, Some(&deepest));
+    assert_eq!(too_deep.status, 422, "{too_deep:?}");
+    assert!(
+        too_deep.error().contains("17 causes deep") && too_deep.error().contains("limit of 16"),
+        "{too_deep:?}"
+    );
+    let cli_too_deep = cli(
+        &host.dir,
+        &[
+            "emit",
+            "chain.link",
+            "--tenant",
+            "org_beta",
+            "--causation-id",
+            &deepest,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&cli_too_deep.stderr);
+    assert!(!cli_too_deep.status.success(), "{stderr}");
+    assert!(stderr.contains(too_deep.error()), "{stderr}");
+    assert_eq!(host.list("signals", BETA).len(), 17, "nothing stored");
+
+    // A naming B's deepest id is answered as A naming an id nobody has: the
+    // signal is stored at depth 0, so A's own chain from it goes 16 deep.
+    let unknown = emit_caused_by(ACME, Some("00000000-0000-7000-8000-000000000000"));
+    let borrowed = emit_caused_by(ACME, Some(&deepest));
+    assert_eq!(
+        (unknown.status, borrowed.status),
+        (201, 201),
+        "{borrowed:?}"
+    );
+    let keys = |answer: &Answer| {
+        let mut keys: Vec<String> = answer.body["signal"]
+            .as_object()
+            .expect("a signal")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&unknown), keys(&borrowed));
+    let mut cause = borrowed.body["signal"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for depth in 1..=16 {
+        let answer = emit_caused_by(ACME, Some(&cause));
+        assert_eq!(answer.status, 201, "A's depth {depth}: {answer:?}");
+        cause = answer.body["signal"]["id"].as_str().expect("id").to_owned();
+    }
+    assert_eq!(emit_caused_by(ACME, Some(&cause)).status, 422);
+}
+
+/// A library host on `host`'s store with a `ghost` handler that the running
+/// host does not have: deliveries it makes are claimed by the running host,
+/// found to have no handler, and put aside for later, so they stay pending
+/// where the test leaves them.
+fn ghost_host(host: &Host) -> Sighost {
+    let ghosts = host.dir.join("ghosts");
+    std::fs::create_dir_all(&ghosts).expect("ghosts dir");
+    std::fs::copy(guest("trivial"), ghosts.join("ghost.wasm")).expect("copy guest");
+    std::fs::write(
+        ghosts.join("ghost.toml"),
+        "subscriptions = ['ghost.*']\ndirectives = ['bench.noop']\n",
+    )
+    .expect("manifest");
+    let library = Sighost::open(HostConfig::new(host.dir.join("data"))).expect("open the store");
+    let errors = library.load_handlers_dir(&ghosts).expect("read ghosts");
+    assert!(errors.is_empty(), "{errors:?}");
+    library
+}
+
+/// One `ghost.called` signal of org_acme, with one delivery to the ghost.
+fn emit_to_ghost(library: &Sighost, i: usize) {
+    let emitted = library
+        .emit(NewSignal {
+            tenant: "org_acme".into(),
+            name: "ghost.called".into(),
+            payload: json!({ "i": i }),
+            ..NewSignal::default()
+        })
+        .expect("emit");
+    assert_eq!(emitted.deliveries, 1);
+}
+
+#[test]
+fn a_tenant_at_its_pending_quota_gets_429_and_the_cli_the_same_words() {
+    let host = Host::start("quota");
+    let set = host.call(
+        "PUT",
+        "/v1/admin/tenants/org_acme/limits",
+        Some(ADMIN),
+        Some(Body::Json(json!({ "max_pending": 1 }))),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    let library = ghost_host(&host);
+    emit_to_ghost(&library, 0);
+    // Limits are read at most once a second: wait until this host refuses.
+    let deadline = Instant::now() + PATIENCE;
+    let refused = loop {
+        let answer = host.emit(ACME, json!({"name": "forum.thread.created"}));
+        if answer.status == 429 {
+            break answer;
+        }
+        assert_eq!(answer.status, 201, "{answer:?}");
+        assert!(Instant::now() < deadline, "never refused: {answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        refused.error().contains("may have at most 1"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.retry_after, None,
+        "a quota is not a rate: {refused:?}"
+    );
+    let beta = host.emit(BETA, json!({"name": "forum.thread.created"}));
+    assert_eq!(
+        beta.status, 201,
+        "another tenant is not held back: {beta:?}"
+    );
+
+    let cli_emit = cli(
+        &host.dir,
+        &["emit", "forum.thread.created", "--tenant", "org_acme"],
+    );
+    let stderr = String::from_utf8_lossy(&cli_emit.stderr);
+    assert!(!cli_emit.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("deliveries waiting, and may have at most 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn admin_retry_and_cancel_act_on_the_deliveries_they_name() {
+    let host = Host::start("admin-acts");
+    let library = ghost_host(&host);
+    for i in 0..2 {
+        emit_to_ghost(&library, i);
+    }
+    // Claimed as a worker would, at a time past any snooze: one discarded,
+    // one put back for an hour.
+    let later = Utc::now() + chrono::Duration::minutes(10);
+    let mut claimed = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while claimed.len() < 2 {
+        assert!(Instant::now() < deadline, "claimed only {claimed:?}");
+        claimed.extend(
+            library
+                .store()
+                .claim_deliveries(&Claim::new("w", 10, Duration::from_secs(60)), later)
+                .expect("claim"),
+        );
+    }
+    let (discarded, pending) = (claimed[0].delivery.id, claimed[1].delivery.id);
+    let results = [
+        result(&claimed[0], "w", Decision::Discard, later),
+        result(
+            &claimed[1],
+            "w",
+            Decision::Snooze {
+                at: later + chrono::Duration::hours(1),
+            },
+            later,
+        ),
+    ];
+    library
+        .store()
+        .finish_deliveries(&results, later)
+        .expect("finish");
+    let state = |id: i64| {
+        library
+            .store()
+            .deliveries(&DeliveryFilter {
+                ids: vec![id],
+                ..DeliveryFilter::default()
+            })
+            .expect("deliveries")[0]
+            .state
+    };
+    assert_eq!(state(discarded), DeliveryState::Discarded);
+
+    let retried = host.post("/v1/admin/retry", ADMIN, json!({"ids": [discarded]}));
+    assert_eq!(retried.body, json!({"retried": 1}), "{retried:?}");
+    assert_ne!(state(discarded), DeliveryState::Discarded);
+    let canceled = host.post("/v1/admin/cancel", ADMIN, json!({"deliveries": [pending]}));
+    assert_eq!(
+        canceled.body,
+        json!({"deliveries_canceled": 1, "directives_canceled": 0}),
+        "{canceled:?}"
+    );
+    assert_eq!(state(pending), DeliveryState::Canceled);
 }

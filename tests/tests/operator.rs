@@ -2,10 +2,14 @@
 //! bulk action (a filter without ids) says what it matches and runs only
 //! when confirmed; the causation-depth check of emit is tenant-scoped.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use serde_json::json;
-use sighost::store::{DeliveryFilter, DeliveryState, NewSignal};
+use sighost::fair::Claim;
+use sighost::store::{Decision, DeliveryFilter, DeliveryState, NewSignal};
 use sighost::{HostConfig, HostError, Sighost};
+use sighost_tests::conformance::result;
 use sighost_tests::guest;
 use sighost_tests::host_helpers::{Scratch, deliveries_in, install};
 use sighost_tests::server::cli;
@@ -124,6 +128,99 @@ fn the_cli_never_reads_no_ids_as_everything() {
         String::from_utf8_lossy(&retry.stdout).trim(),
         "0 deliveries will run again"
     );
+}
+
+#[test]
+fn the_cli_lists_retries_and_replays_what_it_is_asked_to() {
+    let scratch = Scratch::new("operator-cli-acts");
+    let host = host_with_pending(&scratch);
+    let data = scratch.path().join("data");
+    let handlers = scratch.path().join("handlers");
+    let emitted_by = Utc::now();
+    // A worker ran all six: org_a's were discarded, org_b's completed.
+    let now = Utc::now();
+    let claimed = host
+        .store()
+        .claim_deliveries(&Claim::new("w", 10, Duration::from_secs(60)), now)
+        .expect("claim");
+    assert_eq!(claimed.len(), 6);
+    let results: Vec<_> = claimed
+        .iter()
+        .map(|c| {
+            let decision = if c.delivery.tenant == "org_a" {
+                Decision::Discard
+            } else {
+                Decision::Complete(vec![])
+            };
+            result(c, "w", decision, now)
+        })
+        .collect();
+    host.store()
+        .finish_deliveries(&results, now)
+        .expect("finish");
+
+    let listed = cli(&data, &["deliveries", "--state", "discarded", "--json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["tenant"] == "org_a" && r["state"] == "discarded"),
+        "{rows:?}"
+    );
+
+    let retry = cli(&data, &["retry", "--tenant", "org_a", "--yes"]);
+    assert!(retry.status.success(), "{retry:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&retry.stdout).trim(),
+        "3 deliveries will run again"
+    );
+    assert_eq!(deliveries_in(&host, DeliveryState::Discarded), 0);
+    assert_eq!(deliveries_in(&host, DeliveryState::Available), 3);
+
+    // Replay by name and time: the six signals were inserted before
+    // `emitted_by`, so a window from an hour before takes them all and one
+    // from a minute after takes none.
+    let since = |at: chrono::DateTime<Utc>| at.to_rfc3339();
+    let handlers_arg = handlers.to_str().expect("utf-8 path");
+    let none = cli(
+        &data,
+        &[
+            "replay",
+            "--name",
+            "op.tested",
+            "--since",
+            &since(emitted_by + chrono::Duration::minutes(1)),
+            "--handlers",
+            handlers_arg,
+        ],
+    );
+    assert!(none.status.success(), "{none:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&none.stdout).trim(),
+        "0 deliveries created"
+    );
+    let all = cli(
+        &data,
+        &[
+            "replay",
+            "--name",
+            "op.tested",
+            "--since",
+            &since(emitted_by - chrono::Duration::hours(1)),
+            "--handlers",
+            handlers_arg,
+        ],
+    );
+    assert!(all.status.success(), "{all:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&all.stdout).trim(),
+        "6 deliveries created"
+    );
+    assert_eq!(deliveries_in(&host, DeliveryState::Available), 9);
 }
 
 #[test]
