@@ -45,8 +45,8 @@ struct Failing {
 
 impl StoreHealth {
     /// Records a failed write of `what`, logging it if none was logged in
-    /// the last [`LOG_INTERVAL`].
-    pub fn failed(&self, what: &str, error: &str) {
+    /// the last [`LOG_INTERVAL`]; says whether it logged.
+    pub fn failed(&self, what: &str, error: &str) -> bool {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         match failing.as_mut() {
@@ -60,6 +60,7 @@ impl StoreHealth {
                     logged_at: now,
                     unlogged: 0,
                 });
+                true
             }
             Some(state) => {
                 state.last = now;
@@ -75,6 +76,9 @@ impl StoreHealth {
                     );
                     state.logged_at = now;
                     state.unlogged = 0;
+                    true
+                } else {
+                    false
                 }
             }
         }
@@ -133,7 +137,9 @@ pub fn until_written<T>(
                 health.recovered();
                 return Some(value);
             }
-            Err(error) => health.failed(what, &error.to_string()),
+            Err(error) => {
+                health.failed(what, &error.to_string());
+            }
         }
         if stopping.load(Ordering::SeqCst) {
             let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
@@ -310,5 +316,17 @@ mod tests {
             "the grace begins"
         );
         assert_eq!(refused.len(), 1);
+    }
+
+    #[test]
+    fn a_failing_store_is_logged_once_per_interval_with_its_count() {
+        let health = StoreHealth::default();
+        let logged: Vec<bool> = (0..100)
+            .map(|_| health.failed("a test write", "disk full"))
+            .collect();
+        assert!(logged[0], "the first failure is logged");
+        assert_eq!(logged.iter().filter(|l| **l).count(), 1, "and no other");
+        let failing = health.failing().expect("failing");
+        assert!(failing.contains("(100 failed writes)"), "{failing}");
     }
 }

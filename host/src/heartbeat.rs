@@ -118,7 +118,9 @@ pub fn beat<K: Eq + Hash + Clone>(
         let until = clock() + lease;
         match extend(&keys, until) {
             Ok(_) => held.extended(&keys, until),
-            Err(error) => health.failed(what, &error.to_string()),
+            Err(error) => {
+                health.failed(what, &error.to_string());
+            }
         }
     }
 }

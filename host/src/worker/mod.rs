@@ -702,9 +702,10 @@ fn record(
             deps.health.recovered();
             return (outcomes, Vec::new());
         }
-        Err(error) => deps
-            .health
-            .failed("recording delivery results", &error.to_string()),
+        Err(error) => {
+            deps.health
+                .failed("recording delivery results", &error.to_string());
+        }
     }
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut not_taken = Vec::new();

@@ -555,7 +555,7 @@ mod tests {
         );
         let options =
             PostgresOptions::from_url("postgres://u@h/db").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(options.pool_size, DEFAULT_POOL_SIZE);
+        assert_eq!(options.pool_size, 8, "the README's default");
         assert!(PostgresOptions::from_url("postgres://u@h/db?pool_size=0").is_err());
     }
 
