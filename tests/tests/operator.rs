@@ -12,7 +12,7 @@ use sighost::{HostConfig, HostError, Sighost};
 use sighost_tests::conformance::result;
 use sighost_tests::guest;
 use sighost_tests::host_helpers::{Scratch, deliveries_in, install};
-use sighost_tests::server::cli;
+use sighost_tests::server::{Server, cli};
 
 /// A host on `scratch` with one handler of every signal, and three pending
 /// deliveries for each of org_a and org_b (no workers run them).
@@ -319,4 +319,23 @@ fn both_stores_refuse_nul_in_signal_text_in_the_same_words() {
         sqlite[0],
         "dedupe_key of nul.tested contains a NUL byte, which sighost does not store"
     );
+}
+
+#[test]
+fn a_sigterm_as_soon_as_the_host_says_it_runs_stops_it_gracefully() {
+    // The signal handlers are in place before "sighost is running" is
+    // logged; before, a SIGTERM in that moment killed the process by the
+    // signal's default action, and the reload tests failed now and then.
+    let scratch = Scratch::new("operator-sigterm");
+    let handlers = scratch.subdir("handlers");
+    install(
+        &handlers,
+        "noop",
+        &guest("trivial"),
+        "directives = ['bench.noop']\n",
+    );
+    let data = scratch.subdir("data");
+    for round in 0..10 {
+        Server::start(&data, &handlers, &format!("run-{round}"), 1).stop();
+    }
 }

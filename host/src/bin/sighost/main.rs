@@ -982,9 +982,11 @@ fn run(file: &Config, args: RunArgs) -> anyhow::Result<()> {
     load_handlers(&host, handlers)?;
     let watcher = host.watch_handlers_dir(handlers, sighost::reload::SCAN_INTERVAL)?;
     let running = host.start()?;
-    tracing::info!(config = %file.origin(), data_dir = %data_dir.display(), handlers = host.registry().all().len(), "sighost is running");
+    let handlers = host.registry().all().len();
     // Whatever became of the API, the workers stop gracefully.
-    let served = serve_until_shutdown(&host, file, listener);
+    let served = serve_until_shutdown(&host, file, listener, || {
+        tracing::info!(config = %file.origin(), data_dir = %data_dir.display(), handlers, "sighost is running");
+    });
     tracing::info!("shutting down: finishing deliveries in flight");
     watcher.stop();
     running.shutdown();
@@ -1020,11 +1022,14 @@ fn bind_api(
 }
 
 /// Serves the HTTP API on `listener` (if any) until SIGINT or SIGTERM, then
-/// lets the requests in progress finish and returns.
+/// lets the requests in progress finish and returns. `announce` runs once
+/// the signals are caught: a SIGTERM sent as soon as the host says it is
+/// running stops it gracefully, not by the signal's default action.
 fn serve_until_shutdown(
     host: &std::sync::Arc<Sighost>,
     config: &Config,
     listener: Option<std::net::TcpListener>,
+    announce: impl FnOnce(),
 ) -> anyhow::Result<()> {
     // Two threads are plenty: the API waits on the store through the
     // blocking pool, not on these.
@@ -1035,6 +1040,8 @@ fn serve_until_shutdown(
         .build()
         .context("starting the HTTP runtime")?;
     runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        announce();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = match listener {
             Some(listener) => {
@@ -1055,7 +1062,7 @@ fn serve_until_shutdown(
             }
             None => None,
         };
-        shutdown_signal().await?;
+        shutdown.await;
         let _ = stop.send(());
         if let Some(server) = server {
             tracing::info!("shutting down: no new HTTP requests");
@@ -1065,10 +1072,17 @@ fn serve_until_shutdown(
     })
 }
 
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
-    }
+/// Catches SIGTERM and SIGINT from now on (`signal` installs its handler
+/// when called, unlike `ctrl_c`, which waits to be polled); the future ends
+/// at the first of them.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
