@@ -1479,38 +1479,44 @@ pub fn snoozes_a_delivery_without_counting_the_attempt(store: &dyn Store) {
 
 pub fn reports_each_handlers_deliveries_durations_and_recent_failures(store: &dyn Store) {
     create_tenant(store, "acme");
-    emit(
-        store,
-        new_signal("acme", "test.happened"),
-        vec![target("good"), target("flaky")],
-        at(0),
-    );
+    for _ in 0..2 {
+        emit(
+            store,
+            new_signal("acme", "test.happened"),
+            vec![target("good"), target("flaky")],
+            at(0),
+        );
+    }
+    // The good handler's two attempts take 1 ms and 3 ms.
+    let mut good_durations = [1000, 3000].into_iter();
     for claimed in claim(store, "w", at(1)) {
-        let decision = if claimed.delivery.handler == "good" {
-            Decision::Complete(vec![])
+        let result = if claimed.delivery.handler == "good" {
+            let mut done = result(&claimed, "w", Decision::Complete(vec![]), at(1));
+            done.duration = Duration::from_micros(good_durations.next().expect("two"));
+            done
         } else {
-            Decision::Retry { at: at(60) }
+            result(&claimed, "w", Decision::Retry { at: at(60) }, at(1))
         };
-        finish(store, result(&claimed, "w", decision, at(1)), at(1));
+        finish(store, result, at(1));
     }
     let stats = store.stats().expect("stats");
     let names: Vec<&str> = stats.handlers.iter().map(|h| h.handler.as_str()).collect();
     assert_eq!(names, ["flaky", "good"], "sorted by name");
     let good = &stats.handlers[1];
-    assert_eq!(good.deliveries, vec![(DeliveryState::Completed, 1)]);
+    assert_eq!(good.deliveries, vec![(DeliveryState::Completed, 2)]);
     assert_eq!(
         (
             good.recent_attempts,
             good.mean_duration_us,
             good.max_duration_us
         ),
-        (1, 1500, 1500)
+        (2, 2000, 3000)
     );
     assert_eq!(
         stats.handlers[0].deliveries,
-        vec![(DeliveryState::Retryable, 1)]
+        vec![(DeliveryState::Retryable, 2)]
     );
-    assert_eq!(stats.recent_failures.len(), 1);
+    assert_eq!(stats.recent_failures.len(), 2);
     assert_eq!(
         stats.recent_failures[0].error.as_deref(),
         Some("transient: upstream busy")

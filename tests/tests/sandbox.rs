@@ -179,7 +179,7 @@ fn each_shape_receives_the_right_arguments() {
         json!({"thread_id": "t1"}),
     );
     let mut ctx = delivery(json!({"auto_summaries": true}), &["forum", "billing"]);
-    ctx.attempt = 3;
+    (ctx.attempt, ctx.max_attempts) = (3, 7);
     let run = SANDBOX.invoke_blocking(&tenant, &sig, &ctx);
     assert_eq!(run.outcome, Outcome::Ok, "{}", run.report.output);
     assert_eq!(
@@ -187,7 +187,7 @@ fn each_shape_receives_the_right_arguments() {
         json!({
             "tenant_arg": "org_acme", "context_tenant": "org_acme",
             "settings": {"auto_summaries": true}, "packages": ["forum", "billing"],
-            "options": {"level": 3}, "attempt": 3, "max_attempts": 10,
+            "options": {"level": 3}, "attempt": 3, "max_attempts": 7,
             "signal_name": "forum.thread.created", "payload": {"thread_id": "t1"},
         })
     );
