@@ -1,9 +1,11 @@
-//! Whether the store takes writes, and the retry loop for the writes that
-//! must land: delivery results and directive results.
+//! Whether the store takes writes, and how the writes that must land
+//! (delivery results, directive results) are tried again.
 //!
-//! A result that cannot be written is retried with backoff, never dropped
-//! while the host runs (so a succeeded directive is not run again just
-//! because one write failed). Once shutdown begins, the loop waits at most
+//! A result that cannot be written is kept aside ([`Refused`]) and retried
+//! with backoff beside new work, never dropped while the host runs (so a
+//! succeeded directive is not run again just because one write failed), and
+//! never ahead of the results after it (so one the store will never take
+//! holds back no other). Once shutdown begins, they get at most
 //! [`SHUTDOWN_GRACE`] more: what is still unwritten is left for the lease
 //! rescue, which runs it again (executors are told to expect at-least-once
 //! calls), and the host stops within a known bound even while its store
@@ -97,7 +99,7 @@ impl StoreHealth {
     }
 
     /// What is wrong, while writes fail (the last failure within
-    /// [`LOG_INTERVAL`]; retry loops try at least once a second), without
+    /// [`LOG_INTERVAL`]; refused writes are tried at least once a second), without
     /// the store's own words (they may describe the database; the log has
     /// them).
     pub fn failing(&self) -> Option<String> {
@@ -118,37 +120,6 @@ impl StoreHealth {
     pub fn last_error(&self) -> Option<String> {
         let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         failing.as_ref().map(|state| state.last_error.clone())
-    }
-}
-
-/// Runs `write` until it succeeds, with backoff; `None` if the host is
-/// stopping and [`SHUTDOWN_GRACE`] has passed since it began to.
-pub fn until_written<T>(
-    what: &str,
-    health: &StoreHealth,
-    stopping: &AtomicBool,
-    mut write: impl FnMut() -> StoreResult<T>,
-) -> Option<T> {
-    let mut backoff = FIRST_BACKOFF;
-    let mut stop_deadline: Option<Instant> = None;
-    loop {
-        match write() {
-            Ok(value) => {
-                health.recovered();
-                return Some(value);
-            }
-            Err(error) => {
-                health.failed(what, &error.to_string());
-            }
-        }
-        if stopping.load(Ordering::SeqCst) {
-            let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
-            if Instant::now() >= deadline {
-                return None;
-            }
-        }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -255,20 +226,18 @@ mod tests {
     use crate::store::StoreError;
 
     #[test]
-    fn retries_until_the_write_lands_and_reports_the_failure_meanwhile() {
+    fn a_write_that_lands_ends_the_failure() {
         let health = StoreHealth::default();
-        let stopping = AtomicBool::new(false);
-        let mut tries = 0;
-        let written = until_written("a test write", &health, &stopping, || {
-            tries += 1;
-            if tries < 3 {
-                assert!(tries == 1 || health.failing().is_some());
-                Err(StoreError::Database("disk full".into()))
-            } else {
-                Ok(tries)
-            }
+        let mut refused = Refused::default();
+        refused.add([1]);
+        std::thread::sleep(FIRST_BACKOFF);
+        refused.retry("a test write", &health, |_| {
+            Err(StoreError::Database("disk full".into()))
         });
-        assert_eq!(written, Some(3));
+        assert!(health.failing().is_some());
+        std::thread::sleep(FIRST_BACKOFF * 2);
+        assert_eq!(refused.retry("a test write", &health, |_| Ok(())), 1);
+        assert!(refused.is_empty());
         assert_eq!(health.failing(), None, "recovered");
     }
 
@@ -276,12 +245,17 @@ mod tests {
     fn gives_up_once_shutdown_has_waited_its_grace() {
         let health = StoreHealth::default();
         let stopping = AtomicBool::new(true);
+        let mut refused = Refused::default();
+        refused.add(["a result"]);
         let started = Instant::now();
-        let written: Option<()> = until_written("a test write", &health, &stopping, || {
-            Err(StoreError::Database("I/O error".into()))
-        });
-        assert_eq!(written, None);
+        while refused.give_up_if_stopping(&stopping).is_empty() {
+            std::thread::sleep(FIRST_BACKOFF);
+            refused.retry("a test write", &health, |_| {
+                Err(StoreError::Database("I/O error".into()))
+            });
+        }
         assert!(started.elapsed() >= SHUTDOWN_GRACE);
+        assert!(refused.is_empty());
         let failing = health.failing().expect("still failing");
         assert!(
             failing.starts_with("the store has refused writes"),

@@ -22,6 +22,10 @@ pub struct FailingStore {
     /// Refuse every `finish_deliveries` batch holding this delivery's result
     /// (a poison result), and take the others.
     pub poison_delivery: Mutex<Option<i64>>,
+    /// Refuse the result of the first directive whose result comes in, and
+    /// of that one only (its id is kept in `poisoned_directive`).
+    pub poison_first_directive: AtomicBool,
+    pub poisoned_directive: Mutex<Option<String>>,
 }
 
 impl FailingStore {
@@ -31,6 +35,8 @@ impl FailingStore {
             fail_delivery_results: AtomicBool::new(false),
             fail_directive_results: AtomicBool::new(false),
             poison_delivery: Mutex::new(None),
+            poison_first_directive: AtomicBool::new(false),
+            poisoned_directive: Mutex::new(None),
         })
     }
 
@@ -174,6 +180,17 @@ impl Store for FailingStore {
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         Self::refuse(&self.fail_directive_results)?;
+        if self.poison_first_directive.load(Ordering::SeqCst) {
+            let mut poisoned = self
+                .poisoned_directive
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if poisoned.get_or_insert_with(|| id.to_owned()) == id {
+                return Err(StoreError::Database(
+                    "constraint failed (a poison result, injected by the test)".into(),
+                ));
+            }
+        }
         self.inner
             .finish_directive(id, attempt, worker, decision, now)
     }

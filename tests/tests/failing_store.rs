@@ -21,6 +21,14 @@ fn host_on_failing_store(
     scratch: &Scratch,
     executor: &Arc<CountingExecutor>,
 ) -> (Sighost, Arc<FailingStore>) {
+    host_on_failing_store_with(scratch, executor, |_| {})
+}
+
+fn host_on_failing_store_with(
+    scratch: &Scratch,
+    executor: &Arc<CountingExecutor>,
+    configure: impl FnOnce(&mut sighost::HostConfig),
+) -> (Sighost, Arc<FailingStore>) {
     let handlers = scratch.subdir("handlers");
     install(
         &handlers,
@@ -30,6 +38,7 @@ fn host_on_failing_store(
     );
     let mut config = fast_config(scratch.path(), 3);
     config.executors = executor.for_names(&["bench.noop"]);
+    configure(&mut config);
     let real = config
         .store
         .open(chrono::Utc::now())
@@ -219,4 +228,62 @@ fn readyz_answers_503_while_the_store_refuses_results() {
         .block_on(server)
         .expect("server task")
         .expect("served");
+}
+
+#[test]
+fn a_directive_result_the_store_will_not_take_holds_back_no_other_directive() {
+    // One runner thread: before, it retried the refused result in place and
+    // ran nothing else.
+    let scratch = Scratch::new("failing-poison-directive");
+    let executor = CountingExecutor::new();
+    let (host, failing) =
+        host_on_failing_store_with(&scratch, &executor, |config| config.runner.threads = 1);
+    failing.poison_first_directive.store(true, Ordering::SeqCst);
+    emit(&host, 10);
+    let running = host.start().expect("start");
+    let states = || {
+        host.store()
+            .directives(&Default::default())
+            .expect("directives")
+            .into_iter()
+            .map(|d| (d.id, d.state))
+            .collect::<Vec<_>>()
+    };
+    wait_for("nine directives to succeed beside the poison one", |last| {
+        let states = states();
+        *last = format!("{states:?}");
+        let succeeded = states
+            .iter()
+            .filter(|(_, s)| *s == DirectiveState::Succeeded)
+            .count();
+        (states.len() == 10 && succeeded == 9).then_some(())
+    });
+    let poisoned = failing
+        .poisoned_directive
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("a poisoned directive");
+    assert!(
+        states()
+            .iter()
+            .any(|(id, s)| *id == poisoned && *s != DirectiveState::Succeeded),
+        "{:?}",
+        states()
+    );
+    failing
+        .poison_first_directive
+        .store(false, Ordering::SeqCst);
+    wait_for(
+        "the poison one to succeed once the store takes it",
+        |last| {
+            let states = states();
+            *last = format!("{states:?}");
+            states
+                .iter()
+                .all(|(_, s)| *s == DirectiveState::Succeeded)
+                .then_some(())
+        },
+    );
+    running.shutdown();
 }

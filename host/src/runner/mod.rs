@@ -22,13 +22,14 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::emit::{EmitError, Emitter};
 use crate::fair::{Claim, ClaimOrder, CostLedger};
+use crate::health::Refused;
 use crate::heartbeat::Held;
 use crate::retry::RetryPolicy;
 use crate::store::{Directive, DirectiveDecision, NewSignal, Store};
@@ -174,7 +175,14 @@ fn run_loop(
 ) {
     // What this thread's executors took, settled by its next claim.
     let costs = CostLedger::default();
+    // Results the store refused: tried again between claims, so that one it
+    // will never take holds back no other directive (see `health::Refused`).
+    let mut refused: Refused<Unwritten> = Refused::default();
+    const WHAT: &str = "recording a directive result";
     while !stopping.load(Ordering::SeqCst) {
+        refused.retry(WHAT, &deps.health, |result| {
+            record(deps, config, name, result)
+        });
         let settled = costs.take();
         let claim = Claim {
             worker: name,
@@ -199,7 +207,7 @@ fn run_loop(
         }
         for claimed in claimed {
             let started = std::time::Instant::now();
-            run_one(deps, config, name, stopping, held, &claimed.directive);
+            refused.add(run_one(deps, config, name, held, &claimed.directive));
             let directive = &claimed.directive;
             costs.record(
                 &directive.tenant,
@@ -209,19 +217,43 @@ fn run_loop(
             );
         }
         if !full {
-            deps.wake.wait(config.poll_interval);
+            let wait = refused.retry_at().map_or(config.poll_interval, |at| {
+                at.saturating_duration_since(Instant::now())
+                    .min(config.poll_interval)
+            });
+            deps.wake.wait(wait);
         }
+    }
+    // Stopping: what the store refused gets the shutdown grace, then is left
+    // for the lease rescue (it runs again once its lease expires).
+    while !refused.is_empty() {
+        let given_up = refused.give_up_if_stopping(stopping);
+        if !given_up.is_empty() {
+            tracing::error!(
+                directives = given_up.len(),
+                "stopping with directive results the store would not take: they run again once \
+                 their leases expire"
+            );
+            break;
+        }
+        if let Some(at) = refused.retry_at() {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        }
+        refused.retry(WHAT, &deps.health, |result| {
+            record(deps, config, name, result)
+        });
     }
 }
 
+/// Runs one directive and writes its result; returns the result if the
+/// store refused it.
 fn run_one(
     deps: &RunnerDeps,
     config: &RunnerConfig,
     name: &str,
-    stopping: &AtomicBool,
     held: &Held<String>,
     directive: &Directive,
-) {
+) -> Option<Unwritten> {
     if config.lifecycle_signals {
         lifecycle(
             deps,
@@ -269,33 +301,52 @@ fn run_one(
             )
         }
     }
-    // Retried until written: giving up would leave the directive running
-    // until its lease expired and then run it again, a succeeded one too.
-    let written = crate::health::until_written(
-        "recording a directive result",
-        &deps.health,
-        stopping,
-        || {
-            deps.store
-                .finish_directive(&directive.id, directive.attempt, name, &decision, now)
-        },
-    );
-    match written {
-        Some(true) => {}
-        Some(false) => {
-            tracing::warn!(directive = %directive.id, "lease lost before the result was recorded")
-        }
-        None => {
-            tracing::error!(
-                directive = %directive.id,
-                "stopping with a directive result the store would not take: it runs again once \
-                 its lease expires"
-            );
-            return;
+    let result = Unwritten {
+        directive: directive.clone(),
+        decision,
+        at: now,
+    };
+    match record(deps, config, name, &result) {
+        Ok(()) => None,
+        Err(error) => {
+            deps.health
+                .failed("recording a directive result", &error.to_string());
+            Some(result)
         }
     }
+}
+
+/// A directive's result, decided and not yet written.
+#[derive(Debug)]
+struct Unwritten {
+    directive: Directive,
+    decision: DirectiveDecision,
+    /// When it was decided.
+    at: DateTime<Utc>,
+}
+
+/// Writes a result, fenced by the attempt, then emits its lifecycle signal.
+fn record(
+    deps: &RunnerDeps,
+    config: &RunnerConfig,
+    name: &str,
+    result: &Unwritten,
+) -> crate::store::StoreResult<()> {
+    let Unwritten {
+        directive,
+        decision,
+        at,
+    } = result;
+    let written =
+        deps.store
+            .finish_directive(&directive.id, directive.attempt, name, decision, *at)?;
+    deps.health.recovered();
+    if !written {
+        tracing::warn!(directive = %directive.id, "lease lost before the result was recorded");
+        return Ok(());
+    }
     if config.lifecycle_signals {
-        match &decision {
+        match decision {
             DirectiveDecision::Succeeded(result) => {
                 lifecycle(deps, directive, "succeeded", json!({"result": result}))
             }
@@ -305,6 +356,7 @@ fn run_one(
             DirectiveDecision::Retry { .. } => {}
         }
     }
+    Ok(())
 }
 
 /// Emits `directive.<event>` for `directive`, caused by its signal.
