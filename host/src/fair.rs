@@ -75,6 +75,9 @@ pub struct Claim<'a> {
     pub order: ClaimOrder,
     /// Measured since the last claim; settled by this one.
     pub costs: &'a [TenantCost],
+    /// Handlers that may hold at most so many running rows at once, across
+    /// every process (a manifest's `max_running`).
+    pub handler_caps: &'a [(String, u32)],
 }
 
 impl<'a> Claim<'a> {
@@ -86,6 +89,7 @@ impl<'a> Claim<'a> {
             lease,
             order: ClaimOrder::Fair,
             costs: &[],
+            handler_caps: &[],
         }
     }
 }
@@ -258,6 +262,7 @@ pub const DIRECTIVES: Queue = Queue {
 /// Something a fair claim hands out: a delivery, a directive.
 pub trait Claimed {
     fn tenant(&self) -> &str;
+    fn handler(&self) -> &str;
     /// Records what its claim charged its tenant, and the tenant's weight.
     fn charged(&mut self, charged_ns: i64, weight: u32);
 }
@@ -265,6 +270,10 @@ pub trait Claimed {
 impl Claimed for ClaimedDelivery {
     fn tenant(&self) -> &str {
         &self.delivery.tenant
+    }
+
+    fn handler(&self) -> &str {
+        &self.delivery.handler
     }
 
     fn charged(&mut self, charged_ns: i64, weight: u32) {
@@ -275,6 +284,10 @@ impl Claimed for ClaimedDelivery {
 impl Claimed for crate::store::ClaimedDirective {
     fn tenant(&self) -> &str {
         &self.directive.tenant
+    }
+
+    fn handler(&self) -> &str {
+        &self.directive.handler
     }
 
     fn charged(&mut self, charged_ns: i64, weight: u32) {
@@ -303,32 +316,115 @@ pub trait ClaimVerbs {
     /// deleted one none.
     fn book(&mut self, clock: i64, tenants: &[String]) -> StoreResult<Book>;
     /// Leases, per tenant, up to that many of its due items, oldest first,
-    /// starting an attempt of each.
+    /// starting an attempt of each; none of the handlers in `full`.
     fn lease(
         &mut self,
         plan: &[(String, usize)],
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+        full: &[String],
     ) -> StoreResult<Vec<Self::Item>>;
-    /// Leases up to `claim.limit` due items, oldest first, of anyone.
+    /// Leases up to `claim.limit` due items, oldest first, of anyone; none
+    /// of the handlers in `full`.
     fn lease_oldest(
         &mut self,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+        full: &[String],
     ) -> StoreResult<Vec<Self::Item>>;
+    /// How many running rows each of these handlers holds (those holding
+    /// none may be left out).
+    fn running_by_handler(&mut self, handlers: &[String]) -> StoreResult<Vec<(String, u64)>>;
+    /// Undoes the lease of these items, as if never claimed: no attempt
+    /// counted.
+    fn put_back(&mut self, items: &[Self::Item]) -> StoreResult<()>;
     /// Writes the clock and these shares back.
     fn save_book(&mut self, book: &Book) -> StoreResult<()>;
 }
 
+/// What each capped handler may still take: its cap less what it holds.
+#[derive(Debug, Default)]
+pub struct HandlerRoom(BTreeMap<String, usize>);
+
+impl HandlerRoom {
+    /// The room of each handler of `caps`, given what they hold.
+    pub fn new(caps: &[(String, u32)], running: &[(String, u64)]) -> Self {
+        Self(
+            caps.iter()
+                .map(|(handler, cap)| {
+                    let held = running
+                        .iter()
+                        .find(|(h, _)| h == handler)
+                        .map_or(0, |(_, n)| *n);
+                    let room = u64::from(*cap).saturating_sub(held);
+                    (handler.clone(), usize::try_from(room).unwrap_or(usize::MAX))
+                })
+                .collect(),
+        )
+    }
+
+    /// The handlers with no room left: a lease leaves them out.
+    pub fn full(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, room)| **room == 0)
+            .map(|(handler, _)| handler.clone())
+            .collect()
+    }
+
+    /// Keeps, in order, the items their handlers have room for, and returns
+    /// the rest (a lease may take more of a handler than its room).
+    pub fn keep_within<I: Claimed>(&mut self, items: &mut Vec<I>) -> Vec<I> {
+        let mut over = Vec::new();
+        let mut kept = Vec::with_capacity(items.len());
+        for item in items.drain(..) {
+            match self.0.get_mut(item.handler()) {
+                Some(0) => over.push(item),
+                Some(room) => {
+                    *room -= 1;
+                    kept.push(item);
+                }
+                None => kept.push(item),
+            }
+        }
+        *items = kept;
+        over
+    }
+}
+
+/// Leases with `lease`, leaving out full handlers, and puts back whatever
+/// it took past a capped handler's room.
+fn lease_within_caps<V: ClaimVerbs>(
+    verbs: &mut V,
+    claim: &Claim<'_>,
+    lease: impl FnOnce(&mut V, &[String]) -> StoreResult<Vec<V::Item>>,
+) -> StoreResult<Vec<V::Item>> {
+    if claim.handler_caps.is_empty() {
+        return lease(verbs, &[]);
+    }
+    let handlers: Vec<String> = claim.handler_caps.iter().map(|(h, _)| h.clone()).collect();
+    let running = verbs.running_by_handler(&handlers)?;
+    let mut room = HandlerRoom::new(claim.handler_caps, &running);
+    let mut items = lease(verbs, &room.full())?;
+    let over = room.keep_within(&mut items);
+    if !over.is_empty() {
+        verbs.put_back(&over)?;
+    }
+    Ok(items)
+}
+
 /// A claim, as both stores make it: settle the reported costs, plan by
-/// virtual time, lease, charge what was leased, save.
+/// virtual time, lease (within the handlers' caps), charge what was leased,
+/// save.
 pub fn claim<V: ClaimVerbs>(
     verbs: &mut V,
     claim: &Claim<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<V::Item>> {
     if claim.order == ClaimOrder::OldestFirst {
-        return verbs.lease_oldest(claim, now);
+        return lease_within_caps(verbs, claim, |verbs, full| {
+            verbs.lease_oldest(claim, now, full)
+        });
     }
     let (clock, due) = verbs.clock_and_due(now, claim.limit)?;
     if due.is_empty() && claim.costs.is_empty() {
@@ -341,7 +437,9 @@ pub fn claim<V: ClaimVerbs>(
     let mut book = verbs.book(clock, &tenants)?;
     book.settle(claim.costs);
     let plan = book.plan(&due, claim.limit);
-    let mut claimed = verbs.lease(&plan, claim, now)?;
+    let mut claimed = lease_within_caps(verbs, claim, |verbs, full| {
+        verbs.lease(&plan, claim, now, full)
+    })?;
     let mut leased: BTreeMap<&str, usize> = BTreeMap::new();
     for c in &claimed {
         *leased.entry(c.tenant()).or_default() += 1;
@@ -610,5 +708,40 @@ mod tests {
         assert!(check_weight(0).is_err());
         assert!(check_weight(MAX_WEIGHT + 1).is_err());
         assert_eq!(check_weight(3).ok(), Some(3));
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Item(&'static str, &'static str);
+
+    impl Claimed for Item {
+        fn tenant(&self) -> &str {
+            self.0
+        }
+        fn handler(&self) -> &str {
+            self.1
+        }
+        fn charged(&mut self, _: i64, _: u32) {}
+    }
+
+    #[test]
+    fn a_capped_handler_keeps_its_room_and_no_more() {
+        let caps = [("slow".to_owned(), 3), ("busy".to_owned(), 2)];
+        let mut room = HandlerRoom::new(&caps, &[("slow".to_owned(), 1), ("busy".to_owned(), 2)]);
+        assert_eq!(room.full(), ["busy"], "busy holds its 2");
+        let mut items = vec![
+            Item("a", "slow"),
+            Item("b", "free"),
+            Item("a", "slow"),
+            Item("b", "slow"),
+            Item("a", "busy"),
+        ];
+        let over = room.keep_within(&mut items);
+        assert_eq!(
+            items,
+            [Item("a", "slow"), Item("b", "free"), Item("a", "slow")],
+            "slow had room for 2, in lease order"
+        );
+        assert_eq!(over, [Item("b", "slow"), Item("a", "busy")]);
+        assert_eq!(room.full(), ["busy", "slow"]);
     }
 }

@@ -55,6 +55,16 @@ impl HandlerRegistry {
             .collect()
     }
 
+    /// The handlers whose manifest caps their running deliveries
+    /// (`max_running`), with their caps.
+    pub fn running_caps(&self) -> Vec<(String, u32)> {
+        let handlers = self.handlers.read().unwrap_or_else(|p| p.into_inner());
+        handlers
+            .values()
+            .filter_map(|h| Some((h.name.clone(), h.manifest.max_running?)))
+            .collect()
+    }
+
     /// The handlers subscribed to `signal_name`, as delivery targets.
     pub fn targets_for(&self, signal_name: &str) -> Vec<DeliveryTarget> {
         let handlers = self.handlers.read().unwrap_or_else(|p| p.into_inner());

@@ -111,10 +111,13 @@ macro_rules! store_conformance_tests {
             keeps_a_tenants_limits_and_refuses_a_zero_cap,
             claims_no_more_than_a_tenants_max_running,
             runs_no_more_directives_of_a_tenant_than_its_max_running,
+            claims_no_more_than_a_handlers_max_running_and_counts_no_attempt_for_the_rest,
+            caps_a_handler_in_oldest_first_claims_too,
         );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,
             shares_one_schedule_between_two_processes,
+            caps_a_handler_across_two_processes,
         );
     };
     (@store $database:expr; $($name:ident),* $(,)?) => {

@@ -216,3 +216,49 @@ fn an_operator_sets_a_tenants_limits_with_the_cli() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_handler_capped_at_one_never_runs_twice_at_once() {
+    // Two worker threads, and a handler that keeps a thread busy for 50 ms
+    // with `max_running = 1`: its attempts follow one another, never overlap.
+    let scratch = Scratch::new("fair-handler-cap");
+    let handlers = scratch.subdir("handlers");
+    install(
+        &handlers,
+        "one-at-a-time",
+        &guest("slow"),
+        "subscriptions = ['capped.*']\nmax_running = 1\n[options]\nbusy_us = 50000\n",
+    );
+    let mut config = HostConfig::new(scratch.subdir("data"));
+    config.workers.threads = 2;
+    config.workers.poll_interval = std::time::Duration::from_millis(10);
+    let host = open_host(config, &handlers);
+    host.create_tenant("org_a", json!({})).expect("tenant");
+    host.emit_batch(numbered_signals("org_a", "capped.work", 6))
+        .expect("emit");
+    let running = host.start().expect("start");
+    let done = wait_for("the capped handler's deliveries to complete", |last| {
+        let all = deliveries_of(&host, "org_a");
+        *last = format!("{:?}", all.iter().map(|d| d.state).collect::<Vec<_>>());
+        (all.len() == 6 && all.iter().all(|d| d.state == DeliveryState::Completed)).then_some(all)
+    });
+    running.shutdown();
+    let mut spans: Vec<(i64, i64)> = done
+        .iter()
+        .flat_map(|d| host.store().attempts(d.id).expect("attempts"))
+        .map(|a| {
+            let start = a.started_at.timestamp_micros();
+            (start, start + a.duration_us as i64)
+        })
+        .collect();
+    spans.sort();
+    assert_eq!(spans.len(), 6, "one attempt each");
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "two attempts ran at once: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}

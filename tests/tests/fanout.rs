@@ -1439,32 +1439,14 @@ fn a_delivery_that_waited_too_long_for_its_lease_is_put_back_not_run_twice() {
 
 #[test]
 fn an_attempt_keeps_the_guests_output_bounded_and_redacted() {
-    let scratch = Scratch::new("fanout-output");
-    let handlers = scratch.subdir("handlers");
-    install(
-        &handlers,
-        "chatty",
+    let attempts = attempts_of_one_delivery(
+        "fanout-output",
         &guest("chatty"),
-        "subscriptions = ['chat.*']\n[limits]\noutput_kib = 4",
+        "[limits]\noutput_kib = 4",
+        DeliveryState::Completed,
+        |_| {},
     );
-    let host = open_host(fast_config(scratch.path(), 3), &handlers);
-    create_tenant(&host, "org_acme", json!({}), &[]);
-    let running = host.start().expect("start");
-    let signal_id = host
-        .emit(new_signal("org_acme", "chat.said", json!({})))
-        .expect("emit")
-        .signal
-        .id;
-    let delivery = one(
-        wait_deliveries(&host, &signal_id, 1, DeliveryState::Completed),
-        "delivery",
-    );
-    running.shutdown();
-    let attempt = one(
-        host.store().attempts(delivery.id).expect("attempts"),
-        "attempt",
-    );
-    let output = &attempt.output;
+    let output = &one(attempts, "attempt").output;
     assert!(output.starts_with("hello from chatty\n"), "{output:.80}");
     assert!(output.len() <= 4 << 10, "{} bytes kept", output.len());
     assert!(output.contains("chatty filler"), "{output:.200}");
@@ -1476,69 +1458,65 @@ fn an_attempt_keeps_the_guests_output_bounded_and_redacted() {
 
 /// Installs `wasm` as the only handler, with `manifest`, on a host with
 /// `configure` applied; emits one signal and waits for its delivery to be
-/// discarded; returns the outcomes and errors of its attempts.
-fn attempts_until_discarded(
+/// in `state`; returns the delivery's attempts.
+fn attempts_of_one_delivery(
     label: &str,
     wasm: &std::path::Path,
     manifest: &str,
+    state: DeliveryState,
     configure: impl FnOnce(&mut sighost::HostConfig),
-) -> Vec<(String, Option<String>)> {
+) -> Vec<sighost::store::Attempt> {
     let scratch = Scratch::new(label);
     let handlers = scratch.subdir("handlers");
-    install(&handlers, "breach", wasm, manifest);
+    install(&handlers, "one", wasm, manifest);
     let mut config = fast_config(scratch.path(), 10);
     configure(&mut config);
     let host = open_host(config, &handlers);
     create_tenant(&host, "org_acme", json!({}), &[]);
     let running = host.start().expect("start");
     let signal_id = host
-        .emit(new_signal("org_acme", "breach.tried", json!({})))
+        .emit(new_signal("org_acme", "one.signal", json!({})))
         .expect("emit")
         .signal
         .id;
-    let delivery = one(
-        wait_deliveries(&host, &signal_id, 1, DeliveryState::Discarded),
-        "delivery",
-    );
+    let delivery = one(wait_deliveries(&host, &signal_id, 1, state), "delivery");
     running.shutdown();
-    host.store()
-        .attempts(delivery.id)
-        .expect("attempts")
+    host.store().attempts(delivery.id).expect("attempts")
+}
+
+/// The outcomes of the attempts of a delivery of `wasm` until it was discarded.
+fn outcomes_until_discarded(
+    label: &str,
+    wasm: &std::path::Path,
+    manifest: &str,
+    configure: impl FnOnce(&mut sighost::HostConfig),
+) -> Vec<String> {
+    attempts_of_one_delivery(label, wasm, manifest, DeliveryState::Discarded, configure)
         .into_iter()
-        .map(|a| (a.outcome.to_string(), a.error))
+        .map(|a| a.outcome.to_string())
         .collect()
 }
 
 #[test]
 fn a_handler_over_its_memory_limit_is_retried_then_discarded() {
-    let attempts = attempts_until_discarded(
+    let outcomes = outcomes_until_discarded(
         "fanout-memory",
         &guest("memory-bomb"),
         "max_attempts = 2\n[limits]\nmemory_mib = 16",
         |_| {},
     );
-    let outcomes: Vec<&str> = attempts.iter().map(|(o, _)| o.as_str()).collect();
-    assert_eq!(
-        outcomes,
-        ["memory_exceeded", "memory_exceeded"],
-        "{attempts:?}"
-    );
+    assert_eq!(outcomes, ["memory_exceeded", "memory_exceeded"]);
 }
 
 #[test]
 fn a_handler_out_of_fuel_is_retried_then_discarded() {
-    let attempts = attempts_until_discarded(
+    let outcomes = outcomes_until_discarded(
         "fanout-fuel",
         &guest("looper"),
         "max_attempts = 2\n[limits]\nfuel = 5000000",
         |config| config.sandbox.fuel_metering = true,
     );
-    let outcomes: Vec<&str> = attempts.iter().map(|(o, _)| o.as_str()).collect();
-    assert_eq!(
-        outcomes,
-        ["fuel_exhausted", "fuel_exhausted"],
-        "{attempts:?}"
-    );
+    assert_eq!(outcomes, ["fuel_exhausted", "fuel_exhausted"]);
 }
 
 #[test]

@@ -184,40 +184,28 @@ fn the_cli_lists_retries_and_replays_what_it_is_asked_to() {
     // Replay by name and time: the six signals were inserted before
     // `emitted_by`, so a window from an hour before takes them all and one
     // from a minute after takes none.
-    let since = |at: chrono::DateTime<Utc>| at.to_rfc3339();
-    let handlers_arg = handlers.to_str().expect("utf-8 path");
-    let none = cli(
-        &data,
-        &[
-            "replay",
-            "--name",
-            "op.tested",
-            "--since",
-            &since(emitted_by + chrono::Duration::minutes(1)),
-            "--handlers",
-            handlers_arg,
-        ],
-    );
-    assert!(none.status.success(), "{none:?}");
+    let replay_since = |at: chrono::DateTime<Utc>| {
+        let replay = cli(
+            &data,
+            &[
+                "replay",
+                "--name",
+                "op.tested",
+                "--since",
+                &at.to_rfc3339(),
+                "--handlers",
+                handlers.to_str().expect("utf-8 path"),
+            ],
+        );
+        assert!(replay.status.success(), "{replay:?}");
+        String::from_utf8_lossy(&replay.stdout).trim().to_owned()
+    };
     assert_eq!(
-        String::from_utf8_lossy(&none.stdout).trim(),
+        replay_since(emitted_by + chrono::Duration::minutes(1)),
         "0 deliveries created"
     );
-    let all = cli(
-        &data,
-        &[
-            "replay",
-            "--name",
-            "op.tested",
-            "--since",
-            &since(emitted_by - chrono::Duration::hours(1)),
-            "--handlers",
-            handlers_arg,
-        ],
-    );
-    assert!(all.status.success(), "{all:?}");
     assert_eq!(
-        String::from_utf8_lossy(&all.stdout).trim(),
+        replay_since(emitted_by - chrono::Duration::hours(1)),
         "6 deliveries created"
     );
     assert_eq!(deliveries_in(&host, DeliveryState::Available), 9);

@@ -190,6 +190,7 @@ fn run_loop(
             lease: config.lease,
             order: config.claim_order,
             costs: &settled,
+            handler_caps: &[],
         };
         let claimed = match deps.store.claim_directives(&claim, (deps.clock)()) {
             Ok(claimed) => claimed,

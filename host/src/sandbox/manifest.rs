@@ -5,6 +5,7 @@
 //! package = "forum"                    # default: none, every tenant gets it
 //! directives = ["forum.thread.summarize"]
 //! max_attempts = 5                     # default: the host's (10)
+//! max_running = 4                      # default: no cap
 //!
 //! [options]                            # passed to the handler in its context
 //! max_words = 120
@@ -40,6 +41,10 @@ pub struct Manifest {
     /// (10) if left out.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Deliveries of this handler running at once, across every host process
+    /// of the store; no cap if left out.
+    #[serde(default)]
+    pub max_running: Option<u32>,
     #[serde(default)]
     pub limits: LimitOverrides,
 }
@@ -62,6 +67,7 @@ impl Default for Manifest {
             directives: Vec::new(),
             options: empty_object(),
             max_attempts: None,
+            max_running: None,
             limits: LimitOverrides::default(),
         }
     }
@@ -102,6 +108,9 @@ impl Manifest {
         if self.max_attempts == Some(0) {
             return Err("max_attempts must be at least 1".into());
         }
+        if self.max_running == Some(0) {
+            return Err("max_running must be at least 1 (leave it out for no cap)".into());
+        }
         if !self.options.is_object() {
             return Err("options must be a table".into());
         }
@@ -137,5 +146,15 @@ mod tests {
     fn refuses_malformed_names() {
         assert!(Manifest::parse("subscriptions = ['Forum.*']").is_err());
         assert!(Manifest::parse("directives = ['bad name']").is_err());
+    }
+
+    #[test]
+    fn a_handler_cap_is_at_least_one() {
+        assert_eq!(
+            Manifest::parse("max_running = 4").map(|m| m.max_running),
+            Ok(Some(4))
+        );
+        let err = Manifest::parse("max_running = 0").expect_err("refused");
+        assert!(err.contains("max_running must be at least 1"), "{err}");
     }
 }

@@ -240,12 +240,14 @@ impl Fetcher<'_> {
             if want > 0 {
                 let now = (deps.clock)();
                 let costs = self.costs.take();
+                let handler_caps = deps.registry.running_caps();
                 let claim = Claim {
                     worker: self.name,
                     limit: want,
                     lease: config.lease,
                     order: config.claim_order,
                     costs: &costs,
+                    handler_caps: &handler_caps,
                 };
                 match deps.store.claim_deliveries(&claim, now) {
                     Ok(batch) => {

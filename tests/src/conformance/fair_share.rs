@@ -429,3 +429,108 @@ pub fn runs_no_more_directives_of_a_tenant_than_its_max_running(store: &dyn Stor
             .is_empty()
     );
 }
+
+/// `count` signals of `tenant`, each with a delivery to `capped` and one to `free`.
+fn two_handlers(store: &dyn Store, tenant: &str, count: usize) {
+    let batch: Vec<(NewSignal, _)> = (0..count)
+        .map(|_| {
+            (
+                new_signal(tenant, "test.capped"),
+                vec![target("capped"), target("free")],
+            )
+        })
+        .collect();
+    store.emit(&batch, at(0)).expect("emit");
+}
+
+fn claim_capped(
+    store: &dyn Store,
+    worker: &str,
+    order: ClaimOrder,
+    cap: u32,
+    seconds: i64,
+) -> BTreeMap<String, usize> {
+    let caps = [("capped".to_owned(), cap)];
+    let claim = Claim {
+        order,
+        handler_caps: &caps,
+        ..Claim::new(worker, 50, LEASE)
+    };
+    let mut counts = BTreeMap::new();
+    for c in store.claim_deliveries(&claim, at(seconds)).expect("claim") {
+        *counts.entry(c.delivery.handler.clone()).or_default() += 1;
+    }
+    counts
+}
+
+pub fn claims_no_more_than_a_handlers_max_running_and_counts_no_attempt_for_the_rest(
+    store: &dyn Store,
+) {
+    use sighost::store::{DeliveryFilter, DeliveryState};
+    create_tenant(store, "acme");
+    create_tenant(store, "beta");
+    two_handlers(store, "acme", 10);
+    two_handlers(store, "beta", 10);
+    let counts = claim_capped(store, "w", ClaimOrder::Fair, 3, 1);
+    assert_eq!(
+        (got(&counts, "capped"), got(&counts, "free")),
+        (3, 20),
+        "capped holds 3 at most, of both tenants; free takes the rest"
+    );
+    // What the lease took past the cap went back untouched: no attempt.
+    let waiting = store
+        .deliveries(&DeliveryFilter {
+            handler: Some("capped".into()),
+            state: Some(DeliveryState::Available),
+            ..DeliveryFilter::default()
+        })
+        .expect("deliveries");
+    assert_eq!(waiting.len(), 17);
+    assert!(
+        waiting
+            .iter()
+            .all(|d| d.attempt == 0 && d.scheduled_at == at(0)),
+        "{waiting:?}"
+    );
+    let counts = claim_capped(store, "w", ClaimOrder::Fair, 3, 2);
+    assert_eq!(got(&counts, "capped"), 0, "still holding 3: {counts:?}");
+    // Without the cap (another host's manifest, say), the rest are there.
+    let counts = per_handler(&claim_fairly(store, 50, &[], 3));
+    assert_eq!(got(&counts, "capped"), 17, "{counts:?}");
+}
+
+pub fn caps_a_handler_in_oldest_first_claims_too(store: &dyn Store) {
+    create_tenant(store, "acme");
+    two_handlers(store, "acme", 10);
+    let counts = claim_capped(store, "w", ClaimOrder::OldestFirst, 2, 1);
+    assert_eq!(
+        (got(&counts, "capped"), got(&counts, "free")),
+        (2, 10),
+        "{counts:?}"
+    );
+    let counts = claim_capped(store, "w", ClaimOrder::OldestFirst, 2, 2);
+    assert_eq!(got(&counts, "capped"), 0, "{counts:?}");
+}
+
+pub fn caps_a_handler_across_two_processes(database: &dyn TestDatabase) {
+    let (one, two) = (database.open(), database.open());
+    create_tenant(&*one, "acme");
+    two_handlers(&*one, "acme", 10);
+    let counts = claim_capped(&*one, "w1", ClaimOrder::Fair, 4, 1);
+    assert_eq!(got(&counts, "capped"), 4, "{counts:?}");
+    let counts = claim_capped(&*two, "w2", ClaimOrder::Fair, 5, 2);
+    assert_eq!(
+        got(&counts, "capped"),
+        1,
+        "the other process sees what the first holds: {counts:?}"
+    );
+}
+
+/// How many of the claimed deliveries each handler got.
+fn per_handler(claimed: &[ClaimedDelivery]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for c in claimed {
+        *counts.entry(c.delivery.handler.clone()).or_default() += 1;
+    }
+    counts
+}

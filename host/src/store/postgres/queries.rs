@@ -701,6 +701,8 @@ trait QueueKind {
         due: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> StoreResult<Vec<Self::Item>>;
+    /// Undoes the lease of these items (see `fair::ClaimVerbs::put_back`).
+    fn put_back(db: &mut Tx<'_, '_>, items: &[Self::Item]) -> StoreResult<()>;
 }
 
 /// The fair claim's verbs on one queue, in one transaction;
@@ -813,6 +815,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
         plan: &[(String, usize)],
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+        full: &[String],
     ) -> StoreResult<Vec<Self::Item>> {
         let fair::Queue { table, pending, .. } = K::QUEUE;
         let tenants: Vec<&str> = plan.iter().map(|(t, _)| t.as_str()).collect();
@@ -827,6 +830,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
                  CROSS JOIN LATERAL ( \
                      SELECT {key} AS key FROM {table} \
                      WHERE tenant = plan.tenant AND {pending} AND scheduled_at <= $3 \
+                         AND handler <> ALL($6::text[]) \
                      ORDER BY scheduled_at LIMIT plan.n \
                      FOR UPDATE SKIP LOCKED \
                  ) pick",
@@ -838,6 +842,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
                 &now,
                 &tenants,
                 &counts,
+                &full,
             ],
         )
     }
@@ -846,6 +851,7 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
         &mut self,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+        full: &[String],
     ) -> StoreResult<Vec<Self::Item>> {
         let fair::Queue { table, pending, .. } = K::QUEUE;
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
@@ -853,11 +859,41 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
             self.db,
             &format!(
                 "SELECT {key} AS key FROM {table} WHERE {pending} AND scheduled_at <= $3 \
+                     AND handler <> ALL($5::text[]) \
                  ORDER BY scheduled_at LIMIT $4 FOR UPDATE SKIP LOCKED",
                 key = K::KEY,
             ),
-            &[&claim.worker, &lease_until(now, claim.lease), &now, &limit],
+            &[
+                &claim.worker,
+                &lease_until(now, claim.lease),
+                &now,
+                &limit,
+                &full,
+            ],
         )
+    }
+
+    fn running_by_handler(&mut self, handlers: &[String]) -> StoreResult<Vec<(String, u64)>> {
+        // Through the partial index on running rows (a few thousand at most).
+        self.db
+            .query(
+                &format!(
+                    "SELECT handler, COUNT(*) FROM {} WHERE state = 'running' \
+                     AND handler = ANY($1) GROUP BY handler",
+                    K::QUEUE.table
+                ),
+                &[&handlers],
+            )?
+            .iter()
+            .map(|row| {
+                let held: i64 = row.try_get(1)?;
+                Ok((row.try_get(0)?, held.max(0) as u64))
+            })
+            .collect()
+    }
+
+    fn put_back(&mut self, items: &[Self::Item]) -> StoreResult<()> {
+        K::put_back(self.db, items)
     }
 
     fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
@@ -925,6 +961,17 @@ impl QueueKind for Deliveries {
             })
             .collect()
     }
+
+    fn put_back(db: &mut Tx<'_, '_>, items: &[ClaimedDelivery]) -> StoreResult<()> {
+        // As a snooze puts a delivery back: not an attempt, the handler never ran.
+        let ids: Vec<i64> = items.iter().map(|c| c.delivery.id).collect();
+        db.execute(
+            "UPDATE deliveries SET state = 'available', attempt = attempt - 1, worker = NULL, \
+             leased_until = NULL WHERE id = ANY($1)",
+            &[&ids],
+        )?;
+        Ok(())
+    }
 }
 
 /// The directives queue.
@@ -956,6 +1003,16 @@ impl QueueKind for Directives {
         .iter()
         .map(|row| Ok(ClaimedDirective::new(directive_from_row(row)?)))
         .collect()
+    }
+
+    fn put_back(db: &mut Tx<'_, '_>, items: &[ClaimedDirective]) -> StoreResult<()> {
+        let ids: Vec<&str> = items.iter().map(|c| c.directive.id.as_str()).collect();
+        db.execute(
+            "UPDATE directives SET state = 'requested', attempt = attempt - 1, worker = NULL, \
+             leased_until = NULL WHERE id = ANY($1)",
+            &[&ids],
+        )?;
+        Ok(())
     }
 }
 

@@ -542,14 +542,22 @@ trait QueueKind {
     const QUEUE: fair::Queue;
     type Item: fair::Claimed;
     /// Leases up to `n` of `tenant`'s due rows (or anyone's, `None`), oldest
-    /// first.
+    /// first, of no handler of `full` (a JSON array).
     fn lease(
         c: &Connection,
         tenant: Option<&str>,
         n: usize,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+        full: &str,
     ) -> StoreResult<Vec<Self::Item>>;
+    /// Undoes the lease of these items (see `fair::ClaimVerbs::put_back`).
+    fn put_back(c: &Connection, items: &[Self::Item]) -> StoreResult<()>;
+}
+
+/// A list of names as a JSON array, for `json_each`.
+fn json_list(names: &[String]) -> String {
+    serde_json::to_string(names).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// The fair claim's verbs on one queue; the one writer connection keeps
@@ -658,10 +666,12 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
         plan: &[(String, usize)],
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+        full: &[String],
     ) -> StoreResult<Vec<Self::Item>> {
+        let full = json_list(full);
         let mut leased = Vec::new();
         for (tenant, n) in plan {
-            leased.extend(K::lease(self.c, Some(tenant), *n, claim, now)?);
+            leased.extend(K::lease(self.c, Some(tenant), *n, claim, now, &full)?);
         }
         Ok(leased)
     }
@@ -670,8 +680,29 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
         &mut self,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+        full: &[String],
     ) -> StoreResult<Vec<Self::Item>> {
-        K::lease(self.c, None, claim.limit, claim, now)
+        K::lease(self.c, None, claim.limit, claim, now, &json_list(full))
+    }
+
+    fn running_by_handler(&mut self, handlers: &[String]) -> StoreResult<Vec<(String, u64)>> {
+        // Through the partial index on running rows (a few thousand at most).
+        let rows = self
+            .c
+            .prepare_cached(&format!(
+                "SELECT handler, COUNT(*) FROM {} WHERE state = 'running' \
+                 AND handler IN (SELECT value FROM json_each(?1)) GROUP BY handler",
+                K::QUEUE.table
+            ))?
+            .query_map([json_list(handlers)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn put_back(&mut self, items: &[Self::Item]) -> StoreResult<()> {
+        K::put_back(self.c, items)
     }
 
     fn save_book(&mut self, book: &fair::Book) -> StoreResult<()> {
@@ -715,11 +746,13 @@ impl QueueKind for Deliveries {
         n: usize,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+        full: &str,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let sql = format!(
             "UPDATE deliveries SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2 \
              WHERE id IN (SELECT id FROM deliveries WHERE {} AND state IN ('available', 'retryable') \
-                          AND scheduled_at <= ?3 ORDER BY scheduled_at LIMIT ?4) \
+                          AND scheduled_at <= ?3 AND handler NOT IN (SELECT value FROM json_each(?6)) \
+                          ORDER BY scheduled_at LIMIT ?4) \
              RETURNING {DELIVERY_COLUMNS}",
             of_tenant(tenant)
         );
@@ -731,12 +764,25 @@ impl QueueKind for Deliveries {
                     lease_until(now, claim.lease),
                     micros(now),
                     n as i64,
-                    tenant
+                    tenant,
+                    full
                 ],
                 delivery_from_row,
             )?
             .collect::<Result<_, _>>()?;
         with_signals(c, deliveries)
+    }
+
+    fn put_back(c: &Connection, items: &[ClaimedDelivery]) -> StoreResult<()> {
+        // As a snooze puts a delivery back: not an attempt, the handler never ran.
+        let mut put_back = c.prepare_cached(
+            "UPDATE deliveries SET state = 'available', attempt = attempt - 1, worker = NULL, \
+             leased_until = NULL WHERE id = ?1",
+        )?;
+        for item in items {
+            put_back.execute([item.delivery.id])?;
+        }
+        Ok(())
     }
 }
 
@@ -753,11 +799,13 @@ impl QueueKind for Directives {
         n: usize,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
+        full: &str,
     ) -> StoreResult<Vec<ClaimedDirective>> {
         let sql = format!(
             "UPDATE directives SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2, \
              updated_at = ?3 \
              WHERE seq IN (SELECT seq FROM directives WHERE {} AND state = 'requested' AND scheduled_at <= ?3 \
+                           AND handler NOT IN (SELECT value FROM json_each(?6)) \
                            ORDER BY scheduled_at LIMIT ?4) \
              RETURNING {DIRECTIVE_COLUMNS}",
             of_tenant(tenant)
@@ -769,12 +817,24 @@ impl QueueKind for Directives {
                     lease_until(now, claim.lease),
                     micros(now),
                     n as i64,
-                    tenant
+                    tenant,
+                    full
                 ],
                 directive_from_row,
             )?
             .map(|directive| Ok(ClaimedDirective::new(directive?)))
             .collect::<StoreResult<_>>()
+    }
+
+    fn put_back(c: &Connection, items: &[ClaimedDirective]) -> StoreResult<()> {
+        let mut put_back = c.prepare_cached(
+            "UPDATE directives SET state = 'requested', attempt = attempt - 1, worker = NULL, \
+             leased_until = NULL WHERE id = ?1",
+        )?;
+        for item in items {
+            put_back.execute([&item.directive.id])?;
+        }
+        Ok(())
     }
 }
 
