@@ -26,15 +26,15 @@ struct Buffer {
     bytes: Vec<u8>,
     /// What the report keeps at most.
     capacity: usize,
-    /// More than `capacity` bytes were written.
-    truncated: bool,
+    /// Bytes past the margin were dropped.
+    overflowed: bool,
 }
 
 impl Buffer {
     fn append(&mut self, data: &[u8]) {
         let room = (self.capacity + REDACTION_MARGIN).saturating_sub(self.bytes.len());
         self.bytes.extend_from_slice(&data[..data.len().min(room)]);
-        self.truncated |= self.bytes.len() > self.capacity;
+        self.overflowed |= data.len() > room;
     }
 }
 
@@ -47,7 +47,7 @@ impl CapturedOutput {
         Self(Arc::new(Mutex::new(Buffer {
             bytes: Vec::new(),
             capacity,
-            truncated: false,
+            overflowed: false,
         })))
     }
 
@@ -64,9 +64,23 @@ impl CapturedOutput {
     /// capacity in bytes) and whether any was dropped.
     pub fn take(&self) -> (String, bool) {
         let mut buffer = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes = std::mem::take(&mut buffer.bytes);
+        let mut bytes = std::mem::take(&mut buffer.bytes);
+        if buffer.overflowed {
+            // The margin's end cut whatever was written there: end at the
+            // last whitespace past the bound, so that no fragment of a
+            // credential too short to be recognised is kept (redaction may
+            // shorten the text before it and bring it within the bound).
+            if let Some(end) = bytes
+                .iter()
+                .rposition(u8::is_ascii_whitespace)
+                .filter(|end| *end >= buffer.capacity)
+            {
+                bytes.truncate(end);
+            }
+        }
         let text = String::from_utf8_lossy(&bytes);
         let mut text = crate::secrets::redact(&text).into_owned();
+        let truncated = buffer.overflowed || text.len() > buffer.capacity;
         if text.len() > buffer.capacity {
             let mut cut = buffer.capacity;
             while !text.is_char_boundary(cut) {
@@ -74,7 +88,7 @@ impl CapturedOutput {
             }
             text.truncate(cut);
         }
-        (text, buffer.truncated)
+        (text, truncated)
     }
 }
 
@@ -131,5 +145,50 @@ impl tokio::io::AsyncWrite for CapturedOutput {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_truncation_when_the_text_kept_was_cut() {
+        let output = CapturedOutput::new(64);
+        output.append(b"password=x password=y");
+        assert!(!output.take().1, "fits, redacted too");
+
+        // 21 bytes fit the bound, but redacted they are 38.
+        let output = CapturedOutput::new(32);
+        output.append(b"password=x password=y");
+        let (text, truncated) = output.take();
+        assert_eq!((text.len(), truncated), (32, true), "{text}");
+
+        let output = CapturedOutput::new(32);
+        output.append(&[b'a'; 40]);
+        let (text, truncated) = output.take();
+        assert_eq!((text.len(), truncated), (32, true));
+    }
+
+    #[test]
+    fn no_fragment_of_a_token_cut_by_the_margin_is_kept() {
+        // The margin's end falls 8 characters into the token, after a
+        // private key that redaction shrinks to its marker: that would pull
+        // the fragment within the bound.
+        let capacity = 64;
+        let line = "Authorization: Bearer ";
+        let (begin, end) = ("-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----\n");
+        let key_len = capacity + REDACTION_MARGIN - line.len() - 8;
+        let key = format!(
+            "{begin}{}{end}",
+            "k".repeat(key_len - begin.len() - end.len())
+        );
+        let output = CapturedOutput::new(capacity);
+        output.append(key.as_bytes());
+        output.append(format!("{line}abcdefghijklmnopqrstuvwxyz").as_bytes());
+        let (text, truncated) = output.take();
+        assert!(truncated);
+        assert!(text.contains("[REDACTED PRIVATE KEY]"), "{text}");
+        assert!(!text.contains("abc"), "{text}");
     }
 }
