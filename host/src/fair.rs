@@ -372,12 +372,13 @@ impl HandlerRoom {
             .collect()
     }
 
-    /// Keeps, in order, the items their handlers have room for, and returns
-    /// the rest (a lease may take more of a handler than its room).
+    /// Keeps the items their handlers have room for, and returns the rest
+    /// (a lease may take more of a handler than its room). Tenants take
+    /// turns for a handler's room, each in its lease order.
     pub fn keep_within<I: Claimed>(&mut self, items: &mut Vec<I>) -> Vec<I> {
         let mut over = Vec::new();
         let mut kept = Vec::with_capacity(items.len());
-        for item in items.drain(..) {
+        for item in in_turns_by_tenant(std::mem::take(items)) {
             match self.0.get_mut(item.handler()) {
                 Some(0) => over.push(item),
                 Some(room) => {
@@ -392,25 +393,74 @@ impl HandlerRoom {
     }
 }
 
-/// Leases with `lease`, leaving out full handlers, and puts back whatever
-/// it took past a capped handler's room.
+/// `items`, one of each tenant in turn, each tenant's in their order.
+fn in_turns_by_tenant<I: Claimed>(items: Vec<I>) -> Vec<I> {
+    let mut queues: Vec<(String, std::collections::VecDeque<I>)> = Vec::new();
+    for item in items {
+        match queues.iter_mut().find(|(t, _)| t == item.tenant()) {
+            Some((_, queue)) => queue.push_back(item),
+            None => queues.push((item.tenant().to_owned(), [item].into())),
+        }
+    }
+    let mut turns = Vec::new();
+    while queues.iter().any(|(_, q)| !q.is_empty()) {
+        turns.extend(queues.iter_mut().filter_map(|(_, q)| q.pop_front()));
+    }
+    turns
+}
+
+/// How many of `items` each tenant has, as a plan.
+fn count_by_tenant<I: Claimed>(items: &[I]) -> Vec<(String, usize)> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for item in items {
+        *counts.entry(item.tenant().to_owned()).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// Leases what `plan` asks (each tenant's count, or `None`: `claim.limit`
+/// of anyone's, oldest first), leaving out full handlers. What the lease
+/// takes past a capped handler's room is put back, and as much again is
+/// leased without that handler, now full: each round fills at least one
+/// more handler, so the rounds end, and a capped handler's backlog does not
+/// shrink a claim to its room.
 fn lease_within_caps<V: ClaimVerbs>(
     verbs: &mut V,
     claim: &Claim<'_>,
-    lease: impl FnOnce(&mut V, &[String]) -> StoreResult<Vec<V::Item>>,
+    now: DateTime<Utc>,
+    plan: Option<Vec<(String, usize)>>,
 ) -> StoreResult<Vec<V::Item>> {
+    let lease =
+        |verbs: &mut V, plan: &Option<Vec<(String, usize)>>, limit, full: &[String]| match plan {
+            Some(plan) => verbs.lease(plan, claim, now, full),
+            None => verbs.lease_oldest(
+                &Claim {
+                    limit,
+                    ..claim.clone()
+                },
+                now,
+                full,
+            ),
+        };
     if claim.handler_caps.is_empty() {
-        return lease(verbs, &[]);
+        return lease(verbs, &plan, claim.limit, &[]);
     }
     let handlers: Vec<String> = claim.handler_caps.iter().map(|(h, _)| h.clone()).collect();
     let running = verbs.running_by_handler(&handlers)?;
     let mut room = HandlerRoom::new(claim.handler_caps, &running);
-    let mut items = lease(verbs, &room.full())?;
-    let over = room.keep_within(&mut items);
-    if !over.is_empty() {
+    let (mut plan, mut limit) = (plan, claim.limit);
+    let mut claimed = Vec::new();
+    loop {
+        let mut items = lease(verbs, &plan, limit, &room.full())?;
+        let over = room.keep_within(&mut items);
+        claimed.extend(items);
+        if over.is_empty() {
+            return Ok(claimed);
+        }
         verbs.put_back(&over)?;
+        limit = over.len();
+        plan = plan.map(|_| count_by_tenant(&over));
     }
-    Ok(items)
 }
 
 /// A claim, as both stores make it: settle the reported costs, plan by
@@ -422,9 +472,7 @@ pub fn claim<V: ClaimVerbs>(
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<V::Item>> {
     if claim.order == ClaimOrder::OldestFirst {
-        return lease_within_caps(verbs, claim, |verbs, full| {
-            verbs.lease_oldest(claim, now, full)
-        });
+        return lease_within_caps(verbs, claim, now, None);
     }
     let (clock, due) = verbs.clock_and_due(now, claim.limit)?;
     if due.is_empty() && claim.costs.is_empty() {
@@ -437,9 +485,7 @@ pub fn claim<V: ClaimVerbs>(
     let mut book = verbs.book(clock, &tenants)?;
     book.settle(claim.costs);
     let plan = book.plan(&due, claim.limit);
-    let mut claimed = lease_within_caps(verbs, claim, |verbs, full| {
-        verbs.lease(&plan, claim, now, full)
-    })?;
+    let mut claimed = lease_within_caps(verbs, claim, now, Some(plan))?;
     let mut leased: BTreeMap<&str, usize> = BTreeMap::new();
     for c in &claimed {
         *leased.entry(c.tenant()).or_default() += 1;

@@ -113,6 +113,9 @@ macro_rules! store_conformance_tests {
             runs_no_more_directives_of_a_tenant_than_its_max_running,
             claims_no_more_than_a_handlers_max_running_and_counts_no_attempt_for_the_rest,
             caps_a_handler_in_oldest_first_claims_too,
+            fills_a_claim_past_a_capped_handlers_backlog,
+            shares_a_capped_handlers_room_between_tenants,
+            puts_a_retry_back_as_a_retry,
         );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,

@@ -526,6 +526,97 @@ pub fn caps_a_handler_across_two_processes(database: &dyn TestDatabase) {
     );
 }
 
+/// `count` signals of `tenant` at `seconds`, each with one delivery to `handler`.
+fn to_handler(store: &dyn Store, tenant: &str, handler: &str, count: usize, seconds: i64) {
+    let batch: Vec<(NewSignal, _)> = (0..count)
+        .map(|_| (new_signal(tenant, "test.capped"), vec![target(handler)]))
+        .collect();
+    store.emit(&batch, at(seconds)).expect("emit");
+}
+
+pub fn fills_a_claim_past_a_capped_handlers_backlog(store: &dyn Store) {
+    // The oldest 30 are the capped handler's; the claim still fills up with
+    // the free handler's, behind them.
+    create_tenant(store, "acme");
+    to_handler(store, "acme", "capped", 30, 0);
+    to_handler(store, "acme", "free", 10, 1);
+    for order in [ClaimOrder::Fair, ClaimOrder::OldestFirst] {
+        let caps = [("capped".to_owned(), 2)];
+        let claim = Claim {
+            order,
+            handler_caps: &caps,
+            ..Claim::new("w", 5, LEASE)
+        };
+        let claimed = store.claim_deliveries(&claim, at(2)).expect("claim");
+        let counts = per_handler(&claimed);
+        let expected = if order == ClaimOrder::Fair {
+            (2, 3)
+        } else {
+            (0, 5)
+        };
+        assert_eq!(
+            (got(&counts, "capped"), got(&counts, "free")),
+            expected,
+            "{order:?}: {counts:?}"
+        );
+    }
+}
+
+pub fn shares_a_capped_handlers_room_between_tenants(store: &dyn Store) {
+    create_tenant(store, "acme");
+    create_tenant(store, "beta");
+    to_handler(store, "acme", "capped", 10, 0);
+    to_handler(store, "beta", "capped", 10, 0);
+    let caps = [("capped".to_owned(), 2)];
+    let claim = Claim {
+        handler_caps: &caps,
+        ..Claim::new("w", 20, LEASE)
+    };
+    let claimed = store.claim_deliveries(&claim, at(1)).expect("claim");
+    let counts = per_tenant(&claimed);
+    assert_eq!(
+        (got(&counts, "acme"), got(&counts, "beta")),
+        (1, 1),
+        "the room is shared, not the first tenant's: {counts:?}"
+    );
+}
+
+pub fn puts_a_retry_back_as_a_retry(store: &dyn Store) {
+    use sighost::store::{Decision, DeliveryFilter, DeliveryState};
+    create_tenant(store, "acme");
+    to_handler(store, "acme", "capped", 2, 0);
+    for claimed in claim_fairly(store, 10, &[], 1) {
+        super::finish(
+            store,
+            super::result(&claimed, "w", Decision::Retry { at: at(2) }, at(1)),
+            at(1),
+        );
+    }
+    // Both retries are due; the cap of 1 takes one and puts the other back.
+    let caps = [("capped".to_owned(), 1)];
+    let claim = Claim {
+        handler_caps: &caps,
+        ..Claim::new("w", 10, LEASE)
+    };
+    assert_eq!(
+        store.claim_deliveries(&claim, at(3)).expect("claim").len(),
+        1
+    );
+    let back = store
+        .deliveries(&DeliveryFilter {
+            handler: Some("capped".into()),
+            state: Some(DeliveryState::Retryable),
+            ..DeliveryFilter::default()
+        })
+        .expect("deliveries");
+    assert_eq!(
+        back.len(),
+        1,
+        "still a retry, with its one attempt behind it"
+    );
+    assert_eq!(back[0].attempt, 1);
+}
+
 /// How many of the claimed deliveries each handler got.
 fn per_handler(claimed: &[ClaimedDelivery]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();

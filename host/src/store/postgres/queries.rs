@@ -963,11 +963,12 @@ impl QueueKind for Deliveries {
     }
 
     fn put_back(db: &mut Tx<'_, '_>, items: &[ClaimedDelivery]) -> StoreResult<()> {
-        // As a snooze puts a delivery back: not an attempt, the handler never ran.
+        // Not an attempt, the handler never ran: back to the state it was
+        // claimed from (a retry has attempts behind it).
         let ids: Vec<i64> = items.iter().map(|c| c.delivery.id).collect();
         db.execute(
-            "UPDATE deliveries SET state = 'available', attempt = attempt - 1, worker = NULL, \
-             leased_until = NULL WHERE id = ANY($1)",
+            "UPDATE deliveries SET attempt = attempt - 1, worker = NULL, leased_until = NULL, \
+             state = CASE WHEN attempt > 1 THEN 'retryable' ELSE 'available' END WHERE id = ANY($1)",
             &[&ids],
         )?;
         Ok(())

@@ -774,10 +774,11 @@ impl QueueKind for Deliveries {
     }
 
     fn put_back(c: &Connection, items: &[ClaimedDelivery]) -> StoreResult<()> {
-        // As a snooze puts a delivery back: not an attempt, the handler never ran.
+        // Not an attempt, the handler never ran: back to the state it was
+        // claimed from (a retry has attempts behind it).
         let mut put_back = c.prepare_cached(
-            "UPDATE deliveries SET state = 'available', attempt = attempt - 1, worker = NULL, \
-             leased_until = NULL WHERE id = ?1",
+            "UPDATE deliveries SET attempt = attempt - 1, worker = NULL, leased_until = NULL, \
+             state = CASE WHEN attempt > 1 THEN 'retryable' ELSE 'available' END WHERE id = ?1",
         )?;
         for item in items {
             put_back.execute([item.delivery.id])?;
