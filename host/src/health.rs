@@ -130,7 +130,8 @@ impl StoreHealth {
 /// lease rescue.
 #[derive(Debug)]
 pub struct Refused<T> {
-    items: Vec<T>,
+    /// What was refused, with when it first was.
+    items: Vec<(T, Instant)>,
     backoff: Duration,
     retry_at: Option<Instant>,
     give_up_at: Option<Instant>,
@@ -158,7 +159,8 @@ impl<T> Refused<T> {
 
     /// Keeps `items` for a later try.
     pub fn add(&mut self, items: impl IntoIterator<Item = T>) {
-        self.items.extend(items);
+        let now = Instant::now();
+        self.items.extend(items.into_iter().map(|item| (item, now)));
         if !self.items.is_empty() && self.retry_at.is_none() {
             self.retry_at = Some(Instant::now() + self.backoff);
         }
@@ -182,7 +184,7 @@ impl<T> Refused<T> {
             return 0;
         }
         let before = self.items.len();
-        self.items.retain(|item| match write(item) {
+        self.items.retain(|(item, _)| match write(item) {
             Ok(()) => {
                 health.recovered();
                 false
@@ -217,6 +219,21 @@ impl<T> Refused<T> {
         }
         self.retry_at = None;
         std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|(item, _)| item)
+            .collect()
+    }
+
+    /// Drops and returns what was first refused longer than `age` ago: for
+    /// results whose lease has run out, which the lease rescue runs again,
+    /// so that a result the store never takes is not kept for the life of
+    /// the process.
+    pub fn expire(&mut self, age: Duration) -> Vec<T> {
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|(_, since)| since.elapsed() > age);
+        self.items = kept;
+        expired.into_iter().map(|(item, _)| item).collect()
     }
 }
 
@@ -268,11 +285,13 @@ mod tests {
     fn a_refused_write_is_tried_again_later_without_the_others() {
         let health = StoreHealth::default();
         let mut refused = Refused::default();
+        let added = Instant::now();
         refused.add([1, 2, 3]);
-        assert_eq!(
-            refused.retry("a test write", &health, |_| Ok(())),
-            0,
-            "not due yet"
+        assert!(
+            refused
+                .retry_at()
+                .is_some_and(|at| at >= added + FIRST_BACKOFF),
+            "due after a backoff"
         );
         std::thread::sleep(FIRST_BACKOFF);
         let written = refused.retry("a test write", &health, |n| match n {
@@ -302,5 +321,15 @@ mod tests {
         assert_eq!(logged.iter().filter(|l| **l).count(), 1, "and no other");
         let failing = health.failing().expect("failing");
         assert!(failing.contains("(100 failed writes)"), "{failing}");
+    }
+
+    #[test]
+    fn a_result_refused_longer_than_its_lease_is_let_go() {
+        let mut refused = Refused::default();
+        refused.add(["old"]);
+        std::thread::sleep(Duration::from_millis(30));
+        refused.add(["new"]);
+        assert_eq!(refused.expire(Duration::from_millis(20)), ["old"]);
+        assert_eq!(refused.len(), 1);
     }
 }

@@ -58,6 +58,8 @@ fn count(data: &Path, sql: &str) -> usize {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .expect("open the database");
+    db.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
     let n: i64 = db.query_row(sql, [], |row| row.get(0)).expect(sql);
     n as usize
 }

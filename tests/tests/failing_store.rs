@@ -137,7 +137,11 @@ fn shutdown_ends_within_its_bound_while_the_store_refuses_results() {
 fn a_result_the_store_will_not_take_holds_back_no_other() {
     let scratch = Scratch::new("failing-poison");
     let executor = CountingExecutor::new();
-    let (host, failing) = host_on_failing_store(&scratch, &executor);
+    // Attempts to spare: on a slow machine the poison one may outlive its
+    // lease and be rescued, and must not run out of attempts meanwhile.
+    let (host, failing) = host_on_failing_store_with(&scratch, &executor, |config| {
+        config.workers.retry = sighost::retry::RetryPolicy::fast(10)
+    });
     emit(&host, 50);
     let poison = host
         .store()
@@ -233,11 +237,14 @@ fn readyz_answers_503_while_the_store_refuses_results() {
 #[test]
 fn a_directive_result_the_store_will_not_take_holds_back_no_other_directive() {
     // One runner thread: before, it retried the refused result in place and
-    // ran nothing else.
+    // ran nothing else. A lease of 2 s: the poison one's lease is kept
+    // alive while its result waits, so it is not rescued and run again.
     let scratch = Scratch::new("failing-poison-directive");
     let executor = CountingExecutor::new();
-    let (host, failing) =
-        host_on_failing_store_with(&scratch, &executor, |config| config.runner.threads = 1);
+    let (host, failing) = host_on_failing_store_with(&scratch, &executor, |config| {
+        config.runner.threads = 1;
+        config.runner.lease = Duration::from_secs(2);
+    });
     failing.poison_first_directive.store(true, Ordering::SeqCst);
     emit(&host, 10);
     let running = host.start().expect("start");
@@ -271,6 +278,8 @@ fn a_directive_result_the_store_will_not_take_holds_back_no_other_directive() {
         "{:?}",
         states()
     );
+    // Several leases long: a rescue would have run it again by now.
+    std::thread::sleep(Duration::from_millis(4500));
     failing
         .poison_first_directive
         .store(false, Ordering::SeqCst);
@@ -286,4 +295,10 @@ fn a_directive_result_the_store_will_not_take_holds_back_no_other_directive() {
         },
     );
     running.shutdown();
+    assert_eq!(
+        executor.calls(&poisoned),
+        1,
+        "its result waited; it was not run again"
+    );
+    assert_eq!(executor.total_calls(), 10);
 }

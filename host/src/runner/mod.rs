@@ -181,7 +181,7 @@ fn run_loop(
     const WHAT: &str = "recording a directive result";
     while !stopping.load(Ordering::SeqCst) {
         refused.retry(WHAT, &deps.health, |result| {
-            record(deps, config, name, result)
+            record(deps, config, name, held, result)
         });
         let settled = costs.take();
         let claim = Claim {
@@ -230,6 +230,9 @@ fn run_loop(
     while !refused.is_empty() {
         let given_up = refused.give_up_if_stopping(stopping);
         if !given_up.is_empty() {
+            for result in &given_up {
+                held.remove(&result.directive.id);
+            }
             tracing::error!(
                 directives = given_up.len(),
                 "stopping with directive results the store would not take: they run again once \
@@ -241,7 +244,7 @@ fn run_loop(
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
         }
         refused.retry(WHAT, &deps.health, |result| {
-            record(deps, config, name, result)
+            record(deps, config, name, held, result)
         });
     }
 }
@@ -273,9 +276,9 @@ fn run_one(
             directive.name
         ))),
     };
-    // The executor is done: its lease is no longer kept alive (a result the
-    // store will not take is rescued once the lease runs out).
-    held.remove(&directive.id);
+    // The lease stays alive until the result is written, or given up at
+    // shutdown: a directive whose result the store refuses is not run again
+    // while this host runs.
     let now = (deps.clock)();
     let decision = match result {
         Ok(value) => DirectiveDecision::Succeeded(value),
@@ -307,7 +310,7 @@ fn run_one(
         decision,
         at: now,
     };
-    match record(deps, config, name, &result) {
+    match record(deps, config, name, held, &result) {
         Ok(()) => None,
         Err(error) => {
             deps.health
@@ -326,11 +329,13 @@ struct Unwritten {
     at: DateTime<Utc>,
 }
 
-/// Writes a result, fenced by the attempt, then emits its lifecycle signal.
+/// Writes a result, fenced by the attempt, lets its lease go, then emits its
+/// lifecycle signal.
 fn record(
     deps: &RunnerDeps,
     config: &RunnerConfig,
     name: &str,
+    held: &Held<String>,
     result: &Unwritten,
 ) -> crate::store::StoreResult<()> {
     let Unwritten {
@@ -341,6 +346,7 @@ fn record(
     let written =
         deps.store
             .finish_directive(&directive.id, directive.attempt, name, decision, *at)?;
+    held.remove(&directive.id);
     deps.health.recovered();
     if !written {
         tracing::warn!(directive = %directive.id, "lease lost before the result was recorded");

@@ -664,6 +664,17 @@ fn complete(
             outcomes.extend(written);
             Ok(())
         });
+        // Past its lease a result is the rescue's: the delivery runs again,
+        // and its next result takes this one's place (`health::Refused`).
+        let expired = refused.expire(config.lease);
+        if !expired.is_empty() {
+            tracing::warn!(
+                results = expired.len(),
+                "letting go of delivery results the store would not take for a whole lease: \
+                 those deliveries run again"
+            );
+            done += expired.len();
+        }
         let given_up = refused.give_up_if_stopping(stopping);
         if !given_up.is_empty() {
             tracing::error!(
