@@ -2,10 +2,12 @@
 //! (delivery results, directive results) are tried again.
 //!
 //! A result that cannot be written is kept aside ([`Refused`]) and retried
-//! with backoff beside new work, never dropped while the host runs (so a
-//! succeeded directive is not run again just because one write failed), and
-//! never ahead of the results after it (so one the store will never take
-//! holds back no other). Once shutdown begins, they get at most
+//! with backoff beside new work, never ahead of the results after it (so one
+//! the store will never take holds back no other). The runner keeps a
+//! directive's lease alive while its result waits, so a succeeded directive
+//! is not run again just because its write failed; the completer lets go of
+//! a delivery result once its lease has run out ([`Refused::expire`]), and
+//! the rescue runs the delivery again. Once shutdown begins, they get at most
 //! [`SHUTDOWN_GRACE`] more: what is still unwritten is left for the lease
 //! rescue, which runs it again (executors are told to expect at-least-once
 //! calls), and the host stops within a known bound even while its store
