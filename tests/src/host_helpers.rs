@@ -115,8 +115,18 @@ pub fn numbered_signals(tenant: &str, name: &str, count: usize) -> Vec<sighost::
 /// Polls `check` every 20 ms until it returns `Some`, for at most
 /// [`PATIENCE`]; then fails the test naming `what` and the last state seen,
 /// which `check` reports through `last`.
-pub fn wait_for<T>(what: &str, mut check: impl FnMut(&mut String) -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
+pub fn wait_for<T>(what: &str, check: impl FnMut(&mut String) -> Option<T>) -> T {
+    wait_for_within(PATIENCE, what, check)
+}
+
+/// [`wait_for`] with another patience, for work whose size, not its
+/// promise, decides how long it takes.
+pub fn wait_for_within<T>(
+    patience: Duration,
+    what: &str,
+    mut check: impl FnMut(&mut String) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + patience;
     let mut last = String::new();
     loop {
         if let Some(value) = check(&mut last) {
@@ -124,7 +134,7 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut(&mut String) -> Option<T>) 
         }
         assert!(
             Instant::now() < deadline,
-            "gave up after {PATIENCE:?} waiting for {what}; last seen: {last}"
+            "gave up after {patience:?} waiting for {what}; last seen: {last}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -662,8 +662,10 @@ fn a_token_cut_by_the_output_bound_leaves_no_part_of_itself() {
         );
         let run = run(&handler, "org_acme");
         assert_eq!(run.outcome, Outcome::Ok);
+        // Redacted, the line may be short enough to fit whole: whether the
+        // report says truncated depends on `kept` (the unit tests of
+        // `sandbox/output.rs` pin that rule), so it is not asserted here.
         let output = &run.report.output;
-        assert!(run.report.output_truncated, "kept {kept}");
         assert!(output.len() <= 8 << 10, "kept {kept}: {}", output.len());
         let tail = &output[output.len().saturating_sub(80)..];
         assert!(

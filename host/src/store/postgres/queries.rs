@@ -823,27 +823,26 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
             .iter()
             .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
             .collect();
+        let until = lease_until(now, claim.lease);
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&claim.worker, &until, &now, &tenants, &counts];
+        if !full.is_empty() {
+            params.push(&full);
+        }
         K::lease(
             self.db,
             &format!(
                 "SELECT pick.key FROM unnest($4::text[], $5::bigint[]) AS plan(tenant, n) \
                  CROSS JOIN LATERAL ( \
                      SELECT {key} AS key FROM {table} \
-                     WHERE tenant = plan.tenant AND {pending} AND scheduled_at <= $3 \
-                         AND handler <> ALL($6::text[]) \
+                     WHERE tenant = plan.tenant AND {pending} AND scheduled_at <= $3 {leaving_out} \
                      ORDER BY scheduled_at LIMIT plan.n \
                      FOR UPDATE SKIP LOCKED \
                  ) pick",
                 key = K::KEY,
+                leaving_out = leaving_out(full, 6),
             ),
-            &[
-                &claim.worker,
-                &lease_until(now, claim.lease),
-                &now,
-                &tenants,
-                &counts,
-                &full,
-            ],
+            &params,
         )
     }
 
@@ -855,21 +854,20 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
     ) -> StoreResult<Vec<Self::Item>> {
         let fair::Queue { table, pending, .. } = K::QUEUE;
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+        let until = lease_until(now, claim.lease);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&claim.worker, &until, &now, &limit];
+        if !full.is_empty() {
+            params.push(&full);
+        }
         K::lease(
             self.db,
             &format!(
-                "SELECT {key} AS key FROM {table} WHERE {pending} AND scheduled_at <= $3 \
-                     AND handler <> ALL($5::text[]) \
+                "SELECT {key} AS key FROM {table} WHERE {pending} AND scheduled_at <= $3 {leaving_out} \
                  ORDER BY scheduled_at LIMIT $4 FOR UPDATE SKIP LOCKED",
                 key = K::KEY,
+                leaving_out = leaving_out(full, 5),
             ),
-            &[
-                &claim.worker,
-                &lease_until(now, claim.lease),
-                &now,
-                &limit,
-                &full,
-            ],
+            &params,
         )
     }
 
@@ -909,6 +907,16 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
             &[&K::QUEUE.name, &tenants, &vtimes, &costs, &book.clock],
         )?;
         Ok(())
+    }
+}
+
+/// The full handlers a lease leaves out, as parameter `$n`: no clause at
+/// all when none is full, so the usual lease is the statement it always was.
+fn leaving_out(full: &[String], n: usize) -> String {
+    if full.is_empty() {
+        String::new()
+    } else {
+        format!("AND handler <> ALL(${n}::text[])")
     }
 }
 

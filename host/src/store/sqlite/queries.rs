@@ -542,14 +542,14 @@ trait QueueKind {
     const QUEUE: fair::Queue;
     type Item: fair::Claimed;
     /// Leases up to `n` of `tenant`'s due rows (or anyone's, `None`), oldest
-    /// first, of no handler of `full` (a JSON array).
+    /// first, of no handler of `full` (a JSON array, if any).
     fn lease(
         c: &Connection,
         tenant: Option<&str>,
         n: usize,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
-        full: &str,
+        full: Option<&str>,
     ) -> StoreResult<Vec<Self::Item>>;
     /// Undoes the lease of these items (see `fair::ClaimVerbs::put_back`).
     fn put_back(c: &Connection, items: &[Self::Item]) -> StoreResult<()>;
@@ -558,6 +558,27 @@ trait QueueKind {
 /// A list of names as a JSON array, for `json_each`.
 fn json_list(names: &[String]) -> String {
     serde_json::to_string(names).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The full handlers a lease leaves out, as `?6`: no clause at all when
+/// none is full, so the usual lease is the statement it always was.
+fn leaving_out(full: Option<&str>) -> &'static str {
+    match full {
+        Some(_) => "AND handler NOT IN (SELECT value FROM json_each(?6))",
+        None => "",
+    }
+}
+
+/// A lease's parameters: `?1`…`?5`, and `?6` when handlers are left out.
+fn lease_params<'p>(
+    fixed: [&'p dyn rusqlite::ToSql; 5],
+    full: &'p Option<&str>,
+) -> Vec<&'p dyn rusqlite::ToSql> {
+    let mut params = fixed.to_vec();
+    if let Some(full) = full {
+        params.push(full);
+    }
+    params
 }
 
 /// The fair claim's verbs on one queue; the one writer connection keeps
@@ -668,10 +689,17 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
         now: DateTime<Utc>,
         full: &[String],
     ) -> StoreResult<Vec<Self::Item>> {
-        let full = json_list(full);
+        let full = (!full.is_empty()).then(|| json_list(full));
         let mut leased = Vec::new();
         for (tenant, n) in plan {
-            leased.extend(K::lease(self.c, Some(tenant), *n, claim, now, &full)?);
+            leased.extend(K::lease(
+                self.c,
+                Some(tenant),
+                *n,
+                claim,
+                now,
+                full.as_deref(),
+            )?);
         }
         Ok(leased)
     }
@@ -682,7 +710,8 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
         now: DateTime<Utc>,
         full: &[String],
     ) -> StoreResult<Vec<Self::Item>> {
-        K::lease(self.c, None, claim.limit, claim, now, &json_list(full))
+        let full = (!full.is_empty()).then(|| json_list(full));
+        K::lease(self.c, None, claim.limit, claim, now, full.as_deref())
     }
 
     fn running_by_handler(&mut self, handlers: &[String]) -> StoreResult<Vec<(String, u64)>> {
@@ -746,27 +775,21 @@ impl QueueKind for Deliveries {
         n: usize,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
-        full: &str,
+        full: Option<&str>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let sql = format!(
             "UPDATE deliveries SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2 \
              WHERE id IN (SELECT id FROM deliveries WHERE {} AND state IN ('available', 'retryable') \
-                          AND scheduled_at <= ?3 AND handler NOT IN (SELECT value FROM json_each(?6)) \
-                          ORDER BY scheduled_at LIMIT ?4) \
+                          AND scheduled_at <= ?3 {} ORDER BY scheduled_at LIMIT ?4) \
              RETURNING {DELIVERY_COLUMNS}",
-            of_tenant(tenant)
+            of_tenant(tenant),
+            leaving_out(full)
         );
+        let (until, at, n) = (lease_until(now, claim.lease), micros(now), n as i64);
         let deliveries: Vec<Delivery> = c
             .prepare_cached(&sql)?
             .query_map(
-                params![
-                    claim.worker,
-                    lease_until(now, claim.lease),
-                    micros(now),
-                    n as i64,
-                    tenant,
-                    full
-                ],
+                lease_params([&claim.worker, &until, &at, &n, &tenant], &full).as_slice(),
                 delivery_from_row,
             )?
             .collect::<Result<_, _>>()?;
@@ -800,27 +823,21 @@ impl QueueKind for Directives {
         n: usize,
         claim: &Claim<'_>,
         now: DateTime<Utc>,
-        full: &str,
+        full: Option<&str>,
     ) -> StoreResult<Vec<ClaimedDirective>> {
         let sql = format!(
             "UPDATE directives SET state = 'running', attempt = attempt + 1, worker = ?1, leased_until = ?2, \
              updated_at = ?3 \
              WHERE seq IN (SELECT seq FROM directives WHERE {} AND state = 'requested' AND scheduled_at <= ?3 \
-                           AND handler NOT IN (SELECT value FROM json_each(?6)) \
-                           ORDER BY scheduled_at LIMIT ?4) \
+                           {} ORDER BY scheduled_at LIMIT ?4) \
              RETURNING {DIRECTIVE_COLUMNS}",
-            of_tenant(tenant)
+            of_tenant(tenant),
+            leaving_out(full)
         );
+        let (until, at, n) = (lease_until(now, claim.lease), micros(now), n as i64);
         c.prepare_cached(&sql)?
             .query_map(
-                params![
-                    claim.worker,
-                    lease_until(now, claim.lease),
-                    micros(now),
-                    n as i64,
-                    tenant,
-                    full
-                ],
+                lease_params([&claim.worker, &until, &at, &n, &tenant], &full).as_slice(),
                 directive_from_row,
             )?
             .map(|directive| Ok(ClaimedDirective::new(directive?)))
