@@ -14,8 +14,11 @@
 //! - Deliveries are created at emit time for the handlers loaded *then*; a
 //!   handler added later sees only new signals, or old ones through replay.
 
+pub mod dialect;
 pub mod postgres;
 pub mod sqlite;
+
+pub use dialect::{Dialect, SqlStore, Verbs};
 
 use std::sync::Arc;
 use std::time::Duration;

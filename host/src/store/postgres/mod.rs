@@ -73,7 +73,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::postgres::{GenericClient, Row, Statement, types::ToSql};
+use ::postgres::{Row, Statement, types::ToSql};
 use chrono::{DateTime, Utc};
 
 use super::*;
@@ -163,8 +163,12 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The store on PostgreSQL: the contract over [`Postgres`].
+pub type PostgresStore = SqlStore<Postgres>;
+
+/// The PostgreSQL dialect: its pool of connections and its listener.
 #[derive(Debug)]
-pub struct PostgresStore {
+pub struct Postgres {
     pool: Arc<Pool>,
     /// Started by the first `watch`; stops when the store is dropped.
     listener: Mutex<Option<Listener>>,
@@ -213,14 +217,25 @@ fn describe(e: &::postgres::Error) -> String {
 ///
 /// `query`, `execute`, ... prepare their SQL once per connection, so they
 /// are for fixed SQL text; SQL built from filters goes through `c` directly.
-pub(crate) struct Db<'a, C> {
-    pub c: &'a mut C,
+/// A connection the PostgreSQL verbs (`queries.rs`) run on, in a
+/// transaction or not, with its prepared statements.
+pub struct Db<'a> {
+    c: &'a mut ::postgres::Client,
     statements: &'a mut HashMap<String, Statement>,
+}
+
+impl std::fmt::Debug for Db<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("closed", &self.c.is_closed())
+            .field("statements", &self.statements.len())
+            .finish()
+    }
 }
 
 type Params<'p> = [&'p (dyn ToSql + Sync)];
 
-impl<C: GenericClient> Db<'_, C> {
+impl Db<'_> {
     fn statement(&mut self, sql: &str) -> StoreResult<Statement> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
@@ -300,33 +315,63 @@ impl PostgresStore {
         }
         let pool = Arc::new(Pool::new(config, options.pool_size));
         migrate(&mut pool.get()?.client, now)?;
-        Ok(Self {
-            pool,
-            listener: Mutex::new(None),
+        Ok(SqlStore {
+            dialect: Postgres {
+                pool,
+                listener: Mutex::new(None),
+            },
         })
     }
+}
 
-    fn write<T>(
+impl Postgres {
+    /// Runs `f` in a transaction opened by `begin` on a pooled connection.
+    /// The transaction is plain SQL on the connection, so that verbs see one
+    /// connection type whether in a transaction or not; an error or a panic
+    /// in `f` rolls it back (see [`Open`]).
+    fn transaction<T>(
         &self,
-        f: impl FnOnce(&mut Db<'_, ::postgres::Transaction<'_>>) -> StoreResult<T>,
+        begin: &str,
+        f: impl FnOnce(&mut Db<'_>) -> StoreResult<T>,
     ) -> StoreResult<T> {
         let mut connection = self.pool.get()?;
         let pool::Connection { client, statements } = &mut *connection;
-        let mut tx = client.transaction()?;
-        let value = f(&mut Db {
-            c: &mut tx,
-            statements,
-        })?;
-        tx.commit()?;
+        client.batch_execute(begin)?;
+        let mut open = Open {
+            db: Db {
+                c: client,
+                statements,
+            },
+            committed: false,
+        };
+        let value = f(&mut open.db)?;
+        open.db.c.batch_execute("COMMIT")?;
+        open.committed = true;
         Ok(value)
     }
+}
 
-    /// Runs `f` on a pooled connection outside any transaction: for reads,
-    /// and for writes that are one statement (atomic on their own).
-    fn connection<T>(
-        &self,
-        f: impl FnOnce(&mut Db<'_, ::postgres::Client>) -> StoreResult<T>,
-    ) -> StoreResult<T> {
+/// A transaction not yet committed: dropped (an error, a panic), it rolls
+/// back, so the connection goes back to the pool outside any transaction.
+struct Open<'a> {
+    db: Db<'a>,
+    committed: bool,
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            // A connection that broke is not pooled again (`Pooled`'s drop).
+            let _ = self.db.c.batch_execute("ROLLBACK");
+        }
+    }
+}
+
+impl Dialect for Postgres {
+    type Conn<'c> = Db<'c>;
+
+    /// A pooled connection outside any transaction.
+    fn read<T>(&self, f: impl FnOnce(&mut Db<'_>) -> StoreResult<T>) -> StoreResult<T> {
         let mut connection = self.pool.get()?;
         let pool::Connection { client, statements } = &mut *connection;
         f(&mut Db {
@@ -334,193 +379,30 @@ impl PostgresStore {
             statements,
         })
     }
-}
 
-impl Store for PostgresStore {
-    fn create_tenant(
+    fn write<T>(&self, f: impl FnOnce(&mut Db<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        self.transaction("BEGIN", f)
+    }
+
+    /// One statement is atomic on its own: no transaction, no extra round
+    /// trips.
+    fn alone<T>(&self, f: impl FnOnce(&mut Db<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        self.read(f)
+    }
+
+    /// The rescue is one statement, atomic without a transaction around it.
+    /// The claim commits without waiting for the WAL flush: losing it in a
+    /// database crash only makes the rows claimable again, and the fenced
+    /// result of whoever ran them then finds its lease gone, so
+    /// at-least-once holds. It saves an fsync on the way to every handler
+    /// start (emit→start p99 under load: see the note on issue 5).
+    fn claim<T>(
         &self,
-        id: &str,
-        settings: serde_json::Value,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Tenant> {
-        check_tenant_id(id)?;
-        check_settings(&settings)?;
-        self.write(|db| queries::create_tenant(db, id, &settings, now))
-    }
-
-    fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
-        self.connection(|db| queries::tenant(db, id))
-    }
-
-    fn tenants(&self) -> StoreResult<Vec<Tenant>> {
-        self.connection(queries::tenants)
-    }
-
-    fn set_settings(&self, id: &str, settings: serde_json::Value) -> StoreResult<Tenant> {
-        check_settings(&settings)?;
-        self.write(|db| queries::set_settings(db, id, &settings))
-    }
-
-    fn set_weight(&self, id: &str, weight: u32) -> StoreResult<Tenant> {
-        let weight = crate::fair::check_weight(weight)?;
-        self.write(|db| queries::set_weight(db, id, weight))
-    }
-
-    fn set_limits(&self, id: &str, limits: TenantLimits) -> StoreResult<Tenant> {
-        let limits = crate::fair::check_limits(limits)?;
-        self.write(|db| queries::set_limits(db, id, &limits))
-    }
-
-    fn pending_deliveries(&self, tenant: &str, cap: u64) -> StoreResult<u64> {
-        self.connection(|db| queries::pending_deliveries(db, tenant, cap))
-    }
-
-    fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
-        crate::signal::check_name(package)
-            .map_err(|e| StoreError::Invalid(format!("package: {e}")))?;
-        self.write(|db| queries::install_package(db, id, package))
-    }
-
-    fn uninstall_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
-        self.write(|db| queries::uninstall_package(db, id, package))
-    }
-
-    fn record_handler_version(
-        &self,
-        name: &str,
-        digest: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        self.write(|db| queries::record_handler_version(db, name, digest, now))
-    }
-
-    fn handler_versions(&self, name: &str) -> StoreResult<Vec<HandlerVersion>> {
-        self.connection(|db| queries::handler_versions(db, name))
-    }
-
-    fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(|db| queries::resume_handler(db, name, now))
-    }
-
-    fn emit(
-        &self,
-        batch: &[(NewSignal, Vec<DeliveryTarget>)],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Emitted>> {
-        self.write(|db| queries::emit(db, batch, now))
-    }
-
-    fn signals(&self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
-        self.connection(|db| queries::signals(db, filter))
-    }
-
-    fn signal_depth(&self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
-        self.connection(|db| queries::signal_depth(db, tenant, id))
-    }
-
-    fn claim_deliveries(
-        &self,
-        claim: &crate::fair::Claim<'_>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<ClaimedDelivery>> {
-        // The rescue is one statement, atomic without a transaction around it.
-        self.connection(|db| queries::rescue_deliveries(db, now))?;
-        // The claim commits without waiting for the WAL flush: losing it in a
-        // database crash only makes the deliveries claimable again, and the
-        // fenced completion of whoever ran them then finds its lease gone, so
-        // at-least-once holds. It saves an fsync on the way to every handler
-        // start (emit→start p99 under load: see the note on issue 5).
-        self.write(|db| {
-            db.c.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
-            queries::claim_deliveries(db, claim, now)
-        })
-    }
-
-    fn finish_deliveries(
-        &self,
-        results: &[DeliveryResult],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<FinishOutcome>> {
-        self.write(|db| queries::finish_deliveries(db, results, now))
-    }
-
-    fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
-        self.connection(|db| queries::deliveries(db, filter))
-    }
-
-    fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
-        self.connection(|db| queries::attempts(db, delivery_id))
-    }
-
-    fn retry_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(|db| queries::retry_deliveries(db, filter, now))
-    }
-
-    fn cancel_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(|db| queries::cancel_deliveries(db, filter, now))
-    }
-
-    fn replay(
-        &self,
-        batch: &[(String, Vec<DeliveryTarget>)],
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.write(|db| queries::replay(db, batch, now))
-    }
-
-    fn extend_delivery_leases(
-        &self,
-        worker: &str,
-        held: &[(i64, u32)],
-        until: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.connection(|db| queries::extend_delivery_leases(db, worker, held, until))
-    }
-
-    fn extend_directive_leases(
-        &self,
-        worker: &str,
-        held: &[(String, u32)],
-        until: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.connection(|db| queries::extend_directive_leases(db, worker, held, until))
-    }
-
-    fn claim_directives(
-        &self,
-        claim: &crate::fair::Claim<'_>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<ClaimedDirective>> {
-        self.connection(|db| queries::rescue_directives(db, now))?;
-        // Without waiting for the WAL flush, as a delivery claim: a lost
-        // claim only makes the directive claimable again.
-        self.write(|db| {
-            db.c.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
-            queries::claim_directives(db, claim, now)
-        })
-    }
-
-    fn finish_directive(
-        &self,
-        id: &str,
-        attempt: u32,
-        worker: &str,
-        decision: &DirectiveDecision,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        self.connection(|db| queries::finish_directive(db, id, attempt, worker, decision, now))
-    }
-
-    fn directives(&self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
-        self.connection(|db| queries::directives(db, filter))
-    }
-
-    fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(|db| queries::cancel_directives(db, filter, now))
-    }
-
-    fn stats(&self) -> StoreResult<QueueStats> {
-        self.connection(queries::stats)
+        rescue: impl FnOnce(&mut Db<'_>) -> StoreResult<()>,
+        claim: impl FnOnce(&mut Db<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.read(rescue)?;
+        self.transaction("BEGIN; SET LOCAL synchronous_commit TO OFF", claim)
     }
 
     /// LISTENs on its own connection in a thread of its own (started by the

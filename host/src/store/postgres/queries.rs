@@ -1,5 +1,6 @@
-//! The SQL of the PostgreSQL store. Each function runs on the connection or
-//! inside the transaction its caller in `mod.rs` provides.
+//! The SQL of the PostgreSQL store: its [`Verbs`], each run on the
+//! connection [`SqlStore`] chose (in a transaction or not), and the fair
+//! claim's [`fair::ClaimVerbs`].
 //!
 //! Batches travel as arrays, one per column, turned back into rows with
 //! `unnest`: a batch of any size costs one round trip per statement, which
@@ -9,16 +10,14 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use ::postgres::Row;
 use ::postgres::types::ToSql;
-use ::postgres::{GenericClient, Row, Transaction};
 use chrono::{DateTime, Utc};
 
 use super::{DELIVERIES_CHANNEL, DIRECTIVES_CHANNEL, Db};
 use crate::fair::{self, Claim};
 use crate::rules;
 use crate::store::*;
-
-type Tx<'a, 'b> = Db<'a, Transaction<'b>>;
 
 const SIGNAL_COLUMNS: &str = "id, tenant, name, payload, metadata, dedupe_key, occurred_at, correlation_id, \
      causation_id, actor_type, actor_id, subject_type, subject_id, source, inserted_at";
@@ -190,7 +189,7 @@ fn limit(limit: Option<u32>) -> String {
     limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
 }
 
-fn notify(db: &mut Tx<'_, '_>, channel: &str) -> StoreResult<()> {
+fn notify(db: &mut Db<'_>, channel: &str) -> StoreResult<()> {
     // Delivered on commit, and only then; repeats in one transaction fold
     // into one notification.
     db.execute("SELECT pg_notify($1, '')", &[&channel])?;
@@ -207,165 +206,15 @@ fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 // ---------------------------------------------------------------------------
 // Tenants.
 
-pub fn tenant(db: &mut Db<'_, impl GenericClient>, id: &str) -> StoreResult<Option<Tenant>> {
-    db.query_opt(&format!("{TENANT_SELECT} WHERE t.id = $1"), &[&id])?
-        .map(|row| tenant_from_row(&row))
-        .transpose()
-}
-
-fn known_tenant(db: &mut Db<'_, impl GenericClient>, id: &str) -> StoreResult<Tenant> {
-    tenant(db, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
-}
-
-pub fn tenants(db: &mut Db<'_, impl GenericClient>) -> StoreResult<Vec<Tenant>> {
-    db.query(&format!("{TENANT_SELECT} ORDER BY t.id COLLATE \"C\""), &[])?
-        .iter()
-        .map(tenant_from_row)
-        .collect()
-}
-
-pub fn create_tenant(
-    db: &mut Tx<'_, '_>,
-    id: &str,
-    settings: &serde_json::Value,
-    now: DateTime<Utc>,
-) -> StoreResult<Tenant> {
-    let inserted = db.execute(
-        "INSERT INTO tenants (id, settings, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
-        &[&id, settings, &now],
-    )?;
-    if inserted == 0 {
-        return Err(StoreError::TenantExists(id.to_owned()));
-    }
-    known_tenant(db, id)
-}
-
-pub fn set_settings(
-    db: &mut Tx<'_, '_>,
-    id: &str,
-    settings: &serde_json::Value,
-) -> StoreResult<Tenant> {
-    let changed = db.execute(
-        "UPDATE tenants SET settings = $2 WHERE id = $1",
-        &[&id, settings],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::UnknownTenant(id.to_owned()));
-    }
-    known_tenant(db, id)
-}
-
-pub fn set_weight(db: &mut Tx<'_, '_>, id: &str, weight: u32) -> StoreResult<Tenant> {
-    let changed = db.execute(
-        "UPDATE tenants SET weight = $2 WHERE id = $1",
-        &[&id, &int(weight)],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::UnknownTenant(id.to_owned()));
-    }
-    known_tenant(db, id)
-}
-
-pub fn set_limits(db: &mut Tx<'_, '_>, id: &str, limits: &TenantLimits) -> StoreResult<Tenant> {
-    let changed = db.execute(
-        "UPDATE tenants SET max_running = $2, max_pending = $3, max_emit_per_s = $4 WHERE id = $1",
-        &[
-            &id,
-            &limits.max_running.map(int),
-            &limits
-                .max_pending
-                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-            &limits.max_emit_per_s.map(int),
-        ],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::UnknownTenant(id.to_owned()));
-    }
-    known_tenant(db, id)
-}
-
-pub fn pending_deliveries(
-    db: &mut Db<'_, impl GenericClient>,
-    tenant: &str,
-    cap: u64,
-) -> StoreResult<u64> {
-    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    let count: i64 = db
-        .query_opt(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries \
-             WHERE tenant = $1 AND state IN ('available', 'retryable') LIMIT $2) x",
-            &[&tenant, &cap],
-        )?
-        .map_or(Ok(0), |row| row.try_get(0))?;
-    Ok(count.max(0) as u64)
-}
-
-pub fn install_package(db: &mut Tx<'_, '_>, id: &str, package: &str) -> StoreResult<Tenant> {
-    known_tenant(db, id)?;
-    db.execute(
-        "INSERT INTO tenant_packages (tenant, package) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        &[&id, &package],
-    )?;
-    known_tenant(db, id)
-}
-
-pub fn uninstall_package(db: &mut Tx<'_, '_>, id: &str, package: &str) -> StoreResult<Tenant> {
-    known_tenant(db, id)?;
-    db.execute(
-        "DELETE FROM tenant_packages WHERE tenant = $1 AND package = $2",
-        &[&id, &package],
-    )?;
-    known_tenant(db, id)
-}
-
-pub fn record_handler_version(
-    db: &mut Tx<'_, '_>,
-    name: &str,
-    digest: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    db.execute(
-        "INSERT INTO handler_versions (name, digest, first_seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        &[&name, &digest, &now],
-    )?;
-    Ok(())
-}
-
-pub fn handler_versions(
-    db: &mut Db<'_, impl GenericClient>,
-    name: &str,
-) -> StoreResult<Vec<HandlerVersion>> {
-    db.query(
-        "SELECT digest, first_seen_at FROM handler_versions WHERE name = $1 \
-         ORDER BY first_seen_at, digest",
-        &[&name],
-    )?
-    .iter()
-    .map(|r| {
-        Ok(HandlerVersion {
-            digest: r.try_get(0)?,
-            first_seen_at: r.try_get(1)?,
-        })
-    })
-    .collect()
-}
-
-/// See `Store::resume_handler`. Snoozed deliveries are the available ones
-/// scheduled later than now: new ones are due at once and retries are
-/// `retryable`. The `IN` keeps the statement on the partial due index.
-pub fn resume_handler(db: &mut Tx<'_, '_>, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-    db.execute(
-        "UPDATE deliveries SET scheduled_at = $2 \
-         WHERE state IN ('available', 'retryable') AND scheduled_at > $2 \
-         AND state = 'available' AND handler = $1",
-        &[&name, &now],
-    )
+fn known_tenant(db: &mut Db<'_>, id: &str) -> StoreResult<Tenant> {
+    db.tenant(id)?
+        .ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
 }
 
 /// The packages of each of these tenants, or `UnknownTenant` naming the
 /// first unknown one in order.
 fn packages_of<'t>(
-    db: &mut Tx<'_, '_>,
+    db: &mut Db<'_>,
     tenants: impl Iterator<Item = &'t str> + Clone,
 ) -> StoreResult<HashMap<String, Vec<String>>> {
     let ids: Vec<&str> = tenants.clone().collect();
@@ -419,7 +268,7 @@ impl NewDeliveries {
     }
 
     /// Inserts them, available at `now`, and tells the other processes.
-    fn insert(&self, db: &mut Tx<'_, '_>, now: DateTime<Utc>) -> StoreResult<u64> {
+    fn insert(&self, db: &mut Db<'_>, now: DateTime<Utc>) -> StoreResult<u64> {
         if self.signal_ids.is_empty() {
             return Ok(0);
         }
@@ -444,10 +293,7 @@ impl NewDeliveries {
 
 /// Causation depth of each signal of the batch: its cause's depth + 1 when
 /// the cause is a signal of the same tenant, 0 otherwise.
-fn depths(
-    db: &mut Tx<'_, '_>,
-    batch: &[(NewSignal, Vec<DeliveryTarget>)],
-) -> StoreResult<Vec<u32>> {
+fn depths(db: &mut Db<'_>, batch: &[(NewSignal, Vec<DeliveryTarget>)]) -> StoreResult<Vec<u32>> {
     let causes: Vec<&str> = batch
         .iter()
         .filter_map(|(new, _)| new.causation_id.as_deref())
@@ -481,7 +327,7 @@ fn depths(
 /// batches that share keys then wait on each other in one order and never
 /// deadlock. Within a batch the first signal with a key wins, as in SQLite.
 fn insert_signals(
-    db: &mut Tx<'_, '_>,
+    db: &mut Db<'_>,
     signals: &[Signal],
     depths: &[u32],
     now: DateTime<Utc>,
@@ -537,7 +383,7 @@ fn insert_signals(
     rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
 }
 
-fn signal_by_dedupe_key(db: &mut Tx<'_, '_>, tenant: &str, key: &str) -> StoreResult<Signal> {
+fn signal_by_dedupe_key(db: &mut Db<'_>, tenant: &str, key: &str) -> StoreResult<Signal> {
     let row = db
         .query_opt(
             &format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE tenant = $1 AND dedupe_key = $2"),
@@ -551,143 +397,8 @@ fn signal_by_dedupe_key(db: &mut Tx<'_, '_>, tenant: &str, key: &str) -> StoreRe
     signal_at(&row, 0)
 }
 
-pub fn emit(
-    db: &mut Tx<'_, '_>,
-    batch: &[(NewSignal, Vec<DeliveryTarget>)],
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<Emitted>> {
-    if batch.is_empty() {
-        return Ok(Vec::new());
-    }
-    let packages = packages_of(db, batch.iter().map(|(new, _)| new.tenant.as_str()))?;
-    let depths = depths(db, batch)?;
-    let signals: Vec<Signal> = batch
-        .iter()
-        .map(|(new, _)| rules::new_signal(new, rules::new_signal_id(), now))
-        .collect();
-    let created = insert_signals(db, &signals, &depths, now)?;
-    let mut deliveries = NewDeliveries::default();
-    let mut emitted = Vec::with_capacity(batch.len());
-    for ((signal, (_, targets)), depth) in signals.into_iter().zip(batch).zip(depths) {
-        if created.contains(&signal.id) {
-            let count = deliveries.push(
-                &signal.id,
-                &signal.tenant,
-                depth,
-                &packages[&signal.tenant],
-                targets,
-            );
-            emitted.push(Emitted {
-                status: EmitStatus::Created,
-                signal,
-                deliveries: count,
-            });
-        } else {
-            // Only a signal with a dedupe key can be left out.
-            let key = signal.dedupe_key.as_deref().unwrap_or_default();
-            emitted.push(Emitted {
-                status: EmitStatus::Existing,
-                signal: signal_by_dedupe_key(db, &signal.tenant, key)?,
-                deliveries: 0,
-            });
-        }
-    }
-    deliveries.insert(db, now)?;
-    Ok(emitted)
-}
-
-pub fn signals(
-    db: &mut Db<'_, impl GenericClient>,
-    filter: &SignalFilter,
-) -> StoreResult<Vec<Signal>> {
-    let mut conditions = Conditions::default();
-    conditions.eq("tenant", filter.tenant.clone());
-    conditions.one_of("id", &filter.ids);
-    conditions.eq("name", filter.name.clone());
-    if let Some(since) = filter.since {
-        let placeholder = conditions.bind(since);
-        conditions.raw(&format!("inserted_at >= {placeholder}"));
-    }
-    if let Some(until) = filter.until {
-        let placeholder = conditions.bind(until);
-        conditions.raw(&format!("inserted_at < {placeholder}"));
-    }
-    let sql = format!(
-        "SELECT {SIGNAL_COLUMNS} FROM signals{} ORDER BY seq{}",
-        conditions.sql(),
-        limit(filter.limit)
-    );
-    db.c.query(&sql, &conditions.params())?
-        .iter()
-        .map(|row| signal_at(row, 0))
-        .collect()
-}
-
-/// The depth of signal `id` of `tenant`; `None` if the tenant has none.
-pub fn signal_depth(
-    db: &mut Db<'_, impl GenericClient>,
-    tenant: &str,
-    id: &str,
-) -> StoreResult<Option<u32>> {
-    db.query_opt(
-        "SELECT depth FROM signals WHERE id = $1 AND tenant = $2",
-        &[&id, &tenant],
-    )?
-    .map(|row| count(&row, 0))
-    .transpose()
-}
-
 // ---------------------------------------------------------------------------
 // Claims.
-
-/// Leases held by workers that stopped: record the lost attempt, then make
-/// the delivery retryable (or discarded, if that was its last attempt):
-/// `rules::AFTER_LOST_LEASE`, applied in the statement. One statement; rows
-/// another transaction holds (a late completion, another rescuer) are
-/// skipped, not waited for.
-pub fn rescue_deliveries(
-    db: &mut Db<'_, impl GenericClient>,
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let (retried, discarded) = rules::AFTER_LOST_LEASE;
-    db.execute(
-        "WITH expired AS ( \
-             SELECT id, attempt, worker, handler_digest FROM deliveries \
-             WHERE state = 'running' AND leased_until < $1 \
-             FOR UPDATE SKIP LOCKED \
-         ), lost AS ( \
-             INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
-                 duration_us, fuel, directive_count, output, finished_at) \
-             SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), $2, $3, $1, 0, NULL, 0, \
-                 '', $1 \
-             FROM expired \
-             ON CONFLICT DO NOTHING \
-         ) \
-         UPDATE deliveries d SET \
-             state = CASE WHEN d.attempt >= d.max_attempts THEN $5 ELSE $4 END, \
-             finished_at = CASE WHEN d.attempt >= d.max_attempts THEN $1 END, \
-             last_error = $6, worker = NULL, leased_until = NULL, scheduled_at = $1 \
-         FROM expired WHERE d.id = expired.id",
-        &[
-            &now,
-            &AttemptOutcome::LeaseExpired.as_str(),
-            &rules::LEASE_EXPIRED_ATTEMPT_ERROR,
-            &retried.as_str(),
-            &discarded.as_str(),
-            &rules::LEASE_EXPIRED_DELIVERY_ERROR,
-        ],
-    )
-}
-
-/// Makes the claim [`fair::claim`] decides (the rescue runs before, on its
-/// own).
-pub fn claim_deliveries(
-    db: &mut Tx<'_, '_>,
-    claim: &Claim<'_>,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<ClaimedDelivery>> {
-    fair::claim(&mut FairQueue::<Deliveries>::new(db), claim, now)
-}
 
 /// A queue a fair claim takes from, and how it leases.
 trait QueueKind {
@@ -697,24 +408,24 @@ trait QueueKind {
     type Item: fair::Claimed;
     /// Leases the rows `due` selects (a query of their keys, locked).
     fn lease(
-        db: &mut Tx<'_, '_>,
+        db: &mut Db<'_>,
         due: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> StoreResult<Vec<Self::Item>>;
     /// Undoes the lease of these items (see `fair::ClaimVerbs::put_back`).
-    fn put_back(db: &mut Tx<'_, '_>, items: &[Self::Item]) -> StoreResult<()>;
+    fn put_back(db: &mut Db<'_>, items: &[Self::Item]) -> StoreResult<()>;
 }
 
 /// The fair claim's verbs on one queue, in one transaction;
 /// [`fair::ClaimVerbs::clock`] locks the clock's row, so the claims of
 /// every host process take turns (each is a few milliseconds).
-struct FairQueue<'d, 'a, 'b, K> {
-    db: &'d mut Tx<'a, 'b>,
+struct FairQueue<'d, 'a, K> {
+    db: &'d mut Db<'a>,
     kind: std::marker::PhantomData<K>,
 }
 
-impl<'d, 'a, 'b, K> FairQueue<'d, 'a, 'b, K> {
-    fn new(db: &'d mut Tx<'a, 'b>) -> Self {
+impl<'d, 'a, K> FairQueue<'d, 'a, K> {
+    fn new(db: &'d mut Db<'a>) -> Self {
         Self {
             db,
             kind: std::marker::PhantomData,
@@ -722,7 +433,7 @@ impl<'d, 'a, 'b, K> FairQueue<'d, 'a, 'b, K> {
     }
 }
 
-impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, '_, K> {
+impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, K> {
     type Item = K::Item;
 
     fn clock_and_due(
@@ -932,7 +643,7 @@ impl QueueKind for Deliveries {
     /// attempt, and returns them with their signal and their tenant's
     /// settings and packages: one statement.
     fn lease(
-        db: &mut Tx<'_, '_>,
+        db: &mut Db<'_>,
         due: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> StoreResult<Vec<ClaimedDelivery>> {
@@ -970,7 +681,7 @@ impl QueueKind for Deliveries {
             .collect()
     }
 
-    fn put_back(db: &mut Tx<'_, '_>, items: &[ClaimedDelivery]) -> StoreResult<()> {
+    fn put_back(db: &mut Db<'_>, items: &[ClaimedDelivery]) -> StoreResult<()> {
         // Not an attempt, the handler never ran: back to the state it was
         // claimed from (a retry has attempts behind it).
         let ids: Vec<i64> = items.iter().map(|c| c.delivery.id).collect();
@@ -992,7 +703,7 @@ impl QueueKind for Directives {
     type Item = ClaimedDirective;
 
     fn lease(
-        db: &mut Tx<'_, '_>,
+        db: &mut Db<'_>,
         due: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> StoreResult<Vec<ClaimedDirective>> {
@@ -1014,7 +725,7 @@ impl QueueKind for Directives {
         .collect()
     }
 
-    fn put_back(db: &mut Tx<'_, '_>, items: &[ClaimedDirective]) -> StoreResult<()> {
+    fn put_back(db: &mut Db<'_>, items: &[ClaimedDirective]) -> StoreResult<()> {
         let ids: Vec<&str> = items.iter().map(|c| c.directive.id.as_str()).collect();
         db.execute(
             "UPDATE directives SET state = 'requested', attempt = attempt - 1, worker = NULL, \
@@ -1023,40 +734,6 @@ impl QueueKind for Directives {
         )?;
         Ok(())
     }
-}
-
-/// The heartbeat: one statement for every lease `worker` still holds.
-pub fn extend_delivery_leases(
-    db: &mut Db<'_, impl GenericClient>,
-    worker: &str,
-    held: &[(i64, u32)],
-    until: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
-    let attempts: Vec<i32> = held.iter().map(|(_, attempt)| int(*attempt)).collect();
-    db.execute(
-        "UPDATE deliveries d SET leased_until = $4 \
-         FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt) \
-         WHERE d.id = r.id AND d.attempt = r.attempt AND d.worker = $3 AND d.state = 'running'",
-        &[&ids, &attempts, &worker, &until],
-    )
-}
-
-/// [`extend_delivery_leases`] for directives.
-pub fn extend_directive_leases(
-    db: &mut Db<'_, impl GenericClient>,
-    worker: &str,
-    held: &[(String, u32)],
-    until: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
-    let attempts: Vec<i32> = held.iter().map(|(_, attempt)| int(*attempt)).collect();
-    db.execute(
-        "UPDATE directives d SET leased_until = $4 \
-         FROM unnest($1::text[], $2::int[]) AS r(id, attempt) \
-         WHERE d.id = r.id AND d.attempt = r.attempt AND d.worker = $3 AND d.state = 'running'",
-        &[&ids, &attempts, &worker, &until],
-    )
 }
 
 /// `a, b` → `t.a, t.b`.
@@ -1122,7 +799,7 @@ const FENCE: &str =
 /// Completes, retries or discards the deliveries whose lease these results
 /// still hold; returns the holder of each by its index in the batch.
 fn settle(
-    db: &mut Tx<'_, '_>,
+    db: &mut Db<'_>,
     results: &[DeliveryResult],
     candidates: &[usize],
     now: DateTime<Utc>,
@@ -1191,7 +868,7 @@ fn settle(
 /// Puts snoozed deliveries back without counting the attempt; returns the
 /// indexes of the results that still held their lease.
 fn snooze(
-    db: &mut Tx<'_, '_>,
+    db: &mut Db<'_>,
     results: &[DeliveryResult],
     candidates: &[usize],
 ) -> StoreResult<HashSet<usize>> {
@@ -1269,11 +946,7 @@ impl NewDirectives {
 
     /// Inserts those whose idempotency key is free (in order, so the first
     /// of a repeated key wins); returns the ids inserted.
-    fn insert(
-        &self,
-        db: &mut Db<'_, impl GenericClient>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<HashSet<String>> {
+    fn insert(&self, db: &mut Db<'_>, now: DateTime<Utc>) -> StoreResult<HashSet<String>> {
         if self.ids.is_empty() {
             return Ok(HashSet::new());
         }
@@ -1328,7 +1001,7 @@ struct Completion<'r> {
 /// is rolled back and each delivery is written on its own, in order, to
 /// tell duplicates from conflicts exactly as SQLite does.
 fn write_directives(
-    db: &mut Tx<'_, '_>,
+    db: &mut Db<'_>,
     completions: &[Completion<'_>],
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<Written>> {
@@ -1348,20 +1021,13 @@ fn write_directives(
     if all.ids.is_empty() {
         return Ok(all_new(completions));
     }
-    let Db { c, statements } = db;
-    let mut savepoint = c.transaction()?;
-    let inserted = all.insert(
-        &mut Db {
-            c: &mut savepoint,
-            statements,
-        },
-        now,
-    )?;
+    db.c.batch_execute("SAVEPOINT directives")?;
+    let inserted = all.insert(db, now)?;
     if inserted.len() == all.ids.len() {
-        savepoint.commit()?;
+        db.c.batch_execute("RELEASE SAVEPOINT directives")?;
         return Ok(all_new(completions));
     }
-    savepoint.rollback()?;
+    db.c.batch_execute("ROLLBACK TO SAVEPOINT directives")?;
     completions
         .iter()
         .map(|c| write_one_delivery(db, c, now))
@@ -1369,7 +1035,7 @@ fn write_directives(
 }
 
 fn write_one_delivery(
-    db: &mut Tx<'_, '_>,
+    db: &mut Db<'_>,
     completion: &Completion<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Written> {
@@ -1415,7 +1081,7 @@ fn write_one_delivery(
 }
 
 /// Discards a completed delivery whose directives conflict, with the reason.
-fn discard_conflict(db: &mut Tx<'_, '_>, delivery_id: i64, key: &str) -> StoreResult<()> {
+fn discard_conflict(db: &mut Db<'_>, delivery_id: i64, key: &str) -> StoreResult<()> {
     // Unfenced: this transaction completed it a moment ago.
     db.execute(
         "UPDATE deliveries SET state = 'discarded', last_error = $2 WHERE id = $1",
@@ -1428,7 +1094,7 @@ fn discard_conflict(db: &mut Tx<'_, '_>, delivery_id: i64, key: &str) -> StoreRe
 /// fenced-out result is dropped whole: its attempt is not its to record),
 /// with the outcome and error each attempt ended with.
 fn record_attempts(
-    db: &mut Tx<'_, '_>,
+    db: &mut Db<'_>,
     attempts: &[(&DeliveryResult, AttemptOutcome, Option<String>)],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
@@ -1482,83 +1148,6 @@ fn record_attempts(
     Ok(())
 }
 
-/// Records a batch of results in the transaction `db` holds: the fenced
-/// state changes, the directives of completed deliveries, the attempts.
-pub fn finish_deliveries(
-    db: &mut Tx<'_, '_>,
-    results: &[DeliveryResult],
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<FinishOutcome>> {
-    let first = first_of_each_fence(results);
-    let (snoozes, settles): (Vec<usize>, Vec<usize>) = (0..results.len())
-        .filter(|&i| first[i])
-        .partition(|&i| matches!(results[i].decision, Decision::Snooze { .. }));
-    let mut held = settle(db, results, &settles, now)?;
-    let snoozed = snooze(db, results, &snoozes)?;
-
-    let completions: Vec<Completion<'_>> = settles
-        .iter()
-        .filter_map(|&ord| match &results[ord].decision {
-            Decision::Complete(directives) => held.remove(&ord).map(|holder| Completion {
-                ord,
-                holder,
-                result: &results[ord],
-                directives,
-            }),
-            _ => None,
-        })
-        .collect();
-    let written = write_directives(db, &completions, now)?;
-
-    let mut outcomes: Vec<FinishOutcome> = (0..results.len())
-        .map(|i| match &results[i].decision {
-            Decision::Snooze { .. } if snoozed.contains(&i) => FinishOutcome::Snoozed,
-            Decision::Retry { .. } if held.contains_key(&i) => FinishOutcome::Retrying,
-            Decision::Discard if held.contains_key(&i) => FinishOutcome::Discarded,
-            _ => FinishOutcome::LeaseLost, // completions are filled in below
-        })
-        .collect();
-    let mut created = 0;
-    for (completion, written) in completions.iter().zip(written) {
-        outcomes[completion.ord] = match written {
-            Written::All {
-                created: n,
-                duplicates,
-            } => {
-                created += n;
-                FinishOutcome::Completed {
-                    directives_created: n,
-                    duplicates,
-                }
-            }
-            Written::Conflict { key } => {
-                discard_conflict(db, completion.result.delivery_id, &key)?;
-                FinishOutcome::Conflict { key }
-            }
-        };
-    }
-
-    let attempts: Vec<(&DeliveryResult, AttemptOutcome, Option<String>)> = results
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(r, outcome)| match outcome {
-            FinishOutcome::LeaseLost | FinishOutcome::Snoozed => None,
-            // The attempt keeps the reason its delivery ended.
-            FinishOutcome::Conflict { key } => Some((
-                r,
-                AttemptOutcome::Conflict,
-                Some(rules::conflict_error(key)),
-            )),
-            _ => Some((r, r.outcome, r.error.clone())),
-        })
-        .collect();
-    record_attempts(db, &attempts, now)?;
-    if created > 0 {
-        notify(db, DIRECTIVES_CHANNEL)?;
-    }
-    Ok(outcomes)
-}
-
 // ---------------------------------------------------------------------------
 // Listings and operator actions on deliveries.
 
@@ -1570,22 +1159,6 @@ fn delivery_conditions(filter: &DeliveryFilter) -> Conditions {
     conditions.eq("signal_id", filter.signal_id.clone());
     conditions.one_of("id", &filter.ids);
     conditions
-}
-
-pub fn deliveries(
-    db: &mut Db<'_, impl GenericClient>,
-    filter: &DeliveryFilter,
-) -> StoreResult<Vec<Delivery>> {
-    let conditions = delivery_conditions(filter);
-    let sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}",
-        conditions.sql(),
-        limit(filter.limit)
-    );
-    db.c.query(&sql, &conditions.params())?
-        .iter()
-        .map(|row| delivery_at(row, 0))
-        .collect()
 }
 
 const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
@@ -1608,151 +1181,8 @@ fn attempt_from_row(r: &::postgres::Row) -> StoreResult<Attempt> {
     })
 }
 
-pub fn attempts(
-    db: &mut Db<'_, impl GenericClient>,
-    delivery_id: i64,
-) -> StoreResult<Vec<Attempt>> {
-    db.query(
-        &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY attempt"),
-        &[&delivery_id],
-    )?
-    .iter()
-    .map(attempt_from_row)
-    .collect()
-}
-
-pub fn retry_deliveries(
-    db: &mut Tx<'_, '_>,
-    filter: &DeliveryFilter,
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut conditions = delivery_conditions(filter);
-    conditions.raw(&format!(
-        "state IN ({})",
-        rules::sql_list(rules::RETRYABLE_BY_OPERATOR, DeliveryState::as_str)
-    ));
-    let now_param = conditions.bind(now);
-    // A discarded delivery gets a fresh budget of the size it had.
-    let sql = format!(
-        "UPDATE deliveries SET \
-         max_attempts = CASE WHEN state = 'retryable' THEN max_attempts ELSE attempt + max_attempts END, \
-         state = 'available', scheduled_at = {now_param}, finished_at = NULL{}",
-        conditions.sql()
-    );
-    let retried = db.c.execute(&sql, &conditions.params())?;
-    if retried > 0 {
-        notify(db, DELIVERIES_CHANNEL)?;
-    }
-    Ok(retried)
-}
-
-pub fn cancel_deliveries(
-    db: &mut Tx<'_, '_>,
-    filter: &DeliveryFilter,
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut conditions = delivery_conditions(filter);
-    conditions.raw(&format!(
-        "state IN ({})",
-        rules::sql_list(rules::CANCELABLE_DELIVERIES, DeliveryState::as_str)
-    ));
-    let now_param = conditions.bind(now);
-    let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR);
-    let sql = format!(
-        "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
-         last_error = {error_param}{}",
-        conditions.sql()
-    );
-    Ok(db.c.execute(&sql, &conditions.params())?)
-}
-
-pub fn replay(
-    db: &mut Tx<'_, '_>,
-    batch: &[(String, Vec<DeliveryTarget>)],
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
-    let mut signals: HashMap<String, (String, u32)> = HashMap::new();
-    for row in db.query(
-        "SELECT id, tenant, depth FROM signals WHERE id = ANY($1)",
-        &[&ids],
-    )? {
-        signals.insert(row.try_get(0)?, (row.try_get(1)?, count(&row, 2)?));
-    }
-    if let Some(missing) = ids.iter().find(|id| !signals.contains_key(**id)) {
-        return Err(StoreError::NotFound {
-            kind: "signal",
-            id: (*missing).to_owned(),
-        });
-    }
-    let packages = packages_of(db, signals.values().map(|(tenant, _)| tenant.as_str()))?;
-    let mut deliveries = NewDeliveries::default();
-    for (signal_id, targets) in batch {
-        let (tenant, depth) = &signals[signal_id];
-        deliveries.push(signal_id, tenant, *depth, &packages[tenant], targets);
-    }
-    deliveries.insert(db, now)
-}
-
 // ---------------------------------------------------------------------------
 // Directives.
-
-/// A runner that stopped mid-directive: run it again (executors are told to
-/// expect at-least-once calls).
-pub fn rescue_directives(
-    db: &mut Db<'_, impl GenericClient>,
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    db.execute(
-        "UPDATE directives SET state = 'requested', scheduled_at = $1, updated_at = $1, worker = NULL, \
-             leased_until = NULL, last_error = $2 \
-         WHERE seq IN (SELECT seq FROM directives WHERE state = 'running' AND leased_until < $1 \
-                       FOR UPDATE SKIP LOCKED)",
-        &[&now, &rules::LEASE_EXPIRED_DIRECTIVE_ERROR],
-    )
-}
-
-/// Makes the claim [`fair::claim`] decides (the rescue runs before, on its
-/// own).
-pub fn claim_directives(
-    db: &mut Tx<'_, '_>,
-    claim: &Claim<'_>,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<ClaimedDirective>> {
-    fair::claim(&mut FairQueue::<Directives>::new(db), claim, now)
-}
-
-pub fn finish_directive(
-    db: &mut Db<'_, impl GenericClient>,
-    id: &str,
-    attempt: u32,
-    worker: &str,
-    decision: &DirectiveDecision,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    let (state, scheduled_at, error, result) = match decision {
-        DirectiveDecision::Succeeded(result) => ("succeeded", None, None, Some(result)),
-        DirectiveDecision::Retry { at, error } => ("requested", Some(*at), Some(error), None),
-        DirectiveDecision::Failed(error) => ("failed", None, Some(error), None),
-    };
-    let error = error.map(|e| pg_text(e).into_owned());
-    let changed = db.execute(
-        "UPDATE directives SET state = $4, scheduled_at = COALESCE($5, scheduled_at), last_error = $6, \
-             result = $7, updated_at = $8, worker = NULL, leased_until = NULL \
-         WHERE id = $1 AND attempt = $2 AND worker = $3 AND state = 'running'",
-        &[
-            &id,
-            &int(attempt),
-            &worker,
-            &state,
-            &scheduled_at,
-            &error,
-            &result,
-            &now,
-        ],
-    )?;
-    Ok(changed == 1)
-}
 
 fn directive_conditions(filter: &DirectiveFilter) -> Conditions {
     let mut conditions = Conditions::default();
@@ -1764,93 +1194,653 @@ fn directive_conditions(filter: &DirectiveFilter) -> Conditions {
     conditions
 }
 
-pub fn directives(
-    db: &mut Db<'_, impl GenericClient>,
-    filter: &DirectiveFilter,
-) -> StoreResult<Vec<Directive>> {
-    let conditions = directive_conditions(filter);
-    let sql = format!(
-        "SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}",
-        conditions.sql(),
-        limit(filter.limit)
-    );
-    db.c.query(&sql, &conditions.params())?
+impl Verbs for Db<'_> {
+    fn tenant(&mut self, id: &str) -> StoreResult<Option<Tenant>> {
+        let db = self;
+        db.query_opt(&format!("{TENANT_SELECT} WHERE t.id = $1"), &[&id])?
+            .map(|row| tenant_from_row(&row))
+            .transpose()
+    }
+
+    fn tenants(&mut self) -> StoreResult<Vec<Tenant>> {
+        let db = self;
+        db.query(&format!("{TENANT_SELECT} ORDER BY t.id COLLATE \"C\""), &[])?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    fn create_tenant(
+        &mut self,
+        id: &str,
+        settings: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Tenant> {
+        let db = self;
+        let inserted = db.execute(
+            "INSERT INTO tenants (id, settings, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            &[&id, settings, &now],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::TenantExists(id.to_owned()));
+        }
+        known_tenant(db, id)
+    }
+
+    fn set_settings(&mut self, id: &str, settings: &serde_json::Value) -> StoreResult<Tenant> {
+        let db = self;
+        let changed = db.execute(
+            "UPDATE tenants SET settings = $2 WHERE id = $1",
+            &[&id, settings],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::UnknownTenant(id.to_owned()));
+        }
+        known_tenant(db, id)
+    }
+
+    fn set_weight(&mut self, id: &str, weight: u32) -> StoreResult<Tenant> {
+        let db = self;
+        let changed = db.execute(
+            "UPDATE tenants SET weight = $2 WHERE id = $1",
+            &[&id, &int(weight)],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::UnknownTenant(id.to_owned()));
+        }
+        known_tenant(db, id)
+    }
+
+    fn set_limits(&mut self, id: &str, limits: &TenantLimits) -> StoreResult<Tenant> {
+        let db = self;
+        let changed = db.execute(
+            "UPDATE tenants SET max_running = $2, max_pending = $3, max_emit_per_s = $4 WHERE id = $1",
+            &[
+                &id,
+                &limits.max_running.map(int),
+                &limits
+                    .max_pending
+                    .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                &limits.max_emit_per_s.map(int),
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::UnknownTenant(id.to_owned()));
+        }
+        known_tenant(db, id)
+    }
+
+    fn pending_deliveries(&mut self, tenant: &str, cap: u64) -> StoreResult<u64> {
+        let db = self;
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let count: i64 = db
+            .query_opt(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries \
+                 WHERE tenant = $1 AND state IN ('available', 'retryable') LIMIT $2) x",
+                &[&tenant, &cap],
+            )?
+            .map_or(Ok(0), |row| row.try_get(0))?;
+        Ok(count.max(0) as u64)
+    }
+
+    fn install_package(&mut self, id: &str, package: &str) -> StoreResult<Tenant> {
+        let db = self;
+        known_tenant(db, id)?;
+        db.execute(
+            "INSERT INTO tenant_packages (tenant, package) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&id, &package],
+        )?;
+        known_tenant(db, id)
+    }
+
+    fn uninstall_package(&mut self, id: &str, package: &str) -> StoreResult<Tenant> {
+        let db = self;
+        known_tenant(db, id)?;
+        db.execute(
+            "DELETE FROM tenant_packages WHERE tenant = $1 AND package = $2",
+            &[&id, &package],
+        )?;
+        known_tenant(db, id)
+    }
+
+    fn record_handler_version(
+        &mut self,
+        name: &str,
+        digest: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let db = self;
+        db.execute(
+            "INSERT INTO handler_versions (name, digest, first_seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&name, &digest, &now],
+        )?;
+        Ok(())
+    }
+
+    fn handler_versions(&mut self, name: &str) -> StoreResult<Vec<HandlerVersion>> {
+        let db = self;
+        db.query(
+            "SELECT digest, first_seen_at FROM handler_versions WHERE name = $1 \
+             ORDER BY first_seen_at, digest",
+            &[&name],
+        )?
         .iter()
-        .map(directive_from_row)
+        .map(|r| {
+            Ok(HandlerVersion {
+                digest: r.try_get(0)?,
+                first_seen_at: r.try_get(1)?,
+            })
+        })
         .collect()
-}
+    }
 
-pub fn cancel_directives(
-    db: &mut Tx<'_, '_>,
-    filter: &DirectiveFilter,
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut conditions = directive_conditions(filter);
-    conditions.raw(&format!(
-        "state IN ({})",
-        rules::sql_list(rules::CANCELABLE_DIRECTIVES, DirectiveState::as_str)
-    ));
-    let now_param = conditions.bind(now);
-    let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR);
-    let sql = format!(
-        "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
-         last_error = {error_param}{}",
-        conditions.sql()
-    );
-    Ok(db.c.execute(&sql, &conditions.params())?)
-}
+    /// See `Store::resume_handler`. Snoozed deliveries are the available ones
+    /// scheduled later than now: new ones are due at once and retries are
+    /// `retryable`. The `IN` keeps the statement on the partial due index.
+    fn resume_handler(&mut self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let db = self;
+        db.execute(
+            "UPDATE deliveries SET scheduled_at = $2 \
+             WHERE state IN ('available', 'retryable') AND scheduled_at > $2 \
+             AND state = 'available' AND handler = $1",
+            &[&name, &now],
+        )
+    }
 
-pub fn stats(db: &mut Db<'_, impl GenericClient>) -> StoreResult<QueueStats> {
-    let mut stats = QueueStats::default();
-    for row in db.query("SELECT state, COUNT(*) FROM deliveries GROUP BY state", &[])? {
-        let count: i64 = row.try_get(1)?;
-        stats
-            .deliveries
-            .push((DeliveryState::parse(row.try_get(0)?)?, count as u64));
+    fn emit(
+        &mut self,
+        batch: &[(NewSignal, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Emitted>> {
+        let db = self;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let packages = packages_of(db, batch.iter().map(|(new, _)| new.tenant.as_str()))?;
+        let depths = depths(db, batch)?;
+        let signals: Vec<Signal> = batch
+            .iter()
+            .map(|(new, _)| rules::new_signal(new, rules::new_signal_id(), now))
+            .collect();
+        let created = insert_signals(db, &signals, &depths, now)?;
+        let mut deliveries = NewDeliveries::default();
+        let mut emitted = Vec::with_capacity(batch.len());
+        for ((signal, (_, targets)), depth) in signals.into_iter().zip(batch).zip(depths) {
+            if created.contains(&signal.id) {
+                let count = deliveries.push(
+                    &signal.id,
+                    &signal.tenant,
+                    depth,
+                    &packages[&signal.tenant],
+                    targets,
+                );
+                emitted.push(Emitted {
+                    status: EmitStatus::Created,
+                    signal,
+                    deliveries: count,
+                });
+            } else {
+                // Only a signal with a dedupe key can be left out.
+                let key = signal.dedupe_key.as_deref().unwrap_or_default();
+                emitted.push(Emitted {
+                    status: EmitStatus::Existing,
+                    signal: signal_by_dedupe_key(db, &signal.tenant, key)?,
+                    deliveries: 0,
+                });
+            }
+        }
+        deliveries.insert(db, now)?;
+        Ok(emitted)
     }
-    for row in db.query("SELECT state, COUNT(*) FROM directives GROUP BY state", &[])? {
-        let count: i64 = row.try_get(1)?;
-        stats
-            .directives
-            .push((DirectiveState::parse(row.try_get(0)?)?, count as u64));
+
+    fn signals(&mut self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
+        let db = self;
+        let mut conditions = Conditions::default();
+        conditions.eq("tenant", filter.tenant.clone());
+        conditions.one_of("id", &filter.ids);
+        conditions.eq("name", filter.name.clone());
+        if let Some(since) = filter.since {
+            let placeholder = conditions.bind(since);
+            conditions.raw(&format!("inserted_at >= {placeholder}"));
+        }
+        if let Some(until) = filter.until {
+            let placeholder = conditions.bind(until);
+            conditions.raw(&format!("inserted_at < {placeholder}"));
+        }
+        let sql = format!(
+            "SELECT {SIGNAL_COLUMNS} FROM signals{} ORDER BY seq{}",
+            conditions.sql(),
+            limit(filter.limit)
+        );
+        db.c.query(&sql, &conditions.params())?
+            .iter()
+            .map(|row| signal_at(row, 0))
+            .collect()
     }
-    let mut counts = Vec::new();
-    for row in db.query(
-        "SELECT handler, tenant, state, COUNT(*) FROM deliveries GROUP BY handler, tenant, state",
-        &[],
-    )? {
-        let count: i64 = row.try_get(3)?;
-        counts.push((
-            row.try_get(0)?,
-            row.try_get(1)?,
-            DeliveryState::parse(row.try_get(2)?)?,
-            count as u64,
-        ));
+
+    /// The depth of signal `id` of `tenant`; `None` if the tenant has none.
+    fn signal_depth(&mut self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
+        let db = self;
+        db.query_opt(
+            "SELECT depth FROM signals WHERE id = $1 AND tenant = $2",
+            &[&id, &tenant],
+        )?
+        .map(|row| count(&row, 0))
+        .transpose()
     }
-    // The newest attempts: deliveries are numbered in insertion order.
-    let mut recent = Vec::new();
-    for row in db.query(
-        &format!(
-            "SELECT d.handler, d.tenant, COUNT(*), SUM(a.duration_us)::BIGINT, MAX(a.duration_us) \
-             FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
-             JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler, d.tenant"
-        ),
-        &[],
-    )? {
-        let number = |i: usize| -> StoreResult<u64> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
-        recent.push((row.try_get(0)?, row.try_get(1)?, number(2)?, number(3)?, number(4)?));
+
+    /// Leases held by workers that stopped: record the lost attempt, then make
+    /// the delivery retryable (or discarded, if that was its last attempt):
+    /// `rules::AFTER_LOST_LEASE`, applied in the statement. One statement; rows
+    /// another transaction holds (a late completion, another rescuer) are
+    /// skipped, not waited for.
+    fn rescue_deliveries(&mut self, now: DateTime<Utc>) -> StoreResult<()> {
+        let db = self;
+        let (retried, discarded) = rules::AFTER_LOST_LEASE;
+        db.execute(
+            "WITH expired AS ( \
+                 SELECT id, attempt, worker, handler_digest FROM deliveries \
+                 WHERE state = 'running' AND leased_until < $1 \
+                 FOR UPDATE SKIP LOCKED \
+             ), lost AS ( \
+                 INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
+                     duration_us, fuel, directive_count, output, finished_at) \
+                 SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), $2, $3, $1, 0, NULL, 0, \
+                     '', $1 \
+                 FROM expired \
+                 ON CONFLICT DO NOTHING \
+             ) \
+             UPDATE deliveries d SET \
+                 state = CASE WHEN d.attempt >= d.max_attempts THEN $5 ELSE $4 END, \
+                 finished_at = CASE WHEN d.attempt >= d.max_attempts THEN $1 END, \
+                 last_error = $6, worker = NULL, leased_until = NULL, scheduled_at = $1 \
+             FROM expired WHERE d.id = expired.id",
+            &[
+                &now,
+                &AttemptOutcome::LeaseExpired.as_str(),
+                &rules::LEASE_EXPIRED_ATTEMPT_ERROR,
+                &retried.as_str(),
+                &discarded.as_str(),
+                &rules::LEASE_EXPIRED_DELIVERY_ERROR,
+            ],
+        )?;
+        Ok(())
     }
-    stats.add_breakdowns(counts, recent);
-    stats.recent_failures = db
-        .query(
+
+    /// Makes the claim [`fair::claim`] decides (the rescue runs before, on its
+    /// own).
+    fn claim_deliveries(
+        &mut self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let db = self;
+        fair::claim(&mut FairQueue::<Deliveries>::new(db), claim, now)
+    }
+
+    /// The heartbeat: one statement for every lease `worker` still holds.
+    fn extend_delivery_leases(
+        &mut self,
+        worker: &str,
+        held: &[(i64, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let db = self;
+        let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
+        let attempts: Vec<i32> = held.iter().map(|(_, attempt)| int(*attempt)).collect();
+        db.execute(
+            "UPDATE deliveries d SET leased_until = $4 \
+             FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt) \
+             WHERE d.id = r.id AND d.attempt = r.attempt AND d.worker = $3 AND d.state = 'running'",
+            &[&ids, &attempts, &worker, &until],
+        )
+    }
+
+    /// [`extend_delivery_leases`] for directives.
+    fn extend_directive_leases(
+        &mut self,
+        worker: &str,
+        held: &[(String, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let db = self;
+        let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+        let attempts: Vec<i32> = held.iter().map(|(_, attempt)| int(*attempt)).collect();
+        db.execute(
+            "UPDATE directives d SET leased_until = $4 \
+             FROM unnest($1::text[], $2::int[]) AS r(id, attempt) \
+             WHERE d.id = r.id AND d.attempt = r.attempt AND d.worker = $3 AND d.state = 'running'",
+            &[&ids, &attempts, &worker, &until],
+        )
+    }
+
+    /// Records a batch of results in the transaction `db` holds: the fenced
+    /// state changes, the directives of completed deliveries, the attempts.
+    fn finish_deliveries(
+        &mut self,
+        results: &[DeliveryResult],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishOutcome>> {
+        let db = self;
+        let first = first_of_each_fence(results);
+        let (snoozes, settles): (Vec<usize>, Vec<usize>) = (0..results.len())
+            .filter(|&i| first[i])
+            .partition(|&i| matches!(results[i].decision, Decision::Snooze { .. }));
+        let mut held = settle(db, results, &settles, now)?;
+        let snoozed = snooze(db, results, &snoozes)?;
+
+        let completions: Vec<Completion<'_>> = settles
+            .iter()
+            .filter_map(|&ord| match &results[ord].decision {
+                Decision::Complete(directives) => held.remove(&ord).map(|holder| Completion {
+                    ord,
+                    holder,
+                    result: &results[ord],
+                    directives,
+                }),
+                _ => None,
+            })
+            .collect();
+        let written = write_directives(db, &completions, now)?;
+
+        let mut outcomes: Vec<FinishOutcome> = (0..results.len())
+            .map(|i| match &results[i].decision {
+                Decision::Snooze { .. } if snoozed.contains(&i) => FinishOutcome::Snoozed,
+                Decision::Retry { .. } if held.contains_key(&i) => FinishOutcome::Retrying,
+                Decision::Discard if held.contains_key(&i) => FinishOutcome::Discarded,
+                _ => FinishOutcome::LeaseLost, // completions are filled in below
+            })
+            .collect();
+        let mut created = 0;
+        for (completion, written) in completions.iter().zip(written) {
+            outcomes[completion.ord] = match written {
+                Written::All {
+                    created: n,
+                    duplicates,
+                } => {
+                    created += n;
+                    FinishOutcome::Completed {
+                        directives_created: n,
+                        duplicates,
+                    }
+                }
+                Written::Conflict { key } => {
+                    discard_conflict(db, completion.result.delivery_id, &key)?;
+                    FinishOutcome::Conflict { key }
+                }
+            };
+        }
+
+        let attempts: Vec<(&DeliveryResult, AttemptOutcome, Option<String>)> = results
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(r, outcome)| match outcome {
+                FinishOutcome::LeaseLost | FinishOutcome::Snoozed => None,
+                // The attempt keeps the reason its delivery ended.
+                FinishOutcome::Conflict { key } => Some((
+                    r,
+                    AttemptOutcome::Conflict,
+                    Some(rules::conflict_error(key)),
+                )),
+                _ => Some((r, r.outcome, r.error.clone())),
+            })
+            .collect();
+        record_attempts(db, &attempts, now)?;
+        if created > 0 {
+            notify(db, DIRECTIVES_CHANNEL)?;
+        }
+        Ok(outcomes)
+    }
+
+    fn deliveries(&mut self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        let db = self;
+        let conditions = delivery_conditions(filter);
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}",
+            conditions.sql(),
+            limit(filter.limit)
+        );
+        db.c.query(&sql, &conditions.params())?
+            .iter()
+            .map(|row| delivery_at(row, 0))
+            .collect()
+    }
+
+    fn attempts(&mut self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
+        let db = self;
+        db.query(
             &format!(
-                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
-                 ORDER BY delivery_id DESC, attempt DESC LIMIT {RECENT_FAILURES}"
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY attempt"
             ),
-            &[],
+            &[&delivery_id],
         )?
         .iter()
         .map(attempt_from_row)
-        .collect::<StoreResult<_>>()?;
-    Ok(stats)
+        .collect()
+    }
+
+    fn retry_deliveries(
+        &mut self,
+        filter: &DeliveryFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let db = self;
+        let mut conditions = delivery_conditions(filter);
+        conditions.raw(&format!(
+            "state IN ({})",
+            rules::sql_list(rules::RETRYABLE_BY_OPERATOR, DeliveryState::as_str)
+        ));
+        let now_param = conditions.bind(now);
+        // A discarded delivery gets a fresh budget of the size it had.
+        let sql = format!(
+            "UPDATE deliveries SET \
+             max_attempts = CASE WHEN state = 'retryable' THEN max_attempts ELSE attempt + max_attempts END, \
+             state = 'available', scheduled_at = {now_param}, finished_at = NULL{}",
+            conditions.sql()
+        );
+        let retried = db.c.execute(&sql, &conditions.params())?;
+        if retried > 0 {
+            notify(db, DELIVERIES_CHANNEL)?;
+        }
+        Ok(retried)
+    }
+
+    fn cancel_deliveries(
+        &mut self,
+        filter: &DeliveryFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let db = self;
+        let mut conditions = delivery_conditions(filter);
+        conditions.raw(&format!(
+            "state IN ({})",
+            rules::sql_list(rules::CANCELABLE_DELIVERIES, DeliveryState::as_str)
+        ));
+        let now_param = conditions.bind(now);
+        let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR);
+        let sql = format!(
+            "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
+             last_error = {error_param}{}",
+            conditions.sql()
+        );
+        Ok(db.c.execute(&sql, &conditions.params())?)
+    }
+
+    fn replay(
+        &mut self,
+        batch: &[(String, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let db = self;
+        let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+        let mut signals: HashMap<String, (String, u32)> = HashMap::new();
+        for row in db.query(
+            "SELECT id, tenant, depth FROM signals WHERE id = ANY($1)",
+            &[&ids],
+        )? {
+            signals.insert(row.try_get(0)?, (row.try_get(1)?, count(&row, 2)?));
+        }
+        if let Some(missing) = ids.iter().find(|id| !signals.contains_key(**id)) {
+            return Err(StoreError::NotFound {
+                kind: "signal",
+                id: (*missing).to_owned(),
+            });
+        }
+        let packages = packages_of(db, signals.values().map(|(tenant, _)| tenant.as_str()))?;
+        let mut deliveries = NewDeliveries::default();
+        for (signal_id, targets) in batch {
+            let (tenant, depth) = &signals[signal_id];
+            deliveries.push(signal_id, tenant, *depth, &packages[tenant], targets);
+        }
+        deliveries.insert(db, now)
+    }
+
+    /// A runner that stopped mid-directive: run it again (executors are told to
+    /// expect at-least-once calls).
+    fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<()> {
+        let db = self;
+        db.execute(
+            "UPDATE directives SET state = 'requested', scheduled_at = $1, updated_at = $1, worker = NULL, \
+                 leased_until = NULL, last_error = $2 \
+             WHERE seq IN (SELECT seq FROM directives WHERE state = 'running' AND leased_until < $1 \
+                           FOR UPDATE SKIP LOCKED)",
+            &[&now, &rules::LEASE_EXPIRED_DIRECTIVE_ERROR],
+        )?;
+        Ok(())
+    }
+
+    /// Makes the claim [`fair::claim`] decides (the rescue runs before, on its
+    /// own).
+    fn claim_directives(
+        &mut self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDirective>> {
+        let db = self;
+        fair::claim(&mut FairQueue::<Directives>::new(db), claim, now)
+    }
+
+    fn finish_directive(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        worker: &str,
+        decision: &DirectiveDecision,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let db = self;
+        let (state, scheduled_at, error, result) = match decision {
+            DirectiveDecision::Succeeded(result) => ("succeeded", None, None, Some(result)),
+            DirectiveDecision::Retry { at, error } => ("requested", Some(*at), Some(error), None),
+            DirectiveDecision::Failed(error) => ("failed", None, Some(error), None),
+        };
+        let error = error.map(|e| pg_text(e).into_owned());
+        let changed = db.execute(
+            "UPDATE directives SET state = $4, scheduled_at = COALESCE($5, scheduled_at), last_error = $6, \
+                 result = $7, updated_at = $8, worker = NULL, leased_until = NULL \
+             WHERE id = $1 AND attempt = $2 AND worker = $3 AND state = 'running'",
+            &[
+                &id,
+                &int(attempt),
+                &worker,
+                &state,
+                &scheduled_at,
+                &error,
+                &result,
+                &now,
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn directives(&mut self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
+        let db = self;
+        let conditions = directive_conditions(filter);
+        let sql = format!(
+            "SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}",
+            conditions.sql(),
+            limit(filter.limit)
+        );
+        db.c.query(&sql, &conditions.params())?
+            .iter()
+            .map(directive_from_row)
+            .collect()
+    }
+
+    fn cancel_directives(
+        &mut self,
+        filter: &DirectiveFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let db = self;
+        let mut conditions = directive_conditions(filter);
+        conditions.raw(&format!(
+            "state IN ({})",
+            rules::sql_list(rules::CANCELABLE_DIRECTIVES, DirectiveState::as_str)
+        ));
+        let now_param = conditions.bind(now);
+        let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR);
+        let sql = format!(
+            "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
+             last_error = {error_param}{}",
+            conditions.sql()
+        );
+        Ok(db.c.execute(&sql, &conditions.params())?)
+    }
+
+    fn stats(&mut self) -> StoreResult<QueueStats> {
+        let db = self;
+        let mut stats = QueueStats::default();
+        for row in db.query("SELECT state, COUNT(*) FROM deliveries GROUP BY state", &[])? {
+            let count: i64 = row.try_get(1)?;
+            stats
+                .deliveries
+                .push((DeliveryState::parse(row.try_get(0)?)?, count as u64));
+        }
+        for row in db.query("SELECT state, COUNT(*) FROM directives GROUP BY state", &[])? {
+            let count: i64 = row.try_get(1)?;
+            stats
+                .directives
+                .push((DirectiveState::parse(row.try_get(0)?)?, count as u64));
+        }
+        let mut counts = Vec::new();
+        for row in db.query(
+            "SELECT handler, tenant, state, COUNT(*) FROM deliveries GROUP BY handler, tenant, state",
+            &[],
+        )? {
+            let count: i64 = row.try_get(3)?;
+            counts.push((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                DeliveryState::parse(row.try_get(2)?)?,
+                count as u64,
+            ));
+        }
+        // The newest attempts: deliveries are numbered in insertion order.
+        let mut recent = Vec::new();
+        for row in db.query(
+            &format!(
+                "SELECT d.handler, d.tenant, COUNT(*), SUM(a.duration_us)::BIGINT, MAX(a.duration_us) \
+                 FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
+                 JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler, d.tenant"
+            ),
+            &[],
+        )? {
+            let number = |i: usize| -> StoreResult<u64> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
+            recent.push((row.try_get(0)?, row.try_get(1)?, number(2)?, number(3)?, number(4)?));
+        }
+        stats.add_breakdowns(counts, recent);
+        stats.recent_failures = db
+            .query(
+                &format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
+                     ORDER BY delivery_id DESC, attempt DESC LIMIT {RECENT_FAILURES}"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(attempt_from_row)
+            .collect::<StoreResult<_>>()?;
+        Ok(stats)
+    }
 }

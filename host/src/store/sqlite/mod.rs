@@ -52,8 +52,12 @@ impl SqliteOptions {
     }
 }
 
+/// The store on SQLite: the contract over [`Sqlite`].
+pub type SqliteStore = SqlStore<Sqlite>;
+
+/// The SQLite dialect: its connections.
 #[derive(Debug)]
-pub struct SqliteStore {
+pub struct Sqlite {
     path: PathBuf,
     /// The one connection that writes; see the module docs.
     writer: Mutex<Connection>,
@@ -282,6 +286,11 @@ fn migrate(connection: &mut Connection, now: DateTime<Utc>) -> StoreResult<()> {
     Ok(())
 }
 
+/// A connection the SQLite verbs (`queries.rs`) run on: the reader, or the
+/// writer's open transaction.
+#[derive(Debug)]
+pub struct SqliteConn<'c>(&'c Connection);
+
 impl SqliteStore {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub fn open(options: SqliteOptions, now: DateTime<Utc>) -> StoreResult<Self> {
@@ -294,208 +303,51 @@ impl SqliteStore {
         migrate(&mut writer, now)?;
         let reader = open_connection(&options)?;
         let checkpointer = Checkpointer::start(open_connection(&options)?)?;
-        Ok(Self {
-            path: options.path,
-            writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
-            _checkpointer: checkpointer,
+        Ok(SqlStore {
+            dialect: Sqlite {
+                path: options.path,
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+                _checkpointer: checkpointer,
+            },
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.dialect.path
+    }
+}
+
+impl Dialect for Sqlite {
+    type Conn<'c> = SqliteConn<'c>;
+
+    fn read<T>(&self, f: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        f(&mut SqliteConn(&lock(&self.reader)))
     }
 
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
-    ) -> StoreResult<T> {
+    fn write<T>(&self, f: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<T>) -> StoreResult<T> {
         let mut connection = lock(&self.writer);
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
+        let value = f(&mut SqliteConn(&tx))?;
         tx.commit()?;
         Ok(value)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-        f(&lock(&self.reader))
+    /// Every write goes through the one writer, a statement alone too.
+    fn alone<T>(&self, f: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        self.write(f)
     }
-}
 
-impl Store for SqliteStore {
-    fn create_tenant(
+    /// Rescue and claim in one transaction: the writer is taken once.
+    fn claim<T>(
         &self,
-        id: &str,
-        settings: serde_json::Value,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Tenant> {
-        check_tenant_id(id)?;
-        check_settings(&settings)?;
-        self.write(|tx| queries::create_tenant(tx, id, &settings, now))
-    }
-
-    fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
-        self.read(|c| queries::tenant(c, id))
-    }
-
-    fn tenants(&self) -> StoreResult<Vec<Tenant>> {
-        self.read(queries::tenants)
-    }
-
-    fn set_settings(&self, id: &str, settings: serde_json::Value) -> StoreResult<Tenant> {
-        check_settings(&settings)?;
-        self.write(|tx| queries::set_settings(tx, id, &settings))
-    }
-
-    fn set_weight(&self, id: &str, weight: u32) -> StoreResult<Tenant> {
-        let weight = crate::fair::check_weight(weight)?;
-        self.write(|tx| queries::set_weight(tx, id, weight))
-    }
-
-    fn set_limits(&self, id: &str, limits: TenantLimits) -> StoreResult<Tenant> {
-        let limits = crate::fair::check_limits(limits)?;
-        self.write(|tx| queries::set_limits(tx, id, &limits))
-    }
-
-    fn pending_deliveries(&self, tenant: &str, cap: u64) -> StoreResult<u64> {
-        self.read(|c| queries::pending_deliveries(c, tenant, cap))
-    }
-
-    fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
-        crate::signal::check_name(package)
-            .map_err(|e| StoreError::Invalid(format!("package: {e}")))?;
-        self.write(|tx| queries::install_package(tx, id, package))
-    }
-
-    fn uninstall_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
-        self.write(|tx| queries::uninstall_package(tx, id, package))
-    }
-
-    fn record_handler_version(
-        &self,
-        name: &str,
-        digest: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        self.write(|tx| queries::record_handler_version(tx, name, digest, now))
-    }
-
-    fn handler_versions(&self, name: &str) -> StoreResult<Vec<HandlerVersion>> {
-        self.read(|c| queries::handler_versions(c, name))
-    }
-
-    fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(|tx| queries::resume_handler(tx, name, now))
-    }
-
-    fn emit(
-        &self,
-        batch: &[(NewSignal, Vec<DeliveryTarget>)],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Emitted>> {
-        self.write(|tx| queries::emit(tx, batch, now))
-    }
-
-    fn signals(&self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
-        self.read(|c| queries::signals(c, filter))
-    }
-
-    fn signal_depth(&self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
-        self.read(|c| queries::signal_depth(c, tenant, id))
-    }
-
-    fn claim_deliveries(
-        &self,
-        claim: &crate::fair::Claim<'_>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<ClaimedDelivery>> {
-        self.write(|tx| queries::claim_deliveries(tx, claim, now))
-    }
-
-    fn finish_deliveries(
-        &self,
-        results: &[DeliveryResult],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<FinishOutcome>> {
-        self.write(|tx| {
-            results
-                .iter()
-                .map(|r| queries::finish_delivery(tx, r, now))
-                .collect()
+        rescue: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<()>,
+        claim: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.write(|c| {
+            rescue(c)?;
+            claim(c)
         })
-    }
-
-    fn extend_delivery_leases(
-        &self,
-        worker: &str,
-        held: &[(i64, u32)],
-        until: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.write(|tx| queries::extend_delivery_leases(tx, worker, held, until))
-    }
-
-    fn extend_directive_leases(
-        &self,
-        worker: &str,
-        held: &[(String, u32)],
-        until: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.write(|tx| queries::extend_directive_leases(tx, worker, held, until))
-    }
-
-    fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
-        self.read(|c| queries::deliveries(c, filter))
-    }
-
-    fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
-        self.read(|c| queries::attempts(c, delivery_id))
-    }
-
-    fn retry_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(|tx| queries::retry_deliveries(tx, filter, now))
-    }
-
-    fn cancel_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(|tx| queries::cancel_deliveries(tx, filter, now))
-    }
-
-    fn replay(
-        &self,
-        batch: &[(String, Vec<DeliveryTarget>)],
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.write(|tx| queries::replay(tx, batch, now))
-    }
-
-    fn claim_directives(
-        &self,
-        claim: &crate::fair::Claim<'_>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<ClaimedDirective>> {
-        self.write(|tx| queries::claim_directives(tx, claim, now))
-    }
-
-    fn finish_directive(
-        &self,
-        id: &str,
-        attempt: u32,
-        worker: &str,
-        decision: &DirectiveDecision,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        self.write(|tx| queries::finish_directive(tx, id, attempt, worker, decision, now))
-    }
-
-    fn directives(&self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
-        self.read(|c| queries::directives(c, filter))
-    }
-
-    fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(|tx| queries::cancel_directives(tx, filter, now))
-    }
-
-    fn stats(&self) -> StoreResult<QueueStats> {
-        self.read(queries::stats)
     }
 }
 

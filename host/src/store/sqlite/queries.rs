@@ -1,5 +1,6 @@
-//! The SQL of the SQLite store. Each function runs inside the transaction
-//! (or on the read connection) its caller in `mod.rs` provides.
+//! The SQL of the SQLite store: its [`Verbs`], each run on the connection
+//! [`SqlStore`] chose (the reader, or the writer's transaction), and the
+//! fair claim's [`fair::ClaimVerbs`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use super::{from_micros, micros};
+use super::{SqliteConn, from_micros, micros};
 use crate::fair::{self, Claim};
 use crate::rules;
 use crate::store::*;
@@ -161,179 +162,11 @@ fn limit(limit: Option<u32>) -> String {
     limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
 }
 
-pub fn tenant(c: &Connection, id: &str) -> StoreResult<Option<Tenant>> {
-    let row = c
-        .prepare_cached(
-            "SELECT settings, created_at, weight, max_running, max_pending, max_emit_per_s \
-             FROM tenants WHERE id = ?1",
-        )?
-        .query_row([id], |r| {
-            let limits = TenantLimits {
-                max_running: r.get(3)?,
-                max_pending: r.get::<_, Option<i64>>(4)?.map(|n| n.max(0) as u64),
-                max_emit_per_s: r.get(5)?,
-            };
-            Ok((
-                json_column(r, 0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, u32>(2)?,
-                limits,
-            ))
-        })
-        .optional()?;
-    let Some((settings, created_at, weight, limits)) = row else {
-        return Ok(None);
-    };
-    Ok(Some(Tenant {
-        id: id.to_owned(),
-        settings,
-        weight,
-        limits,
-        packages: packages(c, id)?,
-        created_at: from_micros(created_at),
-    }))
-}
-
 /// The tenant `id`, which the caller's statement just touched.
 fn touched_tenant(c: &Connection, id: &str) -> StoreResult<Tenant> {
-    tenant(c, id)?.ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
-}
-
-pub fn create_tenant(
-    c: &Connection,
-    id: &str,
-    settings: &serde_json::Value,
-    now: DateTime<Utc>,
-) -> StoreResult<Tenant> {
-    let inserted = c.execute(
-        "INSERT INTO tenants (id, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
-        params![id, settings.to_string(), micros(now)],
-    )?;
-    if inserted == 0 {
-        return Err(StoreError::TenantExists(id.to_owned()));
-    }
-    touched_tenant(c, id)
-}
-
-pub fn tenants(c: &Connection) -> StoreResult<Vec<Tenant>> {
-    let ids: Vec<String> = c
-        .prepare_cached("SELECT id FROM tenants ORDER BY id")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    ids.iter().map(|id| touched_tenant(c, id)).collect()
-}
-
-pub fn set_settings(c: &Connection, id: &str, settings: &serde_json::Value) -> StoreResult<Tenant> {
-    let changed = c.execute(
-        "UPDATE tenants SET settings = ?2 WHERE id = ?1",
-        params![id, settings.to_string()],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::UnknownTenant(id.to_owned()));
-    }
-    touched_tenant(c, id)
-}
-
-pub fn set_weight(c: &Connection, id: &str, weight: u32) -> StoreResult<Tenant> {
-    let changed = c.execute(
-        "UPDATE tenants SET weight = ?2 WHERE id = ?1",
-        params![id, weight],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::UnknownTenant(id.to_owned()));
-    }
-    touched_tenant(c, id)
-}
-
-pub fn set_limits(c: &Connection, id: &str, limits: &TenantLimits) -> StoreResult<Tenant> {
-    let changed = c.execute(
-        "UPDATE tenants SET max_running = ?2, max_pending = ?3, max_emit_per_s = ?4 WHERE id = ?1",
-        params![
-            id,
-            limits.max_running,
-            limits
-                .max_pending
-                .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-            limits.max_emit_per_s
-        ],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::UnknownTenant(id.to_owned()));
-    }
-    touched_tenant(c, id)
-}
-
-pub fn pending_deliveries(c: &Connection, tenant: &str, cap: u64) -> StoreResult<u64> {
-    Ok(c.prepare_cached(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries \
-         WHERE tenant = ?1 AND state IN ('available', 'retryable') LIMIT ?2)",
-    )?
-    .query_row(
-        params![tenant, i64::try_from(cap).unwrap_or(i64::MAX)],
-        |r| r.get::<_, i64>(0),
-    )?
-    .max(0) as u64)
-}
-
-pub fn install_package(c: &Connection, id: &str, package: &str) -> StoreResult<Tenant> {
-    touched_tenant(c, id)?;
-    c.execute(
-        "INSERT INTO tenant_packages (tenant, package) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        params![id, package],
-    )?;
-    touched_tenant(c, id)
-}
-
-pub fn uninstall_package(c: &Connection, id: &str, package: &str) -> StoreResult<Tenant> {
-    touched_tenant(c, id)?;
-    c.execute(
-        "DELETE FROM tenant_packages WHERE tenant = ?1 AND package = ?2",
-        params![id, package],
-    )?;
-    touched_tenant(c, id)
-}
-
-pub fn record_handler_version(
-    c: &Connection,
-    name: &str,
-    digest: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO handler_versions (name, digest, first_seen_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        params![name, digest, micros(now)],
-    )?;
-    Ok(())
-}
-
-pub fn handler_versions(c: &Connection, name: &str) -> StoreResult<Vec<HandlerVersion>> {
-    let mut statement = c.prepare_cached(
-        "SELECT digest, first_seen_at FROM handler_versions WHERE name = ?1 \
-         ORDER BY first_seen_at, digest",
-    )?;
-    let versions = statement
-        .query_map([name], |r| {
-            Ok(HandlerVersion {
-                digest: r.get(0)?,
-                first_seen_at: from_micros(r.get(1)?),
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(versions)
-}
-
-pub fn resume_handler(c: &Connection, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-    // Snoozed deliveries are the available ones scheduled later than now: new
-    // ones are due at once and retries are `retryable`. The `IN` keeps the
-    // statement on the partial due index.
-    let changed = c
-        .prepare_cached(
-            "UPDATE deliveries SET scheduled_at = ?2 \
-             WHERE state IN ('available', 'retryable') AND scheduled_at > ?2 \
-             AND state = 'available' AND handler = ?1",
-        )?
-        .execute(params![name, micros(now)])?;
-    Ok(changed as u64)
+    SqliteConn(c)
+        .tenant(id)?
+        .ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
 }
 
 fn packages(c: &Connection, tenant: &str) -> StoreResult<Vec<String>> {
@@ -386,155 +219,8 @@ fn insert_deliveries(
     Ok(created)
 }
 
-pub fn emit(
-    c: &Connection,
-    batch: &[(NewSignal, Vec<DeliveryTarget>)],
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<Emitted>> {
-    let mut packages_of: HashMap<&str, Vec<String>> = HashMap::new();
-    let mut emitted = Vec::with_capacity(batch.len());
-    for (new, targets) in batch {
-        if !packages_of.contains_key(new.tenant.as_str()) {
-            packages_of.insert(&new.tenant, known_tenant_packages(c, &new.tenant)?);
-        }
-        if let Some(key) = &new.dedupe_key {
-            let existing = c
-                .prepare_cached(&format!(
-                    "SELECT {SIGNAL_COLUMNS} FROM signals WHERE tenant = ?1 AND dedupe_key = ?2"
-                ))?
-                .query_row(params![new.tenant, key], signal_from_row)
-                .optional()?;
-            if let Some(signal) = existing {
-                emitted.push(Emitted {
-                    status: EmitStatus::Existing,
-                    signal,
-                    deliveries: 0,
-                });
-                continue;
-            }
-        }
-        let cause_depth = match &new.causation_id {
-            Some(cause) => signal_depth(c, &new.tenant, cause)?,
-            None => None,
-        };
-        let depth = rules::causation_depth(cause_depth);
-        let signal = rules::new_signal(new, rules::new_signal_id(), now);
-        c.prepare_cached(&format!(
-            "INSERT INTO signals ({SIGNAL_COLUMNS}, depth) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-        ))?
-        .execute(params![
-            signal.id,
-            signal.tenant,
-            signal.name,
-            signal.payload.to_string(),
-            signal.metadata.to_string(),
-            signal.dedupe_key,
-            micros(signal.occurred_at),
-            signal.correlation_id,
-            signal.causation_id,
-            signal.actor.as_ref().map(|a| &a.kind),
-            signal.actor.as_ref().map(|a| &a.id),
-            signal.subject.as_ref().map(|s| &s.kind),
-            signal.subject.as_ref().map(|s| &s.id),
-            signal.source,
-            micros(now),
-            depth,
-        ])?;
-        let deliveries = insert_deliveries(
-            c,
-            &signal.id,
-            &signal.tenant,
-            depth,
-            &packages_of[new.tenant.as_str()],
-            targets,
-            now,
-        )?;
-        emitted.push(Emitted {
-            status: EmitStatus::Created,
-            signal,
-            deliveries,
-        });
-    }
-    Ok(emitted)
-}
-
-pub fn signals(c: &Connection, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
-    let mut conditions = Conditions::default();
-    conditions.eq("tenant", filter.tenant.clone());
-    conditions.one_of("id", &filter.ids);
-    conditions.eq("name", filter.name.clone());
-    if let Some(since) = filter.since {
-        conditions.push("inserted_at >= ?", micros(since));
-    }
-    if let Some(until) = filter.until {
-        conditions.push("inserted_at < ?", micros(until));
-    }
-    let sql = format!(
-        "SELECT {SIGNAL_COLUMNS} FROM signals{} ORDER BY seq{}",
-        conditions.sql(),
-        limit(filter.limit)
-    );
-    Ok(c.prepare(&sql)?
-        .query_map(params_from_iter(conditions.values), signal_from_row)?
-        .collect::<Result<_, _>>()?)
-}
-
-/// The depth of signal `id` of `tenant`; `None` if the tenant has none.
-pub fn signal_depth(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
-    Ok(
-        c.prepare_cached("SELECT depth FROM signals WHERE id = ?1 AND tenant = ?2")?
-            .query_row(params![id, tenant], |r| r.get::<_, u32>(0))
-            .optional()?,
-    )
-}
-
 fn lease_until(now: DateTime<Utc>, lease: Duration) -> i64 {
     micros(now) + i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2)
-}
-
-/// Leases held by workers that stopped: record the lost attempt, then make
-/// the delivery retryable (or discarded, if that was its last attempt).
-/// What becomes of them is `rules::AFTER_LOST_LEASE`, applied in the
-/// statement.
-fn rescue_deliveries(c: &Connection, now: DateTime<Utc>) -> StoreResult<()> {
-    let expired = "state = 'running' AND leased_until < ?1";
-    c.prepare_cached(&format!(
-        "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
-         duration_us, fuel, directive_count, output, finished_at) \
-         SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), ?2, ?3, ?1, 0, NULL, 0, '', ?1 \
-         FROM deliveries WHERE {expired} ON CONFLICT DO NOTHING"
-    ))?
-    .execute(params![
-        micros(now),
-        AttemptOutcome::LeaseExpired.as_str(),
-        rules::LEASE_EXPIRED_ATTEMPT_ERROR
-    ])?;
-    let (retried, discarded) = rules::AFTER_LOST_LEASE;
-    c.prepare_cached(&format!(
-        "UPDATE deliveries SET \
-         state = CASE WHEN attempt >= max_attempts THEN ?3 ELSE ?2 END, \
-         finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END, \
-         last_error = ?4, worker = NULL, leased_until = NULL, scheduled_at = ?1 \
-         WHERE {expired}"
-    ))?
-    .execute(params![
-        micros(now),
-        retried.as_str(),
-        discarded.as_str(),
-        rules::LEASE_EXPIRED_DELIVERY_ERROR
-    ])?;
-    Ok(())
-}
-
-/// Rescues expired leases, then makes the claim [`fair::claim`] decides.
-pub fn claim_deliveries(
-    c: &Connection,
-    claim: &Claim<'_>,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<ClaimedDelivery>> {
-    rescue_deliveries(c, now)?;
-    fair::claim(&mut FairQueue::<Deliveries>::new(c), claim, now)
 }
 
 /// A queue a fair claim takes from, and how it leases.
@@ -867,7 +553,8 @@ fn with_signals(c: &Connection, deliveries: Vec<Delivery>) -> StoreResult<Vec<Cl
     for delivery in deliveries {
         let signal = signal_query.query_row([&delivery.signal_id], signal_from_row)?;
         if !tenants.contains_key(&delivery.tenant) {
-            let tenant = tenant(c, &delivery.tenant)?
+            let tenant = SqliteConn(c)
+                .tenant(&delivery.tenant)?
                 .ok_or_else(|| StoreError::UnknownTenant(delivery.tenant.clone()))?;
             tenants.insert(delivery.tenant.clone(), (tenant.settings, tenant.packages));
         }
@@ -885,36 +572,6 @@ fn with_signals(c: &Connection, deliveries: Vec<Delivery>) -> StoreResult<Vec<Cl
 }
 
 const FENCE: &str = "WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 'running'";
-
-pub fn extend_delivery_leases(
-    c: &Connection,
-    worker: &str,
-    held: &[(i64, u32)],
-    until: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut extend =
-        c.prepare_cached(&format!("UPDATE deliveries SET leased_until = ?4 {FENCE}"))?;
-    let mut extended = 0;
-    for (id, attempt) in held {
-        extended += extend.execute(params![id, attempt, worker, micros(until)])? as u64;
-    }
-    Ok(extended)
-}
-
-pub fn extend_directive_leases(
-    c: &Connection,
-    worker: &str,
-    held: &[(String, u32)],
-    until: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut extend =
-        c.prepare_cached(&format!("UPDATE directives SET leased_until = ?4 {FENCE}"))?;
-    let mut extended = 0;
-    for (id, attempt) in held {
-        extended += extend.execute(params![id, attempt, worker, micros(until)])? as u64;
-    }
-    Ok(extended)
-}
 
 fn record_attempt(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> StoreResult<()> {
     c.prepare_cached(
@@ -1158,18 +815,6 @@ fn delivery_conditions(filter: &DeliveryFilter) -> Conditions {
     conditions
 }
 
-pub fn deliveries(c: &Connection, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
-    let conditions = delivery_conditions(filter);
-    let sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}",
-        conditions.sql(),
-        limit(filter.limit)
-    );
-    Ok(c.prepare(&sql)?
-        .query_map(params_from_iter(conditions.values), delivery_from_row)?
-        .collect::<Result<_, _>>()?)
-}
-
 const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
      duration_us, fuel, directive_count, output, finished_at";
 
@@ -1190,120 +835,6 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
     })
 }
 
-pub fn attempts(c: &Connection, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
-    Ok(c.prepare_cached(&format!(
-        "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY attempt"
-    ))?
-    .query_map([delivery_id], attempt_from_row)?
-    .collect::<Result<_, _>>()?)
-}
-
-pub fn retry_deliveries(
-    c: &Connection,
-    filter: &DeliveryFilter,
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut conditions = delivery_conditions(filter);
-    conditions.raw(&format!(
-        "state IN ({})",
-        rules::sql_list(rules::RETRYABLE_BY_OPERATOR, DeliveryState::as_str)
-    ));
-    let now_param = conditions.bind(micros(now));
-    // A discarded delivery gets a fresh budget of the size it had.
-    let sql = format!(
-        "UPDATE deliveries SET \
-         max_attempts = CASE WHEN state = 'retryable' THEN max_attempts ELSE attempt + max_attempts END, \
-         state = 'available', scheduled_at = {now_param}, finished_at = NULL{}",
-        conditions.sql()
-    );
-    Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
-}
-
-pub fn cancel_deliveries(
-    c: &Connection,
-    filter: &DeliveryFilter,
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut conditions = delivery_conditions(filter);
-    conditions.raw(&format!(
-        "state IN ({})",
-        rules::sql_list(rules::CANCELABLE_DELIVERIES, DeliveryState::as_str)
-    ));
-    let now_param = conditions.bind(micros(now));
-    let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR.to_owned());
-    let sql = format!(
-        "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
-         last_error = {error_param}{}",
-        conditions.sql()
-    );
-    Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
-}
-
-pub fn replay(
-    c: &Connection,
-    batch: &[(String, Vec<DeliveryTarget>)],
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut created = 0u64;
-    for (signal_id, targets) in batch {
-        let (tenant, depth): (String, u32) = c
-            .prepare_cached("SELECT tenant, depth FROM signals WHERE id = ?1")?
-            .query_row([signal_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "signal",
-                id: signal_id.clone(),
-            })?;
-        let packages = known_tenant_packages(c, &tenant)?;
-        created += u64::from(insert_deliveries(
-            c, signal_id, &tenant, depth, &packages, targets, now,
-        )?);
-    }
-    Ok(created)
-}
-
-/// Rescues directives whose runner stopped mid-directive (they run again:
-/// executors are told to expect at-least-once calls), then makes the claim
-/// [`fair::claim`] decides.
-pub fn claim_directives(
-    c: &Connection,
-    claim: &Claim<'_>,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<ClaimedDirective>> {
-    c.prepare_cached(
-        "UPDATE directives SET state = 'requested', scheduled_at = ?1, updated_at = ?1, worker = NULL, \
-         leased_until = NULL, last_error = ?2 \
-         WHERE state = 'running' AND leased_until < ?1",
-    )?
-    .execute(params![micros(now), rules::LEASE_EXPIRED_DIRECTIVE_ERROR])?;
-    fair::claim(&mut FairQueue::<Directives>::new(c), claim, now)
-}
-
-pub fn finish_directive(
-    c: &Connection,
-    id: &str,
-    attempt: u32,
-    worker: &str,
-    decision: &DirectiveDecision,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    let (state, scheduled_at, error, result) = match decision {
-        DirectiveDecision::Succeeded(result) => ("succeeded", None, None, Some(result.to_string())),
-        DirectiveDecision::Retry { at, error } => {
-            ("requested", Some(micros(*at)), Some(error.as_str()), None)
-        }
-        DirectiveDecision::Failed(error) => ("failed", None, Some(error.as_str()), None),
-    };
-    let changed = c
-        .prepare_cached(
-            "UPDATE directives SET state = ?4, scheduled_at = COALESCE(?5, scheduled_at), last_error = ?6, \
-             result = ?7, updated_at = ?8, worker = NULL, leased_until = NULL \
-             WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 'running'",
-        )?
-        .execute(params![id, attempt, worker, state, scheduled_at, error, result, micros(now)])?;
-    Ok(changed == 1)
-}
-
 fn directive_conditions(filter: &DirectiveFilter) -> Conditions {
     let mut conditions = Conditions::default();
     conditions.eq("tenant", filter.tenant.clone());
@@ -1314,95 +845,618 @@ fn directive_conditions(filter: &DirectiveFilter) -> Conditions {
     conditions
 }
 
-pub fn directives(c: &Connection, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
-    let conditions = directive_conditions(filter);
-    let sql = format!(
-        "SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}",
-        conditions.sql(),
-        limit(filter.limit)
-    );
-    Ok(c.prepare(&sql)?
-        .query_map(params_from_iter(conditions.values), directive_from_row)?
-        .collect::<Result<_, _>>()?)
-}
+impl Verbs for SqliteConn<'_> {
+    fn tenant(&mut self, id: &str) -> StoreResult<Option<Tenant>> {
+        let c = self.0;
+        let row = c
+            .prepare_cached(
+                "SELECT settings, created_at, weight, max_running, max_pending, max_emit_per_s \
+                 FROM tenants WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                let limits = TenantLimits {
+                    max_running: r.get(3)?,
+                    max_pending: r.get::<_, Option<i64>>(4)?.map(|n| n.max(0) as u64),
+                    max_emit_per_s: r.get(5)?,
+                };
+                Ok((
+                    json_column(r, 0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, u32>(2)?,
+                    limits,
+                ))
+            })
+            .optional()?;
+        let Some((settings, created_at, weight, limits)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Tenant {
+            id: id.to_owned(),
+            settings,
+            weight,
+            limits,
+            packages: packages(c, id)?,
+            created_at: from_micros(created_at),
+        }))
+    }
 
-pub fn cancel_directives(
-    c: &Connection,
-    filter: &DirectiveFilter,
-    now: DateTime<Utc>,
-) -> StoreResult<u64> {
-    let mut conditions = directive_conditions(filter);
-    conditions.raw(&format!(
-        "state IN ({})",
-        rules::sql_list(rules::CANCELABLE_DIRECTIVES, DirectiveState::as_str)
-    ));
-    let now_param = conditions.bind(micros(now));
-    let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR.to_owned());
-    let sql = format!(
-        "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
-         last_error = {error_param}{}",
-        conditions.sql()
-    );
-    Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
-}
+    fn create_tenant(
+        &mut self,
+        id: &str,
+        settings: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Tenant> {
+        let c = self.0;
+        let inserted = c.execute(
+            "INSERT INTO tenants (id, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
+            params![id, settings.to_string(), micros(now)],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::TenantExists(id.to_owned()));
+        }
+        touched_tenant(c, id)
+    }
 
-pub fn stats(c: &Connection) -> StoreResult<QueueStats> {
-    let mut stats = QueueStats::default();
-    let mut deliveries =
-        c.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
-    for row in deliveries.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (state, count) = row?;
-        stats
-            .deliveries
-            .push((DeliveryState::parse(&state)?, count as u64));
+    fn tenants(&mut self) -> StoreResult<Vec<Tenant>> {
+        let c = self.0;
+        let ids: Vec<String> = c
+            .prepare_cached("SELECT id FROM tenants ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.iter().map(|id| touched_tenant(c, id)).collect()
     }
-    let mut directives =
-        c.prepare_cached("SELECT state, COUNT(*) FROM directives GROUP BY state")?;
-    for row in directives.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (state, count) = row?;
-        stats
-            .directives
-            .push((DirectiveState::parse(&state)?, count as u64));
+
+    fn set_settings(&mut self, id: &str, settings: &serde_json::Value) -> StoreResult<Tenant> {
+        let c = self.0;
+        let changed = c.execute(
+            "UPDATE tenants SET settings = ?2 WHERE id = ?1",
+            params![id, settings.to_string()],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::UnknownTenant(id.to_owned()));
+        }
+        touched_tenant(c, id)
     }
-    let mut counts = Vec::new();
-    let mut breakdown = c.prepare_cached(
-        "SELECT handler, tenant, state, COUNT(*) FROM deliveries GROUP BY handler, tenant, state",
-    )?;
-    for row in breakdown.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })? {
-        let (handler, tenant, state, count) = row?;
-        counts.push((handler, tenant, DeliveryState::parse(&state)?, count as u64));
+
+    fn set_weight(&mut self, id: &str, weight: u32) -> StoreResult<Tenant> {
+        let c = self.0;
+        let changed = c.execute(
+            "UPDATE tenants SET weight = ?2 WHERE id = ?1",
+            params![id, weight],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::UnknownTenant(id.to_owned()));
+        }
+        touched_tenant(c, id)
     }
-    // The newest attempts: deliveries are numbered in insertion order.
-    let recent = c
-        .prepare_cached(&format!(
-            "SELECT d.handler, d.tenant, COUNT(*), SUM(a.duration_us), MAX(a.duration_us) \
-             FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
-             JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler, d.tenant"
+
+    fn set_limits(&mut self, id: &str, limits: &TenantLimits) -> StoreResult<Tenant> {
+        let c = self.0;
+        let changed = c.execute(
+            "UPDATE tenants SET max_running = ?2, max_pending = ?3, max_emit_per_s = ?4 WHERE id = ?1",
+            params![
+                id,
+                limits.max_running,
+                limits
+                    .max_pending
+                    .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                limits.max_emit_per_s
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::UnknownTenant(id.to_owned()));
+        }
+        touched_tenant(c, id)
+    }
+
+    fn pending_deliveries(&mut self, tenant: &str, cap: u64) -> StoreResult<u64> {
+        let c = self.0;
+        Ok(c.prepare_cached(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries \
+             WHERE tenant = ?1 AND state IN ('available', 'retryable') LIMIT ?2)",
+        )?
+        .query_row(
+            params![tenant, i64::try_from(cap).unwrap_or(i64::MAX)],
+            |r| r.get::<_, i64>(0),
+        )?
+        .max(0) as u64)
+    }
+
+    fn install_package(&mut self, id: &str, package: &str) -> StoreResult<Tenant> {
+        let c = self.0;
+        touched_tenant(c, id)?;
+        c.execute(
+            "INSERT INTO tenant_packages (tenant, package) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![id, package],
+        )?;
+        touched_tenant(c, id)
+    }
+
+    fn uninstall_package(&mut self, id: &str, package: &str) -> StoreResult<Tenant> {
+        let c = self.0;
+        touched_tenant(c, id)?;
+        c.execute(
+            "DELETE FROM tenant_packages WHERE tenant = ?1 AND package = ?2",
+            params![id, package],
+        )?;
+        touched_tenant(c, id)
+    }
+
+    fn record_handler_version(
+        &mut self,
+        name: &str,
+        digest: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let c = self.0;
+        c.execute(
+            "INSERT INTO handler_versions (name, digest, first_seen_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            params![name, digest, micros(now)],
+        )?;
+        Ok(())
+    }
+
+    fn handler_versions(&mut self, name: &str) -> StoreResult<Vec<HandlerVersion>> {
+        let c = self.0;
+        let mut statement = c.prepare_cached(
+            "SELECT digest, first_seen_at FROM handler_versions WHERE name = ?1 \
+             ORDER BY first_seen_at, digest",
+        )?;
+        let versions = statement
+            .query_map([name], |r| {
+                Ok(HandlerVersion {
+                    digest: r.get(0)?,
+                    first_seen_at: from_micros(r.get(1)?),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(versions)
+    }
+
+    fn resume_handler(&mut self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let c = self.0;
+        // Snoozed deliveries are the available ones scheduled later than now: new
+        // ones are due at once and retries are `retryable`. The `IN` keeps the
+        // statement on the partial due index.
+        let changed = c
+            .prepare_cached(
+                "UPDATE deliveries SET scheduled_at = ?2 \
+                 WHERE state IN ('available', 'retryable') AND scheduled_at > ?2 \
+                 AND state = 'available' AND handler = ?1",
+            )?
+            .execute(params![name, micros(now)])?;
+        Ok(changed as u64)
+    }
+
+    fn emit(
+        &mut self,
+        batch: &[(NewSignal, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Emitted>> {
+        let c = self.0;
+        let mut packages_of: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut emitted = Vec::with_capacity(batch.len());
+        for (new, targets) in batch {
+            if !packages_of.contains_key(new.tenant.as_str()) {
+                packages_of.insert(&new.tenant, known_tenant_packages(c, &new.tenant)?);
+            }
+            if let Some(key) = &new.dedupe_key {
+                let existing = c
+                    .prepare_cached(&format!(
+                        "SELECT {SIGNAL_COLUMNS} FROM signals WHERE tenant = ?1 AND dedupe_key = ?2"
+                    ))?
+                    .query_row(params![new.tenant, key], signal_from_row)
+                    .optional()?;
+                if let Some(signal) = existing {
+                    emitted.push(Emitted {
+                        status: EmitStatus::Existing,
+                        signal,
+                        deliveries: 0,
+                    });
+                    continue;
+                }
+            }
+            let cause_depth = match &new.causation_id {
+                Some(cause) => SqliteConn(c).signal_depth(&new.tenant, cause)?,
+                None => None,
+            };
+            let depth = rules::causation_depth(cause_depth);
+            let signal = rules::new_signal(new, rules::new_signal_id(), now);
+            c.prepare_cached(&format!(
+                "INSERT INTO signals ({SIGNAL_COLUMNS}, depth) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            ))?
+            .execute(params![
+                signal.id,
+                signal.tenant,
+                signal.name,
+                signal.payload.to_string(),
+                signal.metadata.to_string(),
+                signal.dedupe_key,
+                micros(signal.occurred_at),
+                signal.correlation_id,
+                signal.causation_id,
+                signal.actor.as_ref().map(|a| &a.kind),
+                signal.actor.as_ref().map(|a| &a.id),
+                signal.subject.as_ref().map(|s| &s.kind),
+                signal.subject.as_ref().map(|s| &s.id),
+                signal.source,
+                micros(now),
+                depth,
+            ])?;
+            let deliveries = insert_deliveries(
+                c,
+                &signal.id,
+                &signal.tenant,
+                depth,
+                &packages_of[new.tenant.as_str()],
+                targets,
+                now,
+            )?;
+            emitted.push(Emitted {
+                status: EmitStatus::Created,
+                signal,
+                deliveries,
+            });
+        }
+        Ok(emitted)
+    }
+
+    fn signals(&mut self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
+        let c = self.0;
+        let mut conditions = Conditions::default();
+        conditions.eq("tenant", filter.tenant.clone());
+        conditions.one_of("id", &filter.ids);
+        conditions.eq("name", filter.name.clone());
+        if let Some(since) = filter.since {
+            conditions.push("inserted_at >= ?", micros(since));
+        }
+        if let Some(until) = filter.until {
+            conditions.push("inserted_at < ?", micros(until));
+        }
+        let sql = format!(
+            "SELECT {SIGNAL_COLUMNS} FROM signals{} ORDER BY seq{}",
+            conditions.sql(),
+            limit(filter.limit)
+        );
+        Ok(c.prepare(&sql)?
+            .query_map(params_from_iter(conditions.values), signal_from_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// The depth of signal `id` of `tenant`; `None` if the tenant has none.
+    fn signal_depth(&mut self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
+        let c = self.0;
+        Ok(
+            c.prepare_cached("SELECT depth FROM signals WHERE id = ?1 AND tenant = ?2")?
+                .query_row(params![id, tenant], |r| r.get::<_, u32>(0))
+                .optional()?,
+        )
+    }
+
+    /// Leases held by workers that stopped: record the lost attempt, then make
+    /// the delivery retryable (or discarded, if that was its last attempt).
+    /// What becomes of them is `rules::AFTER_LOST_LEASE`, applied in the
+    /// statement.
+    fn rescue_deliveries(&mut self, now: DateTime<Utc>) -> StoreResult<()> {
+        let c = self.0;
+        let expired = "state = 'running' AND leased_until < ?1";
+        c.prepare_cached(&format!(
+            "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
+             duration_us, fuel, directive_count, output, finished_at) \
+             SELECT id, attempt, COALESCE(worker, ''), COALESCE(handler_digest, ''), ?2, ?3, ?1, 0, NULL, 0, '', ?1 \
+             FROM deliveries WHERE {expired} ON CONFLICT DO NOTHING"
         ))?
-        .query_map([], |r| {
+        .execute(params![
+            micros(now),
+            AttemptOutcome::LeaseExpired.as_str(),
+            rules::LEASE_EXPIRED_ATTEMPT_ERROR
+        ])?;
+        let (retried, discarded) = rules::AFTER_LOST_LEASE;
+        c.prepare_cached(&format!(
+            "UPDATE deliveries SET \
+             state = CASE WHEN attempt >= max_attempts THEN ?3 ELSE ?2 END, \
+             finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END, \
+             last_error = ?4, worker = NULL, leased_until = NULL, scheduled_at = ?1 \
+             WHERE {expired}"
+        ))?
+        .execute(params![
+            micros(now),
+            retried.as_str(),
+            discarded.as_str(),
+            rules::LEASE_EXPIRED_DELIVERY_ERROR
+        ])?;
+        Ok(())
+    }
+
+    /// Rescues expired leases, then makes the claim [`fair::claim`] decides.
+    fn claim_deliveries(
+        &mut self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        fair::claim(&mut FairQueue::<Deliveries>::new(self.0), claim, now)
+    }
+
+    fn finish_deliveries(
+        &mut self,
+        results: &[DeliveryResult],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishOutcome>> {
+        results
+            .iter()
+            .map(|r| finish_delivery(self.0, r, now))
+            .collect()
+    }
+
+    fn extend_delivery_leases(
+        &mut self,
+        worker: &str,
+        held: &[(i64, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let c = self.0;
+        let mut extend =
+            c.prepare_cached(&format!("UPDATE deliveries SET leased_until = ?4 {FENCE}"))?;
+        let mut extended = 0;
+        for (id, attempt) in held {
+            extended += extend.execute(params![id, attempt, worker, micros(until)])? as u64;
+        }
+        Ok(extended)
+    }
+
+    fn extend_directive_leases(
+        &mut self,
+        worker: &str,
+        held: &[(String, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let c = self.0;
+        let mut extend =
+            c.prepare_cached(&format!("UPDATE directives SET leased_until = ?4 {FENCE}"))?;
+        let mut extended = 0;
+        for (id, attempt) in held {
+            extended += extend.execute(params![id, attempt, worker, micros(until)])? as u64;
+        }
+        Ok(extended)
+    }
+
+    fn deliveries(&mut self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        let c = self.0;
+        let conditions = delivery_conditions(filter);
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}",
+            conditions.sql(),
+            limit(filter.limit)
+        );
+        Ok(c.prepare(&sql)?
+            .query_map(params_from_iter(conditions.values), delivery_from_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn attempts(&mut self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
+        let c = self.0;
+        Ok(c.prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY attempt"
+        ))?
+        .query_map([delivery_id], attempt_from_row)?
+        .collect::<Result<_, _>>()?)
+    }
+
+    fn retry_deliveries(
+        &mut self,
+        filter: &DeliveryFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let c = self.0;
+        let mut conditions = delivery_conditions(filter);
+        conditions.raw(&format!(
+            "state IN ({})",
+            rules::sql_list(rules::RETRYABLE_BY_OPERATOR, DeliveryState::as_str)
+        ));
+        let now_param = conditions.bind(micros(now));
+        // A discarded delivery gets a fresh budget of the size it had.
+        let sql = format!(
+            "UPDATE deliveries SET \
+             max_attempts = CASE WHEN state = 'retryable' THEN max_attempts ELSE attempt + max_attempts END, \
+             state = 'available', scheduled_at = {now_param}, finished_at = NULL{}",
+            conditions.sql()
+        );
+        Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
+    }
+
+    fn cancel_deliveries(
+        &mut self,
+        filter: &DeliveryFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let c = self.0;
+        let mut conditions = delivery_conditions(filter);
+        conditions.raw(&format!(
+            "state IN ({})",
+            rules::sql_list(rules::CANCELABLE_DELIVERIES, DeliveryState::as_str)
+        ));
+        let now_param = conditions.bind(micros(now));
+        let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR.to_owned());
+        let sql = format!(
+            "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
+             last_error = {error_param}{}",
+            conditions.sql()
+        );
+        Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
+    }
+
+    fn replay(
+        &mut self,
+        batch: &[(String, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let c = self.0;
+        let mut created = 0u64;
+        for (signal_id, targets) in batch {
+            let (tenant, depth): (String, u32) = c
+                .prepare_cached("SELECT tenant, depth FROM signals WHERE id = ?1")?
+                .query_row([signal_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "signal",
+                    id: signal_id.clone(),
+                })?;
+            let packages = known_tenant_packages(c, &tenant)?;
+            created += u64::from(insert_deliveries(
+                c, signal_id, &tenant, depth, &packages, targets, now,
+            )?);
+        }
+        Ok(created)
+    }
+
+    /// Rescues directives whose runner stopped mid-directive (they run again:
+    /// executors are told to expect at-least-once calls), then makes the claim
+    /// [`fair::claim`] decides.
+    fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE directives SET state = 'requested', scheduled_at = ?1, updated_at = ?1, worker = NULL, \
+                 leased_until = NULL, last_error = ?2 \
+                 WHERE state = 'running' AND leased_until < ?1",
+            )?
+            .execute(params![micros(now), rules::LEASE_EXPIRED_DIRECTIVE_ERROR])?;
+        Ok(())
+    }
+
+    fn claim_directives(
+        &mut self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDirective>> {
+        fair::claim(&mut FairQueue::<Directives>::new(self.0), claim, now)
+    }
+
+    fn finish_directive(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        worker: &str,
+        decision: &DirectiveDecision,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let c = self.0;
+        let (state, scheduled_at, error, result) = match decision {
+            DirectiveDecision::Succeeded(result) => {
+                ("succeeded", None, None, Some(result.to_string()))
+            }
+            DirectiveDecision::Retry { at, error } => {
+                ("requested", Some(micros(*at)), Some(error.as_str()), None)
+            }
+            DirectiveDecision::Failed(error) => ("failed", None, Some(error.as_str()), None),
+        };
+        let changed = c
+            .prepare_cached(
+                "UPDATE directives SET state = ?4, scheduled_at = COALESCE(?5, scheduled_at), last_error = ?6, \
+                 result = ?7, updated_at = ?8, worker = NULL, leased_until = NULL \
+                 WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 'running'",
+            )?
+            .execute(params![id, attempt, worker, state, scheduled_at, error, result, micros(now)])?;
+        Ok(changed == 1)
+    }
+
+    fn directives(&mut self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
+        let c = self.0;
+        let conditions = directive_conditions(filter);
+        let sql = format!(
+            "SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}",
+            conditions.sql(),
+            limit(filter.limit)
+        );
+        Ok(c.prepare(&sql)?
+            .query_map(params_from_iter(conditions.values), directive_from_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn cancel_directives(
+        &mut self,
+        filter: &DirectiveFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let c = self.0;
+        let mut conditions = directive_conditions(filter);
+        conditions.raw(&format!(
+            "state IN ({})",
+            rules::sql_list(rules::CANCELABLE_DIRECTIVES, DirectiveState::as_str)
+        ));
+        let now_param = conditions.bind(micros(now));
+        let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR.to_owned());
+        let sql = format!(
+            "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
+             last_error = {error_param}{}",
+            conditions.sql()
+        );
+        Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
+    }
+
+    fn stats(&mut self) -> StoreResult<QueueStats> {
+        let c = self.0;
+        let mut stats = QueueStats::default();
+        let mut deliveries =
+            c.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+        for row in
+            deliveries.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        {
+            let (state, count) = row?;
+            stats
+                .deliveries
+                .push((DeliveryState::parse(&state)?, count as u64));
+        }
+        let mut directives =
+            c.prepare_cached("SELECT state, COUNT(*) FROM directives GROUP BY state")?;
+        for row in
+            directives.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        {
+            let (state, count) = row?;
+            stats
+                .directives
+                .push((DirectiveState::parse(&state)?, count as u64));
+        }
+        let mut counts = Vec::new();
+        let mut breakdown = c.prepare_cached(
+            "SELECT handler, tenant, state, COUNT(*) FROM deliveries GROUP BY handler, tenant, state",
+        )?;
+        for row in breakdown.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?.max(0) as u64,
-                r.get::<_, i64>(3)?.max(0) as u64,
-                r.get::<_, i64>(4)?.max(0) as u64,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
             ))
-        })?
-        .collect::<Result<_, _>>()?;
-    stats.add_breakdowns(counts, recent);
-    stats.recent_failures = c
-        .prepare_cached(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
-             ORDER BY delivery_id DESC, attempt DESC LIMIT {RECENT_FAILURES}"
-        ))?
-        .query_map([], attempt_from_row)?
-        .collect::<Result<_, _>>()?;
-    Ok(stats)
+        })? {
+            let (handler, tenant, state, count) = row?;
+            counts.push((handler, tenant, DeliveryState::parse(&state)?, count as u64));
+        }
+        // The newest attempts: deliveries are numbered in insertion order.
+        let recent = c
+            .prepare_cached(&format!(
+                "SELECT d.handler, d.tenant, COUNT(*), SUM(a.duration_us), MAX(a.duration_us) \
+                 FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
+                 JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler, d.tenant"
+            ))?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                    r.get::<_, i64>(3)?.max(0) as u64,
+                    r.get::<_, i64>(4)?.max(0) as u64,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        stats.add_breakdowns(counts, recent);
+        stats.recent_failures = c
+            .prepare_cached(&format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
+                 ORDER BY delivery_id DESC, attempt DESC LIMIT {RECENT_FAILURES}"
+            ))?
+            .query_map([], attempt_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(stats)
+    }
 }

@@ -1,0 +1,348 @@
+//! The store contract, implemented once over a SQL dialect.
+//!
+//! A dialect ([`Dialect`]) gives connections and transactions; its verbs
+//! ([`Verbs`]) are the statements of one database, set-based and batch-shaped,
+//! with their fences and `ON CONFLICT` clauses but no policy. [`SqlStore`]
+//! implements [`Store`] on top of them once: it checks the input, picks the
+//! connection each operation runs on, and orders the verbs. The rules the
+//! verbs apply (targets, depth, directive matches, what a lost lease becomes)
+//! are decided in `rules.rs` and `fair.rs`, never in a dialect.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::fair::Claim;
+use crate::wake::Wake;
+
+/// What one database provides: where each kind of work runs.
+pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
+    /// A connection that verbs run on: a read connection, a transaction, or
+    /// a connection on its own (autocommit), as the method giving it says.
+    type Conn<'c>: Verbs
+    where
+        Self: 'c;
+
+    /// Reads (listings, status), beside the writers where the database can.
+    fn read<T>(&self, f: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<T>) -> StoreResult<T>;
+    /// One transaction: all of `f`'s writes or none.
+    fn write<T>(&self, f: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<T>) -> StoreResult<T>;
+    /// A single statement, atomic on its own (a lease's heartbeat, a fenced
+    /// result): no transaction around it where the database needs none.
+    fn alone<T>(&self, f: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<T>) -> StoreResult<T>;
+    /// A claim: `rescue` (expired leases), then `claim` in a transaction
+    /// whose commit need not wait for the disk, since a lost claim only makes
+    /// its rows claimable again.
+    fn claim<T>(
+        &self,
+        rescue: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<()>,
+        claim: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T>;
+    /// See [`Store::watch`]; a database that cannot hear other processes
+    /// does nothing.
+    fn watch(&self, deliveries: Arc<Wake>, directives: Arc<Wake>) -> StoreResult<()> {
+        let _ = (deliveries, directives);
+        Ok(())
+    }
+}
+
+/// A dialect's statements, one method a verb. Each runs on the connection
+/// its caller in [`SqlStore`] chose; input is already checked.
+pub trait Verbs {
+    // Tenants.
+    fn create_tenant(
+        &mut self,
+        id: &str,
+        settings: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Tenant>;
+    fn tenant(&mut self, id: &str) -> StoreResult<Option<Tenant>>;
+    fn tenants(&mut self) -> StoreResult<Vec<Tenant>>;
+    fn set_settings(&mut self, id: &str, settings: &serde_json::Value) -> StoreResult<Tenant>;
+    fn set_weight(&mut self, id: &str, weight: u32) -> StoreResult<Tenant>;
+    fn set_limits(&mut self, id: &str, limits: &TenantLimits) -> StoreResult<Tenant>;
+    fn pending_deliveries(&mut self, tenant: &str, cap: u64) -> StoreResult<u64>;
+    fn install_package(&mut self, id: &str, package: &str) -> StoreResult<Tenant>;
+    fn uninstall_package(&mut self, id: &str, package: &str) -> StoreResult<Tenant>;
+
+    // Handlers.
+    fn record_handler_version(
+        &mut self,
+        name: &str,
+        digest: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    fn handler_versions(&mut self, name: &str) -> StoreResult<Vec<HandlerVersion>>;
+    fn resume_handler(&mut self, name: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    // Signals.
+    fn emit(
+        &mut self,
+        batch: &[(NewSignal, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Emitted>>;
+    fn signals(&mut self, filter: &SignalFilter) -> StoreResult<Vec<Signal>>;
+    fn signal_depth(&mut self, tenant: &str, id: &str) -> StoreResult<Option<u32>>;
+
+    // Deliveries.
+    /// Makes expired delivery leases retryable (or discarded), recording the
+    /// lost attempt, as `rules::AFTER_LOST_LEASE` says.
+    fn rescue_deliveries(&mut self, now: DateTime<Utc>) -> StoreResult<()>;
+    /// The claim [`crate::fair::claim`] decides, over this dialect's
+    /// [`crate::fair::ClaimVerbs`].
+    fn claim_deliveries(
+        &mut self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    fn finish_deliveries(
+        &mut self,
+        results: &[DeliveryResult],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishOutcome>>;
+    fn extend_delivery_leases(
+        &mut self,
+        worker: &str,
+        held: &[(i64, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    fn deliveries(&mut self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>>;
+    fn attempts(&mut self, delivery_id: i64) -> StoreResult<Vec<Attempt>>;
+    fn retry_deliveries(&mut self, filter: &DeliveryFilter, now: DateTime<Utc>)
+    -> StoreResult<u64>;
+    fn cancel_deliveries(
+        &mut self,
+        filter: &DeliveryFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    fn replay(
+        &mut self,
+        batch: &[(String, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+
+    // Directives.
+    /// Makes directives whose runner stopped mid-directive requested again.
+    fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<()>;
+    fn claim_directives(
+        &mut self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDirective>>;
+    fn finish_directive(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        worker: &str,
+        decision: &DirectiveDecision,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    fn extend_directive_leases(
+        &mut self,
+        worker: &str,
+        held: &[(String, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    fn directives(&mut self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>>;
+    fn cancel_directives(
+        &mut self,
+        filter: &DirectiveFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+
+    fn stats(&mut self) -> StoreResult<QueueStats>;
+}
+
+/// The store contract over the dialect `D`: [`sqlite::SqliteStore`] and
+/// [`postgres::PostgresStore`] are two of these.
+#[derive(Debug)]
+pub struct SqlStore<D> {
+    pub(super) dialect: D,
+}
+
+impl<D: Dialect> Store for SqlStore<D> {
+    fn create_tenant(
+        &self,
+        id: &str,
+        settings: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Tenant> {
+        check_tenant_id(id)?;
+        check_settings(&settings)?;
+        self.dialect.write(|c| c.create_tenant(id, &settings, now))
+    }
+
+    fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        self.dialect.read(|c| c.tenant(id))
+    }
+
+    fn tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.dialect.read(|c| c.tenants())
+    }
+
+    fn set_settings(&self, id: &str, settings: serde_json::Value) -> StoreResult<Tenant> {
+        check_settings(&settings)?;
+        self.dialect.write(|c| c.set_settings(id, &settings))
+    }
+
+    fn set_weight(&self, id: &str, weight: u32) -> StoreResult<Tenant> {
+        let weight = crate::fair::check_weight(weight)?;
+        self.dialect.write(|c| c.set_weight(id, weight))
+    }
+
+    fn set_limits(&self, id: &str, limits: TenantLimits) -> StoreResult<Tenant> {
+        let limits = crate::fair::check_limits(limits)?;
+        self.dialect.write(|c| c.set_limits(id, &limits))
+    }
+
+    fn pending_deliveries(&self, tenant: &str, cap: u64) -> StoreResult<u64> {
+        self.dialect.read(|c| c.pending_deliveries(tenant, cap))
+    }
+
+    fn install_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
+        crate::signal::check_name(package)
+            .map_err(|e| StoreError::Invalid(format!("package: {e}")))?;
+        self.dialect.write(|c| c.install_package(id, package))
+    }
+
+    fn uninstall_package(&self, id: &str, package: &str) -> StoreResult<Tenant> {
+        self.dialect.write(|c| c.uninstall_package(id, package))
+    }
+
+    fn record_handler_version(
+        &self,
+        name: &str,
+        digest: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.dialect
+            .write(|c| c.record_handler_version(name, digest, now))
+    }
+
+    fn handler_versions(&self, name: &str) -> StoreResult<Vec<HandlerVersion>> {
+        self.dialect.read(|c| c.handler_versions(name))
+    }
+
+    fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.dialect.write(|c| c.resume_handler(name, now))
+    }
+
+    fn emit(
+        &self,
+        batch: &[(NewSignal, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Emitted>> {
+        self.dialect.write(|c| c.emit(batch, now))
+    }
+
+    fn signals(&self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
+        self.dialect.read(|c| c.signals(filter))
+    }
+
+    fn signal_depth(&self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
+        self.dialect.read(|c| c.signal_depth(tenant, id))
+    }
+
+    fn claim_deliveries(
+        &self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.dialect.claim(
+            |c| c.rescue_deliveries(now),
+            |c| c.claim_deliveries(claim, now),
+        )
+    }
+
+    fn finish_deliveries(
+        &self,
+        results: &[DeliveryResult],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FinishOutcome>> {
+        self.dialect.write(|c| c.finish_deliveries(results, now))
+    }
+
+    fn extend_delivery_leases(
+        &self,
+        worker: &str,
+        held: &[(i64, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.dialect
+            .alone(|c| c.extend_delivery_leases(worker, held, until))
+    }
+
+    fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        self.dialect.read(|c| c.deliveries(filter))
+    }
+
+    fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
+        self.dialect.read(|c| c.attempts(delivery_id))
+    }
+
+    fn retry_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.dialect.write(|c| c.retry_deliveries(filter, now))
+    }
+
+    fn cancel_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.dialect.write(|c| c.cancel_deliveries(filter, now))
+    }
+
+    fn replay(
+        &self,
+        batch: &[(String, Vec<DeliveryTarget>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.dialect.write(|c| c.replay(batch, now))
+    }
+
+    fn claim_directives(
+        &self,
+        claim: &Claim<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ClaimedDirective>> {
+        self.dialect.claim(
+            |c| c.rescue_directives(now),
+            |c| c.claim_directives(claim, now),
+        )
+    }
+
+    fn finish_directive(
+        &self,
+        id: &str,
+        attempt: u32,
+        worker: &str,
+        decision: &DirectiveDecision,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.dialect
+            .alone(|c| c.finish_directive(id, attempt, worker, decision, now))
+    }
+
+    fn extend_directive_leases(
+        &self,
+        worker: &str,
+        held: &[(String, u32)],
+        until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.dialect
+            .alone(|c| c.extend_directive_leases(worker, held, until))
+    }
+
+    fn directives(&self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
+        self.dialect.read(|c| c.directives(filter))
+    }
+
+    fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.dialect.write(|c| c.cancel_directives(filter, now))
+    }
+
+    fn stats(&self) -> StoreResult<QueueStats> {
+        self.dialect.read(|c| c.stats())
+    }
+
+    fn watch(&self, deliveries: Arc<Wake>, directives: Arc<Wake>) -> StoreResult<()> {
+        self.dialect.watch(deliveries, directives)
+    }
+}
