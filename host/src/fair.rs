@@ -245,6 +245,24 @@ pub struct Queue {
     pub pending: &'static str,
 }
 
+impl Queue {
+    /// The recursive CTE `waiting(tenant)`: the tenants with pending rows,
+    /// one index probe each (a loose index scan of the queue's
+    /// `…_due_by_tenant` index), in SQL both databases run as it is.
+    pub fn waiting_tenants(&self) -> String {
+        let Self { table, pending, .. } = self;
+        format!(
+            "waiting(tenant) AS ( \
+                 SELECT MIN(tenant) FROM {table} WHERE {pending} \
+                 UNION ALL \
+                 SELECT (SELECT MIN(t.tenant) FROM {table} t \
+                         WHERE t.{pending} AND t.tenant > waiting.tenant) \
+                 FROM waiting WHERE waiting.tenant IS NOT NULL \
+             )"
+        )
+    }
+}
+
 /// Deliveries waiting for a worker.
 pub const DELIVERIES: Queue = Queue {
     name: "deliveries",

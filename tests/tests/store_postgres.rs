@@ -236,6 +236,52 @@ fn replaces_nul_in_guest_output_and_refuses_it_in_emitted_text() {
     assert_eq!(attempts[0].output, "x\u{FFFD}y");
 }
 
+/// Transactions are plain SQL on a pooled connection (`Postgres::transaction`):
+/// one that fails halfway must roll back and give the connection back outside
+/// any transaction, or the next borrower's writes would join it.
+#[test]
+fn a_failed_transaction_rolls_back_and_leaves_its_connection_usable() {
+    let database = PostgresDatabase::fresh();
+    let url = format!("{}?pool_size=1", database.0.url);
+    let options = PostgresOptions::from_url(&url).expect("a valid URL");
+    let store = PostgresStore::open(options, at(0)).expect("open");
+    store
+        .create_tenant("acme", json!({}), at(0))
+        .expect("tenant");
+    // The server refuses the second signal's key (a NUL) inside the
+    // transaction: neither signal stays.
+    let failed = store.emit(
+        &[
+            (signal("acme"), vec![target("h")]),
+            (
+                NewSignal {
+                    dedupe_key: Some("a\0b".into()),
+                    ..signal("acme")
+                },
+                vec![target("h")],
+            ),
+        ],
+        at(0),
+    );
+    assert!(matches!(failed, Err(StoreError::Invalid(_))), "{failed:?}");
+    assert!(
+        store
+            .signals(&Default::default())
+            .expect("the one connection reads again")
+            .is_empty(),
+        "a failed emit writes nothing"
+    );
+    store
+        .emit(&[(signal("acme"), vec![target("h")])], at(1))
+        .expect("the one connection writes again");
+    let mut other = admin_of(&database);
+    let committed = other
+        .query_one("SELECT COUNT(*) FROM signals", &[])
+        .expect("count")
+        .get::<_, i64>(0);
+    assert_eq!(committed, 1, "the second emit committed on its own");
+}
+
 #[test]
 fn replaces_the_database_of_a_url() {
     assert_eq!(

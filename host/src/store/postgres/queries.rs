@@ -447,18 +447,13 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, '_, K> {
         // of the `…_due_by_tenant` index), and how many of each are due,
         // counted up to `cap`. The clock's row has no tenant: it comes first.
         let fair::Queue { table, pending, .. } = K::QUEUE;
+        let waiting = K::QUEUE.waiting_tenants();
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         let rows = self.db.query(
             &format!(
                 "WITH RECURSIVE clock AS ( \
                      SELECT vtime FROM fair_clocks WHERE queue = $3 FOR UPDATE \
-                 ), waiting(tenant) AS ( \
-                     SELECT MIN(tenant) FROM {table} WHERE {pending} \
-                     UNION ALL \
-                     SELECT (SELECT MIN(t.tenant) FROM {table} t \
-                             WHERE t.{pending} AND t.tenant > waiting.tenant) \
-                     FROM waiting WHERE waiting.tenant IS NOT NULL \
-                 ) \
+                 ), {waiting} \
                  SELECT NULL::text, vtime FROM clock \
                  UNION ALL \
                  SELECT tenant, (SELECT COUNT(*) FROM (SELECT 1 FROM {table} t \

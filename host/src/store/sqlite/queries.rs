@@ -295,20 +295,14 @@ impl<K: QueueKind> fair::ClaimVerbs for FairQueue<'_, K> {
             .c
             .prepare_cached("SELECT vtime FROM fair_clocks WHERE queue = ?1")?
             .query_row([K::QUEUE.name], |r| r.get(0))?;
-        // The tenants with pending rows, one index probe each (a loose index
-        // scan of the `…_due_by_tenant` index), and how many of each are
-        // due, counted up to `cap`.
+        // The tenants with pending rows and how many of each are due,
+        // counted up to `cap`.
         let fair::Queue { table, pending, .. } = K::QUEUE;
+        let waiting = K::QUEUE.waiting_tenants();
         let rows: Vec<(String, i64)> = self
             .c
             .prepare_cached(&format!(
-                "WITH RECURSIVE waiting(tenant) AS ( \
-                     SELECT MIN(tenant) FROM {table} WHERE {pending} \
-                     UNION ALL \
-                     SELECT (SELECT MIN(t.tenant) FROM {table} t \
-                             WHERE t.{pending} AND t.tenant > waiting.tenant) \
-                     FROM waiting WHERE waiting.tenant IS NOT NULL \
-                 ) \
+                "WITH RECURSIVE {waiting} \
                  SELECT tenant, (SELECT COUNT(*) FROM (SELECT 1 FROM {table} t \
                      WHERE t.tenant = waiting.tenant AND t.{pending} AND t.scheduled_at <= ?1 \
                      LIMIT ?2)) \
