@@ -16,6 +16,7 @@
 
 pub mod dialect;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 pub use dialect::{Dialect, SqlStore, Verbs};

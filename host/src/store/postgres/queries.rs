@@ -17,16 +17,10 @@ use chrono::{DateTime, Utc};
 use super::{DELIVERIES_CHANNEL, DIRECTIVES_CHANNEL, Db};
 use crate::fair::{self, Claim};
 use crate::rules;
+use crate::store::sql::{
+    self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, DIRECTIVE_COLUMNS, Param, Placeholders, SIGNAL_COLUMNS,
+};
 use crate::store::*;
-
-const SIGNAL_COLUMNS: &str = "id, tenant, name, payload, metadata, dedupe_key, occurred_at, correlation_id, \
-     causation_id, actor_type, actor_id, subject_type, subject_id, source, inserted_at";
-
-const DELIVERY_COLUMNS: &str = "id, signal_id, tenant, handler, state, attempt, max_attempts, scheduled_at, \
-     last_error, handler_digest, inserted_at, finished_at";
-
-const DIRECTIVE_COLUMNS: &str = "id, tenant, name, payload, idempotency_key, state, signal_id, delivery_id, \
-     handler, scheduled_at, attempt, last_error, result, depth, inserted_at, updated_at";
 
 /// A tenant with its packages, sorted bytewise as in SQLite (`COLLATE "C"`,
 /// whatever the database's collation).
@@ -138,56 +132,7 @@ fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
 }
 
 // ---------------------------------------------------------------------------
-// Filters.
-
-/// A WHERE clause built from optional filters, with its parameters.
-#[derive(Default)]
-struct Conditions {
-    clauses: Vec<String>,
-    values: Vec<Box<dyn ToSql + Sync>>,
-}
-
-impl Conditions {
-    /// Binds a parameter; returns its placeholder.
-    fn bind(&mut self, value: impl ToSql + Sync + 'static) -> String {
-        self.values.push(Box::new(value));
-        format!("${}", self.values.len())
-    }
-
-    fn eq(&mut self, column: &str, value: Option<impl ToSql + Sync + 'static>) {
-        if let Some(value) = value {
-            let placeholder = self.bind(value);
-            self.clauses.push(format!("{column} = {placeholder}"));
-        }
-    }
-
-    fn one_of<T: ToSql + Sync + Clone + 'static>(&mut self, column: &str, values: &[T]) {
-        if !values.is_empty() {
-            let placeholder = self.bind(values.to_vec());
-            self.clauses.push(format!("{column} = ANY({placeholder})"));
-        }
-    }
-
-    fn raw(&mut self, clause: &str) {
-        self.clauses.push(clause.to_owned());
-    }
-
-    fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.clauses.join(" AND "))
-        }
-    }
-
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.values.iter().map(|v| &**v as _).collect()
-    }
-}
-
-fn limit(limit: Option<u32>) -> String {
-    limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
-}
+// Notifications and leases.
 
 fn notify(db: &mut Db<'_>, channel: &str) -> StoreResult<()> {
     // Delivered on commit, and only then; repeats in one transaction fold
@@ -1146,19 +1091,6 @@ fn record_attempts(
 // ---------------------------------------------------------------------------
 // Listings and operator actions on deliveries.
 
-fn delivery_conditions(filter: &DeliveryFilter) -> Conditions {
-    let mut conditions = Conditions::default();
-    conditions.eq("tenant", filter.tenant.clone());
-    conditions.eq("state", filter.state.map(|s| s.as_str()));
-    conditions.eq("handler", filter.handler.clone());
-    conditions.eq("signal_id", filter.signal_id.clone());
-    conditions.one_of("id", &filter.ids);
-    conditions
-}
-
-const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
-     duration_us, fuel, directive_count, output, finished_at";
-
 fn attempt_from_row(r: &::postgres::Row) -> StoreResult<Attempt> {
     Ok(Attempt {
         delivery_id: r.try_get(0)?,
@@ -1179,14 +1111,54 @@ fn attempt_from_row(r: &::postgres::Row) -> StoreResult<Attempt> {
 // ---------------------------------------------------------------------------
 // Directives.
 
-fn directive_conditions(filter: &DirectiveFilter) -> Conditions {
-    let mut conditions = Conditions::default();
-    conditions.eq("tenant", filter.tenant.clone());
-    conditions.eq("state", filter.state.map(|s| s.as_str()));
-    conditions.eq("name", filter.name.clone());
-    conditions.eq("signal_id", filter.signal_id.clone());
-    conditions.one_of("id", &filter.ids);
-    conditions
+/// Lists travel as arrays.
+impl Placeholders for Db<'_> {
+    fn param(n: usize) -> String {
+        format!("${n}")
+    }
+
+    fn in_list(column: &str, n: usize) -> String {
+        format!("{column} = ANY(${n})")
+    }
+}
+
+/// A statement's parameters as PostgreSQL values.
+fn values(params: Vec<Param>) -> Vec<Box<dyn ToSql + Sync>> {
+    params
+        .into_iter()
+        .map(|param| -> Box<dyn ToSql + Sync> {
+            match param {
+                Param::Text(text) => Box::new(text),
+                Param::Int(n) => Box::new(n),
+                Param::Time(at) => Box::new(at),
+                Param::Texts(list) => Box::new(list),
+                Param::Ints(list) => Box::new(list),
+            }
+        })
+        .collect()
+}
+
+impl Db<'_> {
+    /// Runs an UPDATE built by `sql`; returns how many rows it changed.
+    fn change(&mut self, statement: sql::Statement) -> StoreResult<u64> {
+        let values = values(statement.params);
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
+        Ok(self.c.execute(&statement.sql, &params)?)
+    }
+
+    fn list<T>(
+        &mut self,
+        statement: sql::Statement,
+        row: fn(&Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let values = values(statement.params);
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
+        self.c
+            .query(&statement.sql, &params)?
+            .iter()
+            .map(row)
+            .collect()
+    }
 }
 
 impl Verbs for Db<'_> {
@@ -1389,28 +1361,7 @@ impl Verbs for Db<'_> {
     }
 
     fn signals(&mut self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
-        let db = self;
-        let mut conditions = Conditions::default();
-        conditions.eq("tenant", filter.tenant.clone());
-        conditions.one_of("id", &filter.ids);
-        conditions.eq("name", filter.name.clone());
-        if let Some(since) = filter.since {
-            let placeholder = conditions.bind(since);
-            conditions.raw(&format!("inserted_at >= {placeholder}"));
-        }
-        if let Some(until) = filter.until {
-            let placeholder = conditions.bind(until);
-            conditions.raw(&format!("inserted_at < {placeholder}"));
-        }
-        let sql = format!(
-            "SELECT {SIGNAL_COLUMNS} FROM signals{} ORDER BY seq{}",
-            conditions.sql(),
-            limit(filter.limit)
-        );
-        db.c.query(&sql, &conditions.params())?
-            .iter()
-            .map(|row| signal_at(row, 0))
-            .collect()
+        self.list(sql::signals::<Self>(filter), |row| signal_at(row, 0))
     }
 
     /// The depth of signal `id` of `tenant`; `None` if the tenant has none.
@@ -1588,17 +1539,7 @@ impl Verbs for Db<'_> {
     }
 
     fn deliveries(&mut self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
-        let db = self;
-        let conditions = delivery_conditions(filter);
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}",
-            conditions.sql(),
-            limit(filter.limit)
-        );
-        db.c.query(&sql, &conditions.params())?
-            .iter()
-            .map(|row| delivery_at(row, 0))
-            .collect()
+        self.list(sql::deliveries::<Self>(filter), |row| delivery_at(row, 0))
     }
 
     fn attempts(&mut self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
@@ -1619,23 +1560,9 @@ impl Verbs for Db<'_> {
         filter: &DeliveryFilter,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let db = self;
-        let mut conditions = delivery_conditions(filter);
-        conditions.raw(&format!(
-            "state IN ({})",
-            rules::sql_list(rules::RETRYABLE_BY_OPERATOR, DeliveryState::as_str)
-        ));
-        let now_param = conditions.bind(now);
-        // A discarded delivery gets a fresh budget of the size it had.
-        let sql = format!(
-            "UPDATE deliveries SET \
-             max_attempts = CASE WHEN state = 'retryable' THEN max_attempts ELSE attempt + max_attempts END, \
-             state = 'available', scheduled_at = {now_param}, finished_at = NULL{}",
-            conditions.sql()
-        );
-        let retried = db.c.execute(&sql, &conditions.params())?;
+        let retried = self.change(sql::retry_deliveries::<Self>(filter, now))?;
         if retried > 0 {
-            notify(db, DELIVERIES_CHANNEL)?;
+            notify(self, DELIVERIES_CHANNEL)?;
         }
         Ok(retried)
     }
@@ -1645,20 +1572,7 @@ impl Verbs for Db<'_> {
         filter: &DeliveryFilter,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let db = self;
-        let mut conditions = delivery_conditions(filter);
-        conditions.raw(&format!(
-            "state IN ({})",
-            rules::sql_list(rules::CANCELABLE_DELIVERIES, DeliveryState::as_str)
-        ));
-        let now_param = conditions.bind(now);
-        let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR);
-        let sql = format!(
-            "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
-             last_error = {error_param}{}",
-            conditions.sql()
-        );
-        Ok(db.c.execute(&sql, &conditions.params())?)
+        self.change(sql::cancel_deliveries::<Self>(filter, now))
     }
 
     fn replay(
@@ -1749,17 +1663,7 @@ impl Verbs for Db<'_> {
     }
 
     fn directives(&mut self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
-        let db = self;
-        let conditions = directive_conditions(filter);
-        let sql = format!(
-            "SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}",
-            conditions.sql(),
-            limit(filter.limit)
-        );
-        db.c.query(&sql, &conditions.params())?
-            .iter()
-            .map(directive_from_row)
-            .collect()
+        self.list(sql::directives::<Self>(filter), directive_from_row)
     }
 
     fn cancel_directives(
@@ -1767,20 +1671,7 @@ impl Verbs for Db<'_> {
         filter: &DirectiveFilter,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let db = self;
-        let mut conditions = directive_conditions(filter);
-        conditions.raw(&format!(
-            "state IN ({})",
-            rules::sql_list(rules::CANCELABLE_DIRECTIVES, DirectiveState::as_str)
-        ));
-        let now_param = conditions.bind(now);
-        let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR);
-        let sql = format!(
-            "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
-             last_error = {error_param}{}",
-            conditions.sql()
-        );
-        Ok(db.c.execute(&sql, &conditions.params())?)
+        self.change(sql::cancel_directives::<Self>(filter, now))
     }
 
     fn stats(&mut self) -> StoreResult<QueueStats> {

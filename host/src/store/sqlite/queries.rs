@@ -12,16 +12,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use super::{SqliteConn, from_micros, micros};
 use crate::fair::{self, Claim};
 use crate::rules;
+use crate::store::sql::{
+    self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, DIRECTIVE_COLUMNS, Param, Placeholders, SIGNAL_COLUMNS,
+};
 use crate::store::*;
-
-const SIGNAL_COLUMNS: &str = "id, tenant, name, payload, metadata, dedupe_key, occurred_at, correlation_id, \
-     causation_id, actor_type, actor_id, subject_type, subject_id, source, inserted_at";
-
-const DELIVERY_COLUMNS: &str = "id, signal_id, tenant, handler, state, attempt, max_attempts, scheduled_at, \
-     last_error, handler_digest, inserted_at, finished_at";
-
-const DIRECTIVE_COLUMNS: &str = "id, tenant, name, payload, idempotency_key, state, signal_id, delivery_id, \
-     handler, scheduled_at, attempt, last_error, result, depth, inserted_at, updated_at";
 
 fn json_column(row: &Row<'_>, index: usize) -> rusqlite::Result<serde_json::Value> {
     let text: String = row.get(index)?;
@@ -104,62 +98,6 @@ fn directive_from_row(row: &Row<'_>) -> rusqlite::Result<Directive> {
         inserted_at: from_micros(row.get(14)?),
         updated_at: from_micros(row.get(15)?),
     })
-}
-
-/// A WHERE clause built from optional filters, with its parameters.
-#[derive(Default)]
-struct Conditions {
-    clauses: Vec<String>,
-    values: Vec<SqlValue>,
-}
-
-impl Conditions {
-    fn push(&mut self, clause: &str, value: impl Into<SqlValue>) {
-        self.values.push(value.into());
-        self.clauses
-            .push(clause.replace('?', &format!("?{}", self.values.len())));
-    }
-
-    fn eq(&mut self, column: &str, value: Option<impl Into<SqlValue>>) {
-        if let Some(value) = value {
-            self.push(&format!("{column} = ?"), value);
-        }
-    }
-
-    fn one_of<V: Clone + Into<SqlValue>>(&mut self, column: &str, values: &[V]) {
-        if values.is_empty() {
-            return;
-        }
-        let start = self.values.len();
-        self.values.extend(values.iter().cloned().map(Into::into));
-        let placeholders: Vec<String> = (start + 1..=self.values.len())
-            .map(|i| format!("?{i}"))
-            .collect();
-        self.clauses
-            .push(format!("{column} IN ({})", placeholders.join(", ")));
-    }
-
-    /// Binds a parameter used outside the WHERE clause; returns its placeholder.
-    fn bind(&mut self, value: impl Into<SqlValue>) -> String {
-        self.values.push(value.into());
-        format!("?{}", self.values.len())
-    }
-
-    fn raw(&mut self, clause: &str) {
-        self.clauses.push(clause.to_owned());
-    }
-
-    fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.clauses.join(" AND "))
-        }
-    }
-}
-
-fn limit(limit: Option<u32>) -> String {
-    limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
 }
 
 /// The tenant `id`, which the caller's statement just touched.
@@ -799,19 +737,6 @@ pub fn finish_delivery(
     Ok(outcome)
 }
 
-fn delivery_conditions(filter: &DeliveryFilter) -> Conditions {
-    let mut conditions = Conditions::default();
-    conditions.eq("tenant", filter.tenant.clone());
-    conditions.eq("state", filter.state.map(|s| s.as_str().to_owned()));
-    conditions.eq("handler", filter.handler.clone());
-    conditions.eq("signal_id", filter.signal_id.clone());
-    conditions.one_of("id", &filter.ids);
-    conditions
-}
-
-const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
-     duration_us, fuel, directive_count, output, finished_at";
-
 fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
     Ok(Attempt {
         delivery_id: r.get(0)?,
@@ -829,14 +754,45 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
     })
 }
 
-fn directive_conditions(filter: &DirectiveFilter) -> Conditions {
-    let mut conditions = Conditions::default();
-    conditions.eq("tenant", filter.tenant.clone());
-    conditions.eq("state", filter.state.map(|s| s.as_str().to_owned()));
-    conditions.eq("name", filter.name.clone());
-    conditions.eq("signal_id", filter.signal_id.clone());
-    conditions.one_of("id", &filter.ids);
-    conditions
+/// Lists travel as one JSON array each, read back with `json_each`.
+impl Placeholders for SqliteConn<'_> {
+    fn param(n: usize) -> String {
+        format!("?{n}")
+    }
+
+    fn in_list(column: &str, n: usize) -> String {
+        format!("{column} IN (SELECT value FROM json_each(?{n}))")
+    }
+}
+
+/// A statement's parameters as SQLite values: times in microseconds.
+fn values(params: Vec<Param>) -> impl rusqlite::Params {
+    params_from_iter(params.into_iter().map(|param| match param {
+        Param::Text(text) => SqlValue::Text(text),
+        Param::Int(n) => SqlValue::Integer(n),
+        Param::Time(at) => SqlValue::Integer(micros(at)),
+        Param::Texts(list) => SqlValue::Text(serde_json::json!(list).to_string()),
+        Param::Ints(list) => SqlValue::Text(serde_json::json!(list).to_string()),
+    }))
+}
+
+impl SqliteConn<'_> {
+    /// Runs an UPDATE built by `sql`; returns how many rows it changed.
+    fn change(&self, statement: sql::Statement) -> StoreResult<u64> {
+        Ok(self.0.execute(&statement.sql, values(statement.params))? as u64)
+    }
+
+    fn list<T>(
+        &self,
+        statement: sql::Statement,
+        row: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Vec<T>> {
+        Ok(self
+            .0
+            .prepare(&statement.sql)?
+            .query_map(values(statement.params), row)?
+            .collect::<Result<_, _>>()?)
+    }
 }
 
 impl Verbs for SqliteConn<'_> {
@@ -1097,25 +1053,7 @@ impl Verbs for SqliteConn<'_> {
     }
 
     fn signals(&mut self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
-        let c = self.0;
-        let mut conditions = Conditions::default();
-        conditions.eq("tenant", filter.tenant.clone());
-        conditions.one_of("id", &filter.ids);
-        conditions.eq("name", filter.name.clone());
-        if let Some(since) = filter.since {
-            conditions.push("inserted_at >= ?", micros(since));
-        }
-        if let Some(until) = filter.until {
-            conditions.push("inserted_at < ?", micros(until));
-        }
-        let sql = format!(
-            "SELECT {SIGNAL_COLUMNS} FROM signals{} ORDER BY seq{}",
-            conditions.sql(),
-            limit(filter.limit)
-        );
-        Ok(c.prepare(&sql)?
-            .query_map(params_from_iter(conditions.values), signal_from_row)?
-            .collect::<Result<_, _>>()?)
+        self.list(sql::signals::<Self>(filter), signal_from_row)
     }
 
     /// The depth of signal `id` of `tenant`; `None` if the tenant has none.
@@ -1216,16 +1154,7 @@ impl Verbs for SqliteConn<'_> {
     }
 
     fn deliveries(&mut self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
-        let c = self.0;
-        let conditions = delivery_conditions(filter);
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id{}",
-            conditions.sql(),
-            limit(filter.limit)
-        );
-        Ok(c.prepare(&sql)?
-            .query_map(params_from_iter(conditions.values), delivery_from_row)?
-            .collect::<Result<_, _>>()?)
+        self.list(sql::deliveries::<Self>(filter), delivery_from_row)
     }
 
     fn attempts(&mut self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
@@ -1242,21 +1171,7 @@ impl Verbs for SqliteConn<'_> {
         filter: &DeliveryFilter,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let c = self.0;
-        let mut conditions = delivery_conditions(filter);
-        conditions.raw(&format!(
-            "state IN ({})",
-            rules::sql_list(rules::RETRYABLE_BY_OPERATOR, DeliveryState::as_str)
-        ));
-        let now_param = conditions.bind(micros(now));
-        // A discarded delivery gets a fresh budget of the size it had.
-        let sql = format!(
-            "UPDATE deliveries SET \
-             max_attempts = CASE WHEN state = 'retryable' THEN max_attempts ELSE attempt + max_attempts END, \
-             state = 'available', scheduled_at = {now_param}, finished_at = NULL{}",
-            conditions.sql()
-        );
-        Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
+        self.change(sql::retry_deliveries::<Self>(filter, now))
     }
 
     fn cancel_deliveries(
@@ -1264,20 +1179,7 @@ impl Verbs for SqliteConn<'_> {
         filter: &DeliveryFilter,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let c = self.0;
-        let mut conditions = delivery_conditions(filter);
-        conditions.raw(&format!(
-            "state IN ({})",
-            rules::sql_list(rules::CANCELABLE_DELIVERIES, DeliveryState::as_str)
-        ));
-        let now_param = conditions.bind(micros(now));
-        let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR.to_owned());
-        let sql = format!(
-            "UPDATE deliveries SET state = 'canceled', finished_at = {now_param}, \
-             last_error = {error_param}{}",
-            conditions.sql()
-        );
-        Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
+        self.change(sql::cancel_deliveries::<Self>(filter, now))
     }
 
     fn replay(
@@ -1355,16 +1257,7 @@ impl Verbs for SqliteConn<'_> {
     }
 
     fn directives(&mut self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
-        let c = self.0;
-        let conditions = directive_conditions(filter);
-        let sql = format!(
-            "SELECT {DIRECTIVE_COLUMNS} FROM directives{} ORDER BY seq{}",
-            conditions.sql(),
-            limit(filter.limit)
-        );
-        Ok(c.prepare(&sql)?
-            .query_map(params_from_iter(conditions.values), directive_from_row)?
-            .collect::<Result<_, _>>()?)
+        self.list(sql::directives::<Self>(filter), directive_from_row)
     }
 
     fn cancel_directives(
@@ -1372,20 +1265,7 @@ impl Verbs for SqliteConn<'_> {
         filter: &DirectiveFilter,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let c = self.0;
-        let mut conditions = directive_conditions(filter);
-        conditions.raw(&format!(
-            "state IN ({})",
-            rules::sql_list(rules::CANCELABLE_DIRECTIVES, DirectiveState::as_str)
-        ));
-        let now_param = conditions.bind(micros(now));
-        let error_param = conditions.bind(rules::CANCELED_BY_OPERATOR.to_owned());
-        let sql = format!(
-            "UPDATE directives SET state = 'canceled', updated_at = {now_param}, \
-             last_error = {error_param}{}",
-            conditions.sql()
-        );
-        Ok(c.execute(&sql, params_from_iter(conditions.values))? as u64)
+        self.change(sql::cancel_directives::<Self>(filter, now))
     }
 
     fn stats(&mut self) -> StoreResult<QueueStats> {
