@@ -276,6 +276,43 @@ mod tests {
         )))
     }
 
+    /// The cases every implementation of the duplicate/conflict rule runs
+    /// (the host's sandbox too): `wit/cases/directive-requests.json`.
+    #[test]
+    fn the_harness_answers_the_shared_directive_request_cases() {
+        let cases: serde_json::Value =
+            serde_json::from_str(include_str!("../../wit/cases/directive-requests.json"))
+                .expect("the cases are JSON");
+        let harness = Harness::new("asker", "org_acme").allow(["mail.send", "task.create"]);
+        for case in cases["cases"].as_array().expect("a list of cases") {
+            let requests = case["requests"].as_array().expect("requests");
+            let mut answers = Vec::new();
+            harness.record(|| {
+                for request in requests {
+                    let text = |field: &str| request[field].as_str().expect(field).to_owned();
+                    let answer = record_request(Request {
+                        name: text("name"),
+                        payload: text("payload"),
+                        idempotency_key: text("key"),
+                        scheduled_at: None,
+                    });
+                    answers.push(match answer {
+                        Ok(receipt) if receipt.status == ReceiptStatus::Accepted => "accepted",
+                        Ok(_) => "duplicate",
+                        Err(DirectiveError::Conflict(_)) => "conflict",
+                        Err(other) => panic!("{}: {other:?}", case["case"]),
+                    });
+                }
+                Ok(())
+            });
+            let expected: Vec<&str> = requests
+                .iter()
+                .map(|r| r["expect"].as_str().expect("expect"))
+                .collect();
+            assert_eq!(answers, expected, "{}", case["case"]);
+        }
+    }
+
     #[test]
     fn the_harness_checks_the_allow_list_duplicates_and_conflicts() {
         let harness = Harness::new("asker", "org_acme").allow(["a.one", "a.two"]);

@@ -182,6 +182,34 @@ mod tests {
         assert_eq!(b.accepted[0].tenant, "org_a");
     }
 
+    /// The cases every implementation of the duplicate/conflict rule runs
+    /// (each SDK's harness too): `wit/cases/directive-requests.json`.
+    #[test]
+    fn answers_the_shared_directive_request_cases() {
+        let cases: serde_json::Value =
+            serde_json::from_str(include_str!("../../../wit/cases/directive-requests.json"))
+                .expect("the cases are JSON");
+        for case in cases["cases"].as_array().expect("a list of cases") {
+            let allowed = vec!["mail.send".to_owned(), "task.create".to_owned()];
+            let mut b = DirectiveBuffer::new("org_a".into(), allowed.into(), 100, 4096);
+            for (i, r) in case["requests"]
+                .as_array()
+                .expect("requests")
+                .iter()
+                .enumerate()
+            {
+                let text = |field: &str| r[field].as_str().expect(field);
+                let answer = match b.request(request(text("name"), text("payload"), text("key"))) {
+                    Ok(receipt) if matches!(receipt.status, ReceiptStatus::Accepted) => "accepted",
+                    Ok(_) => "duplicate",
+                    Err(DirectiveError::Conflict(_)) => "conflict",
+                    Err(other) => panic!("{}: request {i}: {other:?}", case["case"]),
+                };
+                assert_eq!(answer, text("expect"), "{}: request {i}", case["case"]);
+            }
+        }
+    }
+
     #[test]
     fn refuses_each_kind_of_bad_request() {
         let mut b = buffer();
