@@ -37,8 +37,9 @@
 //!   dead process's work is rescued within seconds.
 //! - [`runner`]: the directive runner and its executors (log, command,
 //!   webhook, in-process).
-//! - [`store`]: the store contract and its SQLite and PostgreSQL
-//!   implementations, each with its SQL in `queries.rs`.
+//! - [`store`]: the store contract, implemented once ([`store::SqlStore`])
+//!   over the SQLite and PostgreSQL dialects, each with its statements in
+//!   `queries.rs`; SQL both share in `store/sql.rs`.
 //! - [`signal`]: the stored form of a signal, name rules, subscription patterns.
 //! - [`limits`]: every limit, with the host's defaults and manifest overrides.
 //! - [`tenant_limits`]: the caps an operator sets on a tenant's emits (rate

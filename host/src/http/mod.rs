@@ -1,6 +1,6 @@
 //! The HTTP API that `sighost run` serves (axum, on the tokio runtime `run`
 //! starts). The store is synchronous, so every call into it goes through
-//! `tokio::task::spawn_blocking` ([`blocking`]).
+//! `tokio::task::spawn_blocking` (`blocking`).
 //!
 //! # Endpoints
 //!

@@ -1,5 +1,6 @@
 //! The store contract (ARCHITECTURE.md §8): everything sighost keeps durably, behind
-//! one trait with one implementation per database.
+//! one trait, implemented once over a dialect of SQL per database
+//! (`dialect.rs`).
 //!
 //! The contract is synchronous: the hot path runs on worker threads (the
 //! sandbox is synchronous too, see `sandbox/mod.rs`), and the async HTTP
@@ -693,8 +694,8 @@ pub fn check_settings(settings: &serde_json::Value) -> StoreResult<()> {
     Ok(())
 }
 
-/// The store contract. Implementations: [`sqlite::SqliteStore`],
-/// [`postgres::PostgresStore`].
+/// The store contract. Implemented once, by [`SqlStore`] over a dialect:
+/// [`sqlite::SqliteStore`], [`postgres::PostgresStore`].
 pub trait Store: Send + Sync + std::fmt::Debug {
     // Tenants.
     fn create_tenant(

@@ -14,7 +14,7 @@
 //! `sandbox` for why). A guest waiting in a host call is a suspended future
 //! and holds no thread, so the others keep running; it does hold one of the
 //! `threads + max_waiting` invocation slots, which the dispatcher shares
-//! fairly between tenants ([`slots`]). A delivery waiting for a slot has not
+//! fairly between tenants (`slots.rs`). A delivery waiting for a slot has not
 //! started and is charged no attempt.
 //!
 //! Retries are decided here ([`decide`]): ok completes the delivery with its

@@ -2,9 +2,9 @@
 //! processes on many machines (ARCHITECTURE.md §8).
 //!
 //! # Layout
-//! - `mod.rs`: options, opening and migrating, the [`Store`] methods, each
-//!   one transaction;
-//! - `queries.rs`: the SQL;
+//! - `mod.rs`: options, opening and migrating, the [`Dialect`]: connections
+//!   and transactions for [`SqlStore`];
+//! - `queries.rs`: the SQL, as the dialect's [`Verbs`];
 //! - `schema.sql`: the tables (types are explained there);
 //! - `pool.rs`: a bounded pool of connections;
 //! - `listener.rs`: the LISTEN thread behind [`Store::watch`].

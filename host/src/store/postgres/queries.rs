@@ -1442,7 +1442,7 @@ impl Verbs for Db<'_> {
         )
     }
 
-    /// [`extend_delivery_leases`] for directives.
+    /// [`Verbs::extend_delivery_leases`] for directives.
     fn extend_directive_leases(
         &mut self,
         worker: &str,
