@@ -35,7 +35,9 @@ use sighost::store::{
 };
 
 mod fair_share;
+mod handler_registry;
 pub use fair_share::*;
+pub use handler_registry::*;
 
 /// A database under test. Opening it twice gives two independent handles on
 /// the same data, like two host processes.
@@ -117,10 +119,16 @@ macro_rules! store_conformance_tests {
             shares_a_capped_handlers_room_between_tenants,
             puts_a_retry_back_as_a_retry,
         );
+        $crate::store_conformance_tests!(@store $database;
+            keeps_each_hosts_registrations_and_replaces_only_its_own,
+            refuses_to_register_for_another_host,
+            forgets_a_handler_on_every_host_when_an_operator_removes_it,
+        );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,
             shares_one_schedule_between_two_processes,
             caps_a_handler_across_two_processes,
+            shows_registrations_to_another_process,
         );
     };
     (@store $database:expr; $($name:ident),* $(,)?) => {

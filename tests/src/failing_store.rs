@@ -51,6 +51,22 @@ impl FailingStore {
 }
 
 impl Store for FailingStore {
+    fn register_handlers(
+        &self,
+        host: &str,
+        handlers: &[sighost::store::HandlerRegistration],
+    ) -> StoreResult<()> {
+        self.inner.register_handlers(host, handlers)
+    }
+
+    fn registered_handlers(&self) -> StoreResult<Vec<sighost::store::HandlerRegistration>> {
+        self.inner.registered_handlers()
+    }
+
+    fn unregister_handler(&self, name: &str) -> StoreResult<u64> {
+        self.inner.unregister_handler(name)
+    }
+
     fn create_tenant(&self, id: &str, settings: Value, now: DateTime<Utc>) -> StoreResult<Tenant> {
         self.inner.create_tenant(id, settings, now)
     }

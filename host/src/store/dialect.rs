@@ -23,6 +23,8 @@ pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
     type Conn<'c>: Verbs
     where
         Self: 'c;
+    /// How its SQL writes parameters, for the statements of `store/sql.rs`.
+    type Sql: sql::Placeholders;
 
     /// Reads (listings, status), beside the writers where the database can.
     fn read<T>(&self, f: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<T>) -> StoreResult<T>;
@@ -50,6 +52,10 @@ pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
 /// A dialect's statements, one method a verb. Each runs on the connection
 /// its caller in [`SqlStore`] chose; input is already checked.
 pub trait Verbs {
+    /// Runs a statement of `store/sql.rs` that changes rows; returns how
+    /// many it changed.
+    fn change(&mut self, statement: sql::Statement) -> StoreResult<u64>;
+
     // Tenants.
     fn create_tenant(
         &mut self,
@@ -75,6 +81,7 @@ pub trait Verbs {
     ) -> StoreResult<()>;
     fn handler_versions(&mut self, name: &str) -> StoreResult<Vec<HandlerVersion>>;
     fn resume_handler(&mut self, name: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+    fn registered_handlers(&mut self) -> StoreResult<Vec<HandlerRegistration>>;
 
     // Signals.
     fn emit(
@@ -226,6 +233,31 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         self.dialect.write(|c| c.resume_handler(name, now))
+    }
+
+    fn register_handlers(&self, host: &str, handlers: &[HandlerRegistration]) -> StoreResult<()> {
+        if let Some(other) = handlers.iter().find(|h| h.host != host) {
+            return Err(StoreError::Invalid(format!(
+                "host {host:?} cannot register {:?} for host {:?}",
+                other.handler, other.host
+            )));
+        }
+        self.dialect.write(|c| {
+            c.change(sql::forget_host_handlers::<D::Sql>(host))?;
+            for handler in handlers {
+                c.change(sql::register_handler::<D::Sql>(handler))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn registered_handlers(&self) -> StoreResult<Vec<HandlerRegistration>> {
+        self.dialect.read(|c| c.registered_handlers())
+    }
+
+    fn unregister_handler(&self, name: &str) -> StoreResult<u64> {
+        self.dialect
+            .write(|c| c.change(sql::unregister_handler::<D::Sql>(name)))
     }
 
     fn emit(

@@ -341,6 +341,24 @@ pub struct HandlerVersion {
     pub first_seen_at: DateTime<Utc>,
 }
 
+/// A handler as one host has it: what an emit from any client needs to
+/// target it (`registry.rs`), and what `sighost handlers` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandlerRegistration {
+    /// The host that has it (`Sighost::host_id`).
+    pub host: String,
+    pub handler: String,
+    /// The digest of the version that host runs; `None` when it runs none
+    /// (its file failed to load there).
+    pub digest: Option<String>,
+    pub subscriptions: Vec<String>,
+    pub package: Option<String>,
+    pub max_attempts: u32,
+    /// Why the file as it is on that host does not load, if it does not.
+    pub load_error: Option<String>,
+    pub registered_at: DateTime<Utc>,
+}
+
 /// One attempt of a delivery, kept whatever its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -725,6 +743,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Makes the deliveries put aside while no handler of this name was
     /// loaded (snoozed) due now, because one is loaded again. Returns how many.
     fn resume_handler(&self, name: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Replaces the handlers `host` registered with `handlers` (each of
+    /// which names `host`): the handlers a host has loaded, kept while it is
+    /// stopped, so that emits from any client reach them.
+    fn register_handlers(&self, host: &str, handlers: &[HandlerRegistration]) -> StoreResult<()>;
+    /// Every host's registrations, by handler, then host.
+    fn registered_handlers(&self) -> StoreResult<Vec<HandlerRegistration>>;
+    /// Forgets the handler `name` on every host (an operator's removal).
+    /// Returns how many registrations went.
+    fn unregister_handler(&self, name: &str) -> StoreResult<u64>;
 
     // Signals.
     /// Inserts each signal with a delivery per matching target, one

@@ -25,10 +25,17 @@ pub const DIRECTIVE_COLUMNS: &str = "id, tenant, name, payload, idempotency_key,
 pub const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, worker, handler_digest, outcome, error, \
      started_at, duration_us, fuel, directive_count, output, finished_at";
 
+/// The columns of a [`HandlerRegistration`], in the order the dialects read
+/// them (`subscriptions` is a JSON array as text).
+pub const REGISTRATION_COLUMNS: &str = "host, handler, digest, subscriptions, package, \
+     max_attempts, load_error, registered_at";
+
 /// A statement's parameter, before a dialect turns it into its own type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Param {
     Text(String),
+    /// SQL `NULL` (of a text column).
+    Null,
     Int(i64),
     Time(DateTime<Utc>),
     /// A list, bound as one parameter (see [`Placeholders::in_list`]).
@@ -242,6 +249,71 @@ pub fn cancel_directives<P: Placeholders>(
         ),
         params: conditions.params,
     }
+}
+
+/// Forgets every handler `host` registered.
+pub fn forget_host_handlers<P: Placeholders>(host: &str) -> Statement {
+    Statement {
+        sql: format!(
+            "DELETE FROM handler_registrations WHERE host = {}",
+            P::param(1)
+        ),
+        params: vec![Param::Text(host.into())],
+    }
+}
+
+/// Forgets the handler `name` on every host.
+pub fn unregister_handler<P: Placeholders>(name: &str) -> Statement {
+    Statement {
+        sql: format!(
+            "DELETE FROM handler_registrations WHERE handler = {}",
+            P::param(1)
+        ),
+        params: vec![Param::Text(name.into())],
+    }
+}
+
+/// Writes one registration.
+pub fn register_handler<P: Placeholders>(registration: &HandlerRegistration) -> Statement {
+    let r = registration;
+    let text = |value: &Option<String>| value.clone().map_or(Param::Null, Param::Text);
+    let params = vec![
+        Param::Text(r.host.clone()),
+        Param::Text(r.handler.clone()),
+        text(&r.digest),
+        Param::Text(serde_json::json!(r.subscriptions).to_string()),
+        text(&r.package),
+        Param::Int(i64::from(r.max_attempts)),
+        text(&r.load_error),
+        Param::Time(r.registered_at),
+    ];
+    let placeholders: Vec<String> = (1..=params.len()).map(P::param).collect();
+    Statement {
+        sql: format!(
+            "INSERT INTO handler_registrations ({REGISTRATION_COLUMNS}) VALUES ({})",
+            placeholders.join(", ")
+        ),
+        params,
+    }
+}
+
+/// Every registration, by handler, then host.
+pub fn registered_handlers() -> Statement {
+    Statement {
+        sql: format!(
+            "SELECT {REGISTRATION_COLUMNS} FROM handler_registrations ORDER BY handler, host"
+        ),
+        params: Vec::new(),
+    }
+}
+
+/// A registration's `subscriptions` column.
+pub fn subscriptions_from_column(text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| {
+        StoreError::Database(format!(
+            "a registration's subscriptions are not a JSON list: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -80,7 +80,11 @@ use super::*;
 use listener::Listener;
 use pool::Pool;
 
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("fair_share.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("fair_share.sql"),
+    include_str!("handler_registry.sql"),
+];
 
 /// The key of the advisory lock that every sighost process takes while it
 /// migrates, so that several starting at once apply each migration once.
@@ -369,6 +373,7 @@ impl Drop for Open<'_> {
 
 impl Dialect for Postgres {
     type Conn<'c> = Db<'c>;
+    type Sql = Db<'static>;
 
     /// A pooled connection outside any transaction.
     fn read<T>(&self, f: impl FnOnce(&mut Db<'_>) -> StoreResult<T>) -> StoreResult<T> {

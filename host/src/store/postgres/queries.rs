@@ -1129,6 +1129,7 @@ fn values(params: Vec<Param>) -> Vec<Box<dyn ToSql + Sync>> {
         .map(|param| -> Box<dyn ToSql + Sync> {
             match param {
                 Param::Text(text) => Box::new(text),
+                Param::Null => Box::new(None::<String>),
                 Param::Int(n) => Box::new(n),
                 Param::Time(at) => Box::new(at),
                 Param::Texts(list) => Box::new(list),
@@ -1139,13 +1140,6 @@ fn values(params: Vec<Param>) -> Vec<Box<dyn ToSql + Sync>> {
 }
 
 impl Db<'_> {
-    /// Runs an UPDATE built by `sql`; returns how many rows it changed.
-    fn change(&mut self, statement: sql::Statement) -> StoreResult<u64> {
-        let values = values(statement.params);
-        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
-        Ok(self.c.execute(&statement.sql, &params)?)
-    }
-
     fn list<T>(
         &mut self,
         statement: sql::Statement,
@@ -1161,7 +1155,30 @@ impl Db<'_> {
     }
 }
 
+fn registration_from_row(row: &Row) -> StoreResult<HandlerRegistration> {
+    Ok(HandlerRegistration {
+        host: row.try_get(0)?,
+        handler: row.try_get(1)?,
+        digest: row.try_get(2)?,
+        subscriptions: sql::subscriptions_from_column(row.try_get(3)?)?,
+        package: row.try_get(4)?,
+        max_attempts: u32::try_from(row.try_get::<_, i64>(5)?).unwrap_or(u32::MAX),
+        load_error: row.try_get(6)?,
+        registered_at: row.try_get(7)?,
+    })
+}
+
 impl Verbs for Db<'_> {
+    fn change(&mut self, statement: sql::Statement) -> StoreResult<u64> {
+        let values = values(statement.params);
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
+        Ok(self.c.execute(&statement.sql, &params)?)
+    }
+
+    fn registered_handlers(&mut self) -> StoreResult<Vec<HandlerRegistration>> {
+        self.list(sql::registered_handlers(), registration_from_row)
+    }
+
     fn tenant(&mut self, id: &str) -> StoreResult<Option<Tenant>> {
         let db = self;
         db.query_opt(&format!("{TENANT_SELECT} WHERE t.id = $1"), &[&id])?

@@ -32,7 +32,11 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::*;
 
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("fair_share.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("fair_share.sql"),
+    include_str!("handler_registry.sql"),
+];
 
 /// How to open the database.
 #[derive(Debug, Clone)]
@@ -320,6 +324,7 @@ impl SqliteStore {
 
 impl Dialect for Sqlite {
     type Conn<'c> = SqliteConn<'c>;
+    type Sql = SqliteConn<'static>;
 
     fn read<T>(&self, f: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<T>) -> StoreResult<T> {
         f(&mut SqliteConn(&lock(&self.reader)))

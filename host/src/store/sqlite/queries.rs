@@ -769,6 +769,7 @@ impl Placeholders for SqliteConn<'_> {
 fn values(params: Vec<Param>) -> impl rusqlite::Params {
     params_from_iter(params.into_iter().map(|param| match param {
         Param::Text(text) => SqlValue::Text(text),
+        Param::Null => SqlValue::Null,
         Param::Int(n) => SqlValue::Integer(n),
         Param::Time(at) => SqlValue::Integer(micros(at)),
         Param::Texts(list) => SqlValue::Text(serde_json::json!(list).to_string()),
@@ -777,11 +778,6 @@ fn values(params: Vec<Param>) -> impl rusqlite::Params {
 }
 
 impl SqliteConn<'_> {
-    /// Runs an UPDATE built by `sql`; returns how many rows it changed.
-    fn change(&self, statement: sql::Statement) -> StoreResult<u64> {
-        Ok(self.0.execute(&statement.sql, values(statement.params))? as u64)
-    }
-
     fn list<T>(
         &self,
         statement: sql::Statement,
@@ -795,7 +791,31 @@ impl SqliteConn<'_> {
     }
 }
 
+fn registration_from_row(row: &Row<'_>) -> rusqlite::Result<HandlerRegistration> {
+    let subscriptions: String = row.get(3)?;
+    Ok(HandlerRegistration {
+        host: row.get(0)?,
+        handler: row.get(1)?,
+        digest: row.get(2)?,
+        subscriptions: sql::subscriptions_from_column(&subscriptions).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+        })?,
+        package: row.get(4)?,
+        max_attempts: row.get(5)?,
+        load_error: row.get(6)?,
+        registered_at: from_micros(row.get(7)?),
+    })
+}
+
 impl Verbs for SqliteConn<'_> {
+    fn change(&mut self, statement: sql::Statement) -> StoreResult<u64> {
+        Ok(self.0.execute(&statement.sql, values(statement.params))? as u64)
+    }
+
+    fn registered_handlers(&mut self) -> StoreResult<Vec<HandlerRegistration>> {
+        self.list(sql::registered_handlers(), registration_from_row)
+    }
+
     fn tenant(&mut self, id: &str) -> StoreResult<Option<Tenant>> {
         let c = self.0;
         let row = c

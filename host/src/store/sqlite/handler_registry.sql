@@ -1,0 +1,16 @@
+-- Migration 3: the handlers each host has loaded (or failed to load), so
+-- that an emit from any client targets the handlers of the running hosts
+-- (host/src/registry.rs). A host replaces its own rows when its handlers
+-- change and keeps them while it is stopped.
+
+CREATE TABLE handler_registrations (
+    host           TEXT NOT NULL,
+    handler        TEXT NOT NULL,
+    digest         TEXT,
+    subscriptions  TEXT NOT NULL,
+    package        TEXT,
+    max_attempts   INTEGER NOT NULL,
+    load_error     TEXT,
+    registered_at  INTEGER NOT NULL,
+    PRIMARY KEY (host, handler)
+) WITHOUT ROWID;
