@@ -35,16 +35,23 @@ echo "==> starting sighost run (directives executed by the log executor into $da
 host=$!
 trap 'kill -TERM $host 2>/dev/null || true' EXIT
 
+echo "==> waiting for the host to register its handlers (emits go to what the hosts registered)"
+for _ in $(seq 1 300); do
+    if "$sighost" handlers --json | grep -q '"name":"forum-summarizer".*"digest":"'; then break; fi
+    sleep 0.1
+done
+"$sighost" handlers
+
 echo "==> emitting signals"
-"$sighost" emit --handlers handlers --tenant org_acme forum.thread.created \
+"$sighost" emit --tenant org_acme forum.thread.created \
     '{"thread_id": "t_1", "title": "Welcome to the forum"}' --actor user:u_42 >/dev/null
-"$sighost" emit --handlers handlers --tenant org_beta forum.thread.created \
+"$sighost" emit --tenant org_beta forum.thread.created \
     '{"thread_id": "t_9", "title": "No summaries here"}' >/dev/null
-"$sighost" emit --handlers handlers --tenant org_acme echo.ping '{"hello": "world"}' >/dev/null
+"$sighost" emit --tenant org_acme echo.ping '{"hello": "world"}' >/dev/null
 # The same dedupe key twice: the second emit returns the existing signal.
-"$sighost" emit --handlers handlers --tenant org_acme forum.thread.created \
+"$sighost" emit --tenant org_acme forum.thread.created \
     '{"thread_id": "t_2", "title": "Twice?"}' --dedupe-key import-2 >/dev/null
-"$sighost" emit --handlers handlers --tenant org_acme forum.thread.created \
+"$sighost" emit --tenant org_acme forum.thread.created \
     '{"thread_id": "t_2", "title": "Twice?"}' --dedupe-key import-2 | grep -o '"status":"[a-z]*"'
 
 echo "==> waiting for every delivery and directive to finish"

@@ -1,7 +1,8 @@
 //! Emit: check a new signal, then store it with one delivery per subscribed
 //! handler, in one transaction, and wake the workers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -9,7 +10,9 @@ use crate::limits::Limits;
 use crate::registry::HandlerRegistry;
 use crate::secrets::find_secret;
 use crate::signal::check_name;
-use crate::store::{Emitted, NewSignal, Store, StoreError, check_tenant_id};
+use crate::store::{
+    DeliveryTarget, Emitted, HandlerRegistration, NewSignal, Store, StoreError, check_tenant_id,
+};
 use crate::wake::Wake;
 
 /// Longest dedupe key, correlation or causation id, source or entity field.
@@ -122,7 +125,17 @@ pub struct Emitter {
     wake: Arc<Wake>,
     /// The tenants' rate and quota caps, and their refusals.
     caps: crate::tenant_limits::Caps,
+    /// What the store says the hosts have registered, read at most once
+    /// per [`REGISTRATIONS_MAX_AGE`].
+    registered: Mutex<Option<(Instant, Arc<Vec<HandlerRegistration>>)>>,
+    /// This host's id once it registers its own handlers (`Sighost::start`).
+    own_host: Arc<OnceLock<String>>,
 }
+
+/// How old the store's registrations an emit goes by may be: a handler a
+/// host has just registered gets deliveries from other processes' emits
+/// within this. A process reads them afresh the first time it emits.
+pub const REGISTRATIONS_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl Emitter {
     pub fn new(
@@ -130,6 +143,7 @@ impl Emitter {
         registry: Arc<HandlerRegistry>,
         limits: Limits,
         wake: Arc<Wake>,
+        own_host: Arc<OnceLock<String>>,
     ) -> Self {
         Self {
             store,
@@ -137,7 +151,42 @@ impl Emitter {
             limits,
             wake,
             caps: Default::default(),
+            registered: Mutex::default(),
+            own_host,
         }
+    }
+
+    /// The handlers a signal named `signal_name` goes to: those loaded here
+    /// and those registered in the store by any host ([`crate::registry::targets`]).
+    pub fn targets_for(&self, signal_name: &str) -> Result<Vec<DeliveryTarget>, StoreError> {
+        let registered = self.registered()?;
+        Ok(crate::registry::targets(
+            &self.registry,
+            &registered,
+            self.own_host.get().map(String::as_str),
+            signal_name,
+        ))
+    }
+
+    /// Whether a handler of this name is loaded here or runs on some host.
+    pub fn knows_handler(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.registry.get(name).is_some()
+            || self
+                .registered()?
+                .iter()
+                .any(|r| r.handler == name && r.digest.is_some()))
+    }
+
+    fn registered(&self) -> Result<Arc<Vec<HandlerRegistration>>, StoreError> {
+        let mut cached = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((read_at, registered)) = cached.as_ref()
+            && read_at.elapsed() < REGISTRATIONS_MAX_AGE
+        {
+            return Ok(registered.clone());
+        }
+        let registered = Arc::new(self.store.registered_handlers()?);
+        *cached = Some((Instant::now(), registered.clone()));
+        Ok(registered)
     }
 
     /// Checks what a batch would add against each tenant's caps: per item
@@ -195,7 +244,7 @@ impl Emitter {
                     });
                 }
             }
-            let targets = self.registry.targets_for(&signal.name);
+            let targets = self.targets_for(&signal.name)?;
             batch.push((signal, targets));
         }
         self.check_caps(

@@ -22,7 +22,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -81,6 +81,46 @@ impl HostConfig {
     }
 }
 
+/// The id this host registers its handlers under: kept in `data_dir`, so
+/// a restart is the same host (its registrations are replaced, not added
+/// to). Processes that share a data directory share an id, and so one set
+/// of registrations: give each host process a data directory of its own.
+fn read_or_create_host_id(data_dir: &Path) -> std::io::Result<String> {
+    use std::io::Write;
+    let file = data_dir.join("host-id");
+    std::fs::create_dir_all(data_dir)?;
+    let machine = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let nonce = uuid::Uuid::now_v7().simple().to_string();
+    let id = format!("{machine}-{}", &nonce[nonce.len() - 8..]);
+    // Created only if absent, so that two processes starting together on
+    // one directory end up with the one id that was written first.
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+    {
+        Ok(mut created) => {
+            created.write_all(format!("{id}\n").as_bytes())?;
+            created.sync_all()?;
+            return Ok(id);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    // Another process may be writing it this instant.
+    for _ in 0..50 {
+        let written = std::fs::read_to_string(&file)?;
+        if !written.trim().is_empty() {
+            return Ok(written.trim().to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(std::io::Error::other(format!(
+        "{} is empty: remove it, and the host makes a new id",
+        file.display()
+    )))
+}
+
 /// Why a host operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -119,6 +159,11 @@ pub struct Sighost {
     directive_wake: Arc<Wake>,
     /// Failed result writes, for `/readyz` and the log.
     health: Arc<StoreHealth>,
+    /// This host's id in the store's handler registry, once it registers
+    /// ([`Sighost::register`]).
+    host_id: Arc<OnceLock<String>>,
+    /// Shared by every loader of this host (`HandlerLoader::register`).
+    registering: Arc<std::sync::Mutex<crate::reload::Unregistered>>,
     config: HostConfig,
 }
 
@@ -153,11 +198,13 @@ impl Sighost {
         let wake = Arc::new(Wake::default());
         let directive_wake = Arc::new(Wake::default());
         store.watch(wake.clone(), directive_wake.clone())?;
+        let host_id = Arc::new(OnceLock::new());
         let emitter = Arc::new(Emitter::new(
             store.clone(),
             registry.clone(),
             config.sandbox.limits.clone(),
             wake.clone(),
+            host_id.clone(),
         ));
         Ok(Self {
             store,
@@ -168,6 +215,8 @@ impl Sighost {
             wake,
             directive_wake,
             health: Arc::default(),
+            host_id,
+            registering: Arc::default(),
             config,
         })
     }
@@ -213,8 +262,32 @@ impl Sighost {
             store: self.store.clone(),
             registry: self.registry.clone(),
             files: self.files.clone(),
+            host_id: self.host_id.clone(),
+            registering: self.registering.clone(),
             clock: self.config.clock,
         }
+    }
+
+    /// Registers this host's handlers in the store, and from now on keeps
+    /// them registered as they load, change and go, so that signals emitted
+    /// by any client (the CLI, another host, the library) reach them. The
+    /// registration outlives the process: a stopped or restarting host's
+    /// handlers still get their deliveries. [`Sighost::start`] calls it.
+    pub fn register(&self) -> Result<&str, HostError> {
+        let id = match self.host_id.get() {
+            Some(id) => id,
+            None => {
+                let id = read_or_create_host_id(&self.config.data_dir)?;
+                self.host_id.get_or_init(|| id)
+            }
+        };
+        self.loader().register()?;
+        Ok(id)
+    }
+
+    /// This host's id in the store's handler registry, once registered.
+    pub fn host_id(&self) -> Option<&str> {
+        self.host_id.get().map(String::as_str)
     }
 
     /// Loads one handler file and its manifest, replacing any handler of
@@ -257,7 +330,7 @@ impl Sighost {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<u64, HostError> {
         if let Some(name) = handler
-            && self.registry.get(name).is_none()
+            && !self.emitter.knows_handler(name)?
         {
             return Err(HostError::UnknownHandler(name.to_owned()));
         }
@@ -273,11 +346,11 @@ impl Sighost {
             let batch: Vec<(String, Vec<DeliveryTarget>)> = chunk
                 .iter()
                 .map(|signal| {
-                    let mut targets = self.registry.targets_for(&signal.name);
+                    let mut targets = self.emitter.targets_for(&signal.name)?;
                     targets.retain(|t| handler.is_none_or(|name| t.handler == name));
-                    (signal.id.clone(), targets)
+                    Ok((signal.id.clone(), targets))
                 })
-                .collect();
+                .collect::<Result<_, StoreError>>()?;
             // Replays obey the tenants' pending quotas, chunk by chunk.
             self.emitter.check_caps(
                 chunk
@@ -295,8 +368,10 @@ impl Sighost {
         Ok(created)
     }
 
-    /// Starts the delivery workers and the directive runner.
+    /// Registers the handlers ([`Sighost::register`]), then starts the
+    /// delivery workers and the directive runner.
     pub fn start(&self) -> Result<Running, HostError> {
+        self.register()?;
         let workers = self.start_workers()?;
         let runner = Runner::start(
             RunnerDeps {

@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -168,6 +168,14 @@ pub(crate) struct HandlerLoader {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) registry: Arc<HandlerRegistry>,
     pub(crate) files: Arc<HandlerFiles>,
+    /// The host's id once it registers its handlers in the store
+    /// (`Sighost::register`); until then nothing is registered.
+    pub(crate) host_id: Arc<OnceLock<String>>,
+    /// Held from the snapshot of the handlers to the end of its write, so
+    /// that registrations of parallel loads are written in the order they
+    /// were taken; set while the last write failed (the watcher writes
+    /// again at its next scan).
+    pub(crate) registering: Arc<Mutex<Unregistered>>,
     pub(crate) clock: fn() -> DateTime<Utc>,
 }
 
@@ -226,7 +234,64 @@ fn wasm_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// Whether the store lacks this host's newest registrations.
+#[derive(Debug, Default)]
+pub(crate) struct Unregistered(bool);
+
 impl HandlerLoader {
+    /// Replaces this host's registrations in the store with what it has
+    /// now: every loaded handler, and every file that does not load (with
+    /// its error). Nothing before the host registers.
+    pub(crate) fn register(&self) -> Result<(), crate::store::StoreError> {
+        let Some(host) = self.host_id.get() else {
+            return Ok(());
+        };
+        let mut unregistered = self.registering.lock().unwrap_or_else(|p| p.into_inner());
+        let written = self.write_registrations(host);
+        unregistered.0 = written.is_err();
+        written
+    }
+
+    fn write_registrations(&self, host: &str) -> Result<(), crate::store::StoreError> {
+        let now = (self.clock)();
+        let mut registrations = self.registry.registrations(host, now);
+        for status in self.files.all() {
+            let Some(error) = status.error else { continue };
+            match registrations.iter_mut().find(|r| r.handler == status.name) {
+                // The version loaded before keeps running.
+                Some(running) => running.load_error = Some(error),
+                None => registrations.push(crate::store::HandlerRegistration {
+                    host: host.to_owned(),
+                    handler: status.name,
+                    digest: None,
+                    subscriptions: Vec::new(),
+                    package: None,
+                    max_attempts: 0,
+                    load_error: Some(error),
+                    registered_at: now,
+                }),
+            }
+        }
+        self.store.register_handlers(host, &registrations)
+    }
+
+    /// [`HandlerLoader::register`] after a change, which a failure to write
+    /// does not undo: it is logged, and the watcher writes them all again
+    /// at its next scan ([`HandlerLoader::register_if_unregistered`]).
+    fn register_change(&self) {
+        if let Err(error) = self.register() {
+            tracing::warn!(%error, "could not register the handlers in the store; trying again at the next scan");
+        }
+    }
+
+    /// Writes the registrations again if the last write failed.
+    fn register_if_unregistered(&self) {
+        let unregistered = self.registering.lock().unwrap_or_else(|p| p.into_inner()).0;
+        if unregistered {
+            self.register_change();
+        }
+    }
+
     /// Loads one handler file and its manifest and swaps it in, replacing any
     /// handler of the same name. On failure the previous version keeps
     /// running and the error is kept in [`HandlerFiles`].
@@ -242,6 +307,7 @@ impl HandlerLoader {
                         status.error = Some(error.to_string());
                         status.fingerprint = fingerprint;
                     });
+                    self.register_change();
                 }
                 return Err(error);
             }
@@ -274,6 +340,7 @@ impl HandlerLoader {
             status.error = None;
             status.fingerprint = fingerprint;
         });
+        self.register_change();
         Ok(())
     }
 
@@ -288,9 +355,11 @@ impl HandlerLoader {
             self.registry.remove(&status.name);
             tracing::info!(
                 handler = %status.name, file = %wasm.display(),
-                "handler file removed: no new deliveries; pending ones wait until it is back"
+                "handler file removed: no new deliveries from this host; pending ones wait \
+                 until it is back (or run on another host that has it)"
             );
         }
+        self.register_change();
     }
 
     /// Loads every `*.wasm` of `dir` that is new or changed since this loader
@@ -414,6 +483,7 @@ fn watch(
     // A directory that cannot be read is reported once, not twice a second.
     let mut unreadable: Option<String> = None;
     while !stopping.load(Ordering::SeqCst) {
+        loader.register_if_unregistered();
         loading.retain(|_, load| !load.is_finished());
         let busy = |file: &Path| loading.contains_key(file);
         match loader.scan(dir, &mut unsettled, Settle::TwoScans, &busy) {

@@ -123,6 +123,7 @@ macro_rules! store_conformance_tests {
             keeps_each_hosts_registrations_and_replaces_only_its_own,
             refuses_to_register_for_another_host,
             forgets_a_handler_on_every_host_when_an_operator_removes_it,
+            registers_the_same_handlers_twice_without_a_conflict,
         );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,

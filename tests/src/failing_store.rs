@@ -67,6 +67,10 @@ impl Store for FailingStore {
         self.inner.unregister_handler(name)
     }
 
+    fn unregister_host(&self, host: &str) -> StoreResult<u64> {
+        self.inner.unregister_host(host)
+    }
+
     fn create_tenant(&self, id: &str, settings: Value, now: DateTime<Utc>) -> StoreResult<Tenant> {
         self.inner.create_tenant(id, settings, now)
     }

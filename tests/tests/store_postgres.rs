@@ -187,8 +187,8 @@ fn migrates_once_when_several_processes_start_together() {
         )
         .expect("count");
     let (rows, versions): (i64, i64) = (row.get(0), row.get(1));
-    // schema.sql and fair_share.sql, each applied once.
-    assert_eq!((rows, versions), (2, 2));
+    // schema.sql, fair_share.sql and handler_registry.sql, each applied once.
+    assert_eq!((rows, versions), (3, 3));
 }
 
 fn admin_of(database: &PostgresDatabase) -> postgres::Client {

@@ -242,8 +242,9 @@ impl<D: Dialect> Store for SqlStore<D> {
                 other.handler, other.host
             )));
         }
+        let names: Vec<String> = handlers.iter().map(|h| h.handler.clone()).collect();
         self.dialect.write(|c| {
-            c.change(sql::forget_host_handlers::<D::Sql>(host))?;
+            c.change(sql::forget_host_handlers::<D::Sql>(host, &names))?;
             for handler in handlers {
                 c.change(sql::register_handler::<D::Sql>(handler))?;
             }
@@ -252,7 +253,14 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     fn registered_handlers(&self) -> StoreResult<Vec<HandlerRegistration>> {
-        self.dialect.read(|c| c.registered_handlers())
+        let mut registered = self.dialect.read(|c| c.registered_handlers())?;
+        registered.sort_by(|a, b| (&a.handler, &a.host).cmp(&(&b.handler, &b.host)));
+        Ok(registered)
+    }
+
+    fn unregister_host(&self, host: &str) -> StoreResult<u64> {
+        self.dialect
+            .write(|c| c.change(sql::forget_host_handlers::<D::Sql>(host, &[])))
     }
 
     fn unregister_handler(&self, name: &str) -> StoreResult<u64> {

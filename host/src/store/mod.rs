@@ -753,6 +753,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Forgets the handler `name` on every host (an operator's removal).
     /// Returns how many registrations went.
     fn unregister_handler(&self, name: &str) -> StoreResult<u64>;
+    /// Forgets every handler `host` registered (a host retired for good).
+    /// Returns how many registrations went.
+    fn unregister_host(&self, host: &str) -> StoreResult<u64>;
 
     // Signals.
     /// Inserts each signal with a delivery per matching target, one

@@ -251,14 +251,20 @@ pub fn cancel_directives<P: Placeholders>(
     }
 }
 
-/// Forgets every handler `host` registered.
-pub fn forget_host_handlers<P: Placeholders>(host: &str) -> Statement {
+/// Forgets the handlers `host` registered, but for those named in `keep`.
+pub fn forget_host_handlers<P: Placeholders>(host: &str, keep: &[String]) -> Statement {
+    let mut conditions = Conditions::<P>::new();
+    conditions.compare("host", "=", Some(Param::Text(host.into())));
+    if !keep.is_empty() {
+        conditions.params.push(Param::Texts(keep.to_vec()));
+        conditions.clauses.push(format!(
+            "NOT ({})",
+            P::in_list("handler", conditions.params.len())
+        ));
+    }
     Statement {
-        sql: format!(
-            "DELETE FROM handler_registrations WHERE host = {}",
-            P::param(1)
-        ),
-        params: vec![Param::Text(host.into())],
+        sql: format!("DELETE FROM handler_registrations{}", conditions.sql()),
+        params: conditions.params,
     }
 }
 
@@ -273,7 +279,8 @@ pub fn unregister_handler<P: Placeholders>(name: &str) -> Statement {
     }
 }
 
-/// Writes one registration.
+/// Writes one registration, replacing the host's row for that handler: two
+/// processes that share a host id write the same rows without a conflict.
 pub fn register_handler<P: Placeholders>(registration: &HandlerRegistration) -> Statement {
     let r = registration;
     let text = |value: &Option<String>| value.clone().map_or(Param::Null, Param::Text);
@@ -290,19 +297,22 @@ pub fn register_handler<P: Placeholders>(registration: &HandlerRegistration) -> 
     let placeholders: Vec<String> = (1..=params.len()).map(P::param).collect();
     Statement {
         sql: format!(
-            "INSERT INTO handler_registrations ({REGISTRATION_COLUMNS}) VALUES ({})",
+            "INSERT INTO handler_registrations ({REGISTRATION_COLUMNS}) VALUES ({}) \
+             ON CONFLICT (host, handler) DO UPDATE SET digest = excluded.digest, \
+             subscriptions = excluded.subscriptions, package = excluded.package, \
+             max_attempts = excluded.max_attempts, load_error = excluded.load_error, \
+             registered_at = excluded.registered_at",
             placeholders.join(", ")
         ),
         params,
     }
 }
 
-/// Every registration, by handler, then host.
+/// Every registration (the caller sorts them: the databases' collations
+/// differ).
 pub fn registered_handlers() -> Statement {
     Statement {
-        sql: format!(
-            "SELECT {REGISTRATION_COLUMNS} FROM handler_registrations ORDER BY handler, host"
-        ),
+        sql: format!("SELECT {REGISTRATION_COLUMNS} FROM handler_registrations"),
         params: Vec::new(),
     }
 }

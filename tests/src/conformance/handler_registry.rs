@@ -96,6 +96,30 @@ pub fn forgets_a_handler_on_every_host_when_an_operator_removes_it(store: &dyn S
         ]
     );
     assert_eq!(store.unregister_handler("echo").expect("again"), 0);
+    // A host retired for good: all of its rows go, another host's stay.
+    assert_eq!(store.unregister_host("host-a").expect("retire"), 1);
+    assert_eq!(
+        names(store),
+        vec![("audit".to_owned(), "host-b".to_owned())]
+    );
+}
+
+/// Two processes that share a host id (one data directory) write the same
+/// rows: a registration replaces, it never conflicts.
+pub fn registers_the_same_handlers_twice_without_a_conflict(store: &dyn Store) {
+    let echo = registration("host-a", "echo", &["*"]);
+    store
+        .register_handlers("host-a", std::slice::from_ref(&echo))
+        .expect("first");
+    let newer = HandlerRegistration {
+        digest: Some("sha256:newer".into()),
+        registered_at: at(2),
+        ..echo
+    };
+    store
+        .register_handlers("host-a", std::slice::from_ref(&newer))
+        .expect("again");
+    assert_eq!(store.registered_handlers().expect("read"), vec![newer]);
 }
 
 /// Registrations are durable: another process on the same database sees

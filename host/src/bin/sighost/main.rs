@@ -17,7 +17,8 @@ use sighost::config::{LogFormat, LoggingSection};
 use sighost::retry::RetryPolicy;
 use sighost::signal::EntityRef;
 use sighost::store::{
-    DeliveryFilter, DeliveryState, DirectiveFilter, DirectiveState, NewSignal, SignalFilter,
+    DeliveryFilter, DeliveryState, DirectiveFilter, DirectiveState, EmitStatus, NewSignal,
+    SignalFilter,
 };
 use sighost::{Config, HostConfig, Sighost};
 
@@ -57,14 +58,23 @@ enum Command {
         /// The .wasm file; its manifest is the .toml beside it.
         file: PathBuf,
     },
-    /// List the handlers directory: what loads (shape, digest, manifest) and
-    /// why the rest does not.
+    /// List the handlers the hosts registered in the store: what each host
+    /// runs (digest, subscriptions) and the files that do not load there,
+    /// with why. Loads nothing.
     Handlers {
-        /// The drop-in directory of handler modules.
-        #[arg(long)]
-        handlers: Option<PathBuf>,
+        /// Forget this handler on every host: emits stop reaching it until a
+        /// host that has it registers again (at its next start or change).
+        #[arg(long, value_name = "NAME", conflicts_with = "remove_host")]
+        remove: Option<String>,
+        /// Forget every handler of a host retired for good (its id is in
+        /// the HOST column).
+        #[arg(long, value_name = "HOST")]
+        remove_host: Option<String>,
         #[arg(long)]
         json: bool,
+        /// No longer read: the list comes from the store.
+        #[arg(long, hide = true)]
+        handlers: Option<PathBuf>,
     },
     /// Manage tenants, their settings and installed packages.
     #[command(subcommand)]
@@ -191,8 +201,8 @@ struct EmitArgs {
     /// `type:id`, e.g. thread:t_1.
     #[arg(long)]
     subject: Option<String>,
-    /// The handlers directory, to know which handlers subscribe.
-    #[arg(long)]
+    /// No longer read: the targets are the handlers the hosts registered.
+    #[arg(long, hide = true)]
     handlers: Option<PathBuf>,
 }
 
@@ -213,7 +223,8 @@ struct ReplayArgs {
     /// Only to this handler.
     #[arg(long)]
     handler: Option<String>,
-    #[arg(long)]
+    /// No longer read: the targets are the handlers the hosts registered.
+    #[arg(long, hide = true)]
     handlers: Option<PathBuf>,
     /// With no filter at all (every signal of every tenant), replay without
     /// asking.
@@ -372,11 +383,15 @@ fn handlers_dir<'a>(config: &'a Config, flag: Option<&'a Path>) -> &'a Path {
     flag.unwrap_or(&config.handlers_dir)
 }
 
-/// A host with the handlers of `dir` loaded; load errors are reported, not fatal.
-fn open_with_handlers(config: &Config, dir: Option<&Path>) -> anyhow::Result<Sighost> {
-    let host = open(config)?;
-    load_handlers(&host, handlers_dir(config, dir))?;
-    Ok(host)
+/// `--handlers` on a command that reads the store's registry instead.
+fn ignored_handlers_flag(dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        eprintln!(
+            "note: --handlers {} is ignored: this command goes by the handlers the hosts \
+             registered in the store (`sighost handlers`), and loads no module",
+            dir.display()
+        );
+    }
 }
 
 fn load_handlers(host: &Sighost, dir: &Path) -> anyhow::Result<()> {
@@ -431,7 +446,9 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Run(args) => run(&config, args),
         Command::Emit(args) => {
             let payload = json_arg(&args.payload, "the payload")?;
-            let host = open_with_handlers(&config, args.handlers.as_deref())?;
+            ignored_handlers_flag(args.handlers.as_deref());
+            // The handlers the hosts registered in the store: none is loaded here.
+            let host = open(&config)?;
             let emitted = host.emit(NewSignal {
                 tenant: args.tenant,
                 name: args.name,
@@ -445,11 +462,41 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                 ..NewSignal::default()
             })?;
             println!("{}", serde_json::to_string(&emitted)?);
+            if emitted.status == EmitStatus::Created && emitted.deliveries == 0 {
+                eprintln!(
+                    "note: no handler registered in the store subscribes to {} (or the tenant \
+                     has not installed its package): the signal is stored without deliveries. \
+                     A running host registers its handlers; `sighost handlers` lists them.",
+                    emitted.signal.name
+                );
+            }
             Ok(())
         }
         Command::Check { file } => check(&config, &file),
-        Command::Handlers { handlers, json } => {
-            list_handlers(&config, handlers_dir(&config, handlers.as_deref()), json)
+        Command::Handlers {
+            remove,
+            remove_host,
+            json,
+            handlers,
+        } => {
+            ignored_handlers_flag(handlers.as_deref());
+            if let Some(name) = remove {
+                let removed = open(&config)?.store().unregister_handler(&name)?;
+                if removed == 0 {
+                    bail!("no host has registered a handler named {name:?}");
+                }
+                println!("{name} forgotten on {removed} host(s)");
+                return Ok(());
+            }
+            if let Some(host) = remove_host {
+                let removed = open(&config)?.store().unregister_host(&host)?;
+                if removed == 0 {
+                    bail!("no host {host:?} has registered a handler");
+                }
+                println!("{removed} handler(s) of host {host} forgotten");
+                return Ok(());
+            }
+            list_handlers(&config, json)
         }
         Command::Tenants(command) => tenants(&config, command),
         Command::Signals {
@@ -588,7 +635,8 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay(args) => {
-            let host = open_with_handlers(&config, args.handlers.as_deref())?;
+            ignored_handlers_flag(args.handlers.as_deref());
+            let host = open(&config)?;
             let filter = SignalFilter {
                 tenant: args.tenant,
                 ids: args.ids,
@@ -785,58 +833,33 @@ fn check(config: &Config, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line of `sighost handlers`: a file of the handlers directory, and the
-/// handler it loads as or the reason it does not.
+/// One line of `sighost handlers`: a handler as one host registered it.
 #[derive(Debug, serde::Serialize)]
 struct HandlerRow {
-    file: PathBuf,
     name: String,
-    shape: Option<&'static str>,
+    host: String,
     digest: Option<String>,
     subscriptions: Vec<String>,
     package: Option<String>,
-    directives: Vec<String>,
     error: Option<String>,
+    registered_at: DateTime<Utc>,
 }
 
-impl HandlerRow {
-    fn new(status: sighost::reload::FileStatus, handler: Option<&sighost::Handler>) -> Self {
-        let manifest = handler.map(|h| &h.manifest);
-        Self {
-            shape: handler.map(|h| h.shape.describe()),
-            digest: status.digest,
-            subscriptions: manifest
-                .map(|m| m.subscriptions.clone())
-                .unwrap_or_default(),
-            package: manifest.and_then(|m| m.package.clone()),
-            directives: manifest.map(|m| m.directives.clone()).unwrap_or_default(),
-            error: status.error,
-            file: status.file,
-            name: status.name,
-        }
-    }
-}
-
-/// Loads the directory in this process, as `run` would (compiled code comes
-/// from the cache under the data directory), and reports every file.
-fn list_handlers(config: &Config, dir: &Path, json: bool) -> anyhow::Result<()> {
-    if !dir.is_dir() {
-        bail!("handlers directory {} does not exist", dir.display());
-    }
+/// Reads the registry the hosts keep in the store; loads no module.
+fn list_handlers(config: &Config, json: bool) -> anyhow::Result<()> {
     let host = open(config)?;
-    // Failures are kept per file and shown below, not returned.
-    host.load_handlers_dir(dir)
-        .with_context(|| format!("reading handlers directory {}", dir.display()))?;
     let rows: Vec<HandlerRow> = host
-        .handler_files()
-        .all()
+        .store()
+        .registered_handlers()?
         .into_iter()
-        .map(|status| {
-            let handler = status
-                .digest
-                .as_ref()
-                .and_then(|_| host.registry().get(&status.name));
-            HandlerRow::new(status, handler.as_deref())
+        .map(|r| HandlerRow {
+            name: r.handler,
+            host: r.host,
+            digest: r.digest,
+            subscriptions: r.subscriptions,
+            package: r.package,
+            error: r.load_error,
+            registered_at: r.registered_at,
         })
         .collect();
     output::print(
@@ -844,21 +867,19 @@ fn list_handlers(config: &Config, dir: &Path, json: bool) -> anyhow::Result<()> 
         &rows,
         &[
             "name",
-            "shape",
+            "host",
             "digest",
             "subscriptions",
             "package",
-            "directives",
             "error",
         ],
         |r| {
             vec![
                 r.name.clone(),
-                r.shape.unwrap_or("-").to_owned(),
+                r.host.clone(),
                 output::cut(r.digest.as_deref().unwrap_or("-"), 12),
                 r.subscriptions.join(","),
                 r.package.clone().unwrap_or_default(),
-                r.directives.join(","),
                 // Some wasmtime errors span lines; a table row must not.
                 r.error
                     .as_deref()

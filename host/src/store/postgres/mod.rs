@@ -340,7 +340,8 @@ impl Postgres {
     ) -> StoreResult<T> {
         let mut connection = self.pool.get()?;
         let pool::Connection { client, statements } = &mut *connection;
-        client.batch_execute(begin)?;
+        // The guard first: a `begin` batch that fails halfway (its BEGIN
+        // ran, its SET did not) leaves a transaction to roll back too.
         let mut open = Open {
             db: Db {
                 c: client,
@@ -348,6 +349,7 @@ impl Postgres {
             },
             committed: false,
         };
+        open.db.c.batch_execute(begin)?;
         let value = f(&mut open.db)?;
         open.db.c.batch_execute("COMMIT")?;
         open.committed = true;

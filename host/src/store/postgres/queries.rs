@@ -1128,7 +1128,8 @@ fn values(params: Vec<Param>) -> Vec<Box<dyn ToSql + Sync>> {
         .into_iter()
         .map(|param| -> Box<dyn ToSql + Sync> {
             match param {
-                Param::Text(text) => Box::new(text),
+                // As elsewhere: PostgreSQL text cannot hold NUL.
+                Param::Text(text) => Box::new(pg_text(&text).into_owned()),
                 Param::Null => Box::new(None::<String>),
                 Param::Int(n) => Box::new(n),
                 Param::Time(at) => Box::new(at),
