@@ -36,10 +36,12 @@ host=$!
 trap 'kill -TERM $host 2>/dev/null || true' EXIT
 
 echo "==> waiting for the host to register its handlers (emits go to what the hosts registered)"
+registered=
 for _ in $(seq 1 300); do
-    if "$sighost" handlers --json | grep -q '"name":"forum-summarizer".*"digest":"'; then break; fi
+    if "$sighost" handlers --json | grep -q '"name":"forum-summarizer".*"digest":"'; then registered=1; break; fi
     sleep 0.1
 done
+[ -n "$registered" ] || { echo "the host did not register its handlers; its log:" >&2; cat "$data/sighost.log" >&2; exit 1; }
 "$sighost" handlers
 
 echo "==> emitting signals"

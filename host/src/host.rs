@@ -318,7 +318,7 @@ impl Sighost {
         self.emitter.emit_batch(signals, (self.config.clock)())
     }
 
-    /// Delivers persisted signals again to the handlers loaded now (only to
+    /// Delivers persisted signals again to the handlers registered now (only to
     /// `handler` if given), in batches, calling `progress(done, total)` after
     /// each. Safe to repeat: directives deduplicate by idempotency key. An
     /// empty filter, every signal of every tenant, must be `confirmed`.

@@ -13,10 +13,15 @@
 //!   (and the compiler's) run at a lower CPU priority than deliveries, so a
 //!   compile takes the cores only when deliveries leave them idle.
 //! - A file that does not load leaves the previous version running; the
-//!   error is logged and kept in [`HandlerFiles`] for `sighost handlers`.
-//! - A removed file removes its handler: emit creates no new deliveries for
-//!   it, and workers snooze its pending ones until it is back (see
+//!   error is logged, kept in [`HandlerFiles`] and registered in the store
+//!   for `sighost handlers`.
+//! - A removed file removes its handler from this host and from its
+//!   registrations: emits create no new deliveries for it unless another
+//!   host runs it, and workers snooze its pending ones until it is back (see
 //!   `worker.rs`), so none is lost.
+//! - Once the host runs, every change rewrites its registrations in the
+//!   store (`HandlerLoader::register`); a write that fails is tried again
+//!   at the next scan.
 //!
 //! The watcher polls instead of subscribing to file-system events (the
 //! `notify` crate): a half-written file must be seen unchanged on two scans

@@ -12,8 +12,9 @@
 //! - Leases are fenced by `(delivery id, attempt, worker)`: a worker whose
 //!   lease expired and whose delivery was claimed again cannot record a
 //!   result for it ([`FinishOutcome::LeaseLost`]).
-//! - Deliveries are created at emit time for the handlers loaded *then*; a
-//!   handler added later sees only new signals, or old ones through replay.
+//! - Deliveries are created at emit time for the handlers registered *then*
+//!   (`registry.rs`); a handler added later sees only new signals, or old
+//!   ones through replay.
 
 pub mod dialect;
 pub mod postgres;

@@ -217,12 +217,11 @@ fn describe(e: &::postgres::Error) -> String {
     }
 }
 
-/// A connection (or a transaction on it) with its prepared statements.
+/// A connection the PostgreSQL verbs (`queries.rs`) run on, in a
+/// transaction or not, with its prepared statements.
 ///
 /// `query`, `execute`, ... prepare their SQL once per connection, so they
 /// are for fixed SQL text; SQL built from filters goes through `c` directly.
-/// A connection the PostgreSQL verbs (`queries.rs`) run on, in a
-/// transaction or not, with its prepared statements.
 pub struct Db<'a> {
     c: &'a mut ::postgres::Client,
     statements: &'a mut HashMap<String, Statement>,
