@@ -18,3 +18,15 @@ if [ -z "${SIGHOST_TEST_POSTGRES:-}" ] && ! pg_isready -h 127.0.0.1 -p 5432 -q 2
     done
     pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 fi
+
+# The Python packages the tests drive sighost with (a CloudEvents SDK as an
+# HTTP client), pinned in tests/requirements.txt, in a virtualenv under the
+# target directory (tests find it there: sighost_tests::test_python).
+venv="${CARGO_TARGET_DIR:-target}/test-venv"
+if ! "$venv/bin/python" -c 'import sys; sys.exit(0)' 2>/dev/null; then
+    python3 -m venv "$venv"
+fi
+if ! cmp -s tests/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+    cp tests/requirements.txt "$venv/requirements.txt"
+fi

@@ -62,6 +62,8 @@
 //! header_timeout_ms = 10_000     # headers of a request, and idle between requests
 //! body_timeout_ms = 30_000       # the body of a request
 //! max_connections = 1024         # served at once; more wait to be accepted
+//! max_batch_signals = 1000       # signals in one POST /v1/signals batch
+//! max_batch_bytes = 4_194_304    # the body of a batch
 //!
 //! [tokens]
 //! admin = "…"                    # or SIGHOST_ADMIN_TOKEN
@@ -262,6 +264,10 @@ pub struct HttpSection {
     pub body_timeout_ms: u64,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Signals in one batch emit.
+    pub max_batch_signals: usize,
+    /// The body of a batch emit, in bytes.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for HttpSection {
@@ -273,6 +279,8 @@ impl Default for HttpSection {
             header_timeout_ms: limits.header_timeout.as_millis() as u64,
             body_timeout_ms: limits.body_timeout.as_millis() as u64,
             max_connections: limits.max_connections,
+            max_batch_signals: limits.max_batch_signals,
+            max_batch_bytes: limits.max_batch_bytes,
         }
     }
 }
@@ -284,6 +292,8 @@ impl HttpSection {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             body_timeout: Duration::from_millis(self.body_timeout_ms),
             max_connections: self.max_connections,
+            max_batch_signals: self.max_batch_signals,
+            max_batch_bytes: self.max_batch_bytes,
         }
     }
 
@@ -678,6 +688,8 @@ impl Config {
         positive("http.header_timeout_ms", Some(h.header_timeout_ms))?;
         positive("http.body_timeout_ms", Some(h.body_timeout_ms))?;
         positive("http.max_connections", Some(h.max_connections))?;
+        positive("http.max_batch_signals", Some(h.max_batch_signals))?;
+        positive("http.max_batch_bytes", Some(h.max_batch_bytes))?;
         if let Some(Err(message)) = self.http.listen_addr() {
             return Err(message);
         }
@@ -815,6 +827,12 @@ mod tests {
         assert_eq!(
             config.http.listen_addr(),
             Some(Ok("127.0.0.1:8080".parse().expect("an address")))
+        );
+        let http = config.http.limits();
+        assert_eq!(
+            (http.max_batch_signals, http.max_batch_bytes),
+            (1000, 4 << 20),
+            "the README's batch bounds"
         );
         assert_eq!(config.logging.format, LogFormat::Text);
         assert!(config.executors().is_ok());

@@ -217,6 +217,27 @@ impl Emitter {
         self.caps.refusals()
     }
 
+    /// Whether `signal` may be emitted: [`validate`], then its causation
+    /// depth, which the store is asked (a batch checks each item with it, to
+    /// name every bad one before storing none).
+    pub fn check(&self, signal: &NewSignal) -> Result<(), EmitError> {
+        validate(signal, &self.limits)?;
+        if let Some(cause) = &signal.causation_id {
+            // The same rule as the store's, and asked of the emitting
+            // tenant only: another tenant's signal id counts as unknown.
+            let depth =
+                crate::rules::causation_depth(self.store.signal_depth(&signal.tenant, cause)?);
+            if depth > self.limits.causation_depth {
+                return Err(EmitError::DepthExceeded {
+                    name: signal.name.clone(),
+                    depth,
+                    limit: self.limits.causation_depth,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn emit(&self, signal: NewSignal, now: DateTime<Utc>) -> Result<Emitted, EmitError> {
         let mut emitted = self.emit_batch(vec![signal], now)?;
         Ok(emitted.remove(0))
@@ -230,20 +251,7 @@ impl Emitter {
     ) -> Result<Vec<Emitted>, EmitError> {
         let mut batch = Vec::with_capacity(signals.len());
         for signal in signals {
-            validate(&signal, &self.limits)?;
-            if let Some(cause) = &signal.causation_id {
-                // The same rule as the store's, and asked of the emitting
-                // tenant only: another tenant's signal id counts as unknown.
-                let depth =
-                    crate::rules::causation_depth(self.store.signal_depth(&signal.tenant, cause)?);
-                if depth > self.limits.causation_depth {
-                    return Err(EmitError::DepthExceeded {
-                        name: signal.name,
-                        depth,
-                        limit: self.limits.causation_depth,
-                    });
-                }
-            }
+            self.check(&signal)?;
             let targets = self.targets_for(&signal.name)?;
             batch.push((signal, targets));
         }

@@ -1,7 +1,7 @@
 //! Shared helpers of the end-to-end tests and benchmarks: where the components
 //! built by `build.rs` are, and how to make signals and sandboxes for them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sighost::sandbox::{DeliveryContext, Sandbox, SandboxConfig};
 use sighost::signal::Signal;
@@ -25,6 +25,30 @@ fn find(list: &[(&str, &str)], name: &str) -> PathBuf {
         .find(|(n, _)| *n == name)
         .unwrap_or_else(|| panic!("no component named {name}; see build.rs"));
     PathBuf::from(path)
+}
+
+/// The Python of the tests' virtualenv, with the packages of
+/// `tests/requirements.txt` (`scripts/prepare.sh`, which `scripts/test.sh`
+/// runs, makes it under the target directory).
+pub fn test_python() -> PathBuf {
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .expect("test binary lives in target/<profile>/deps");
+    let python = target.join("test-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run the tests with ./scripts/test.sh, which makes it",
+        python.display()
+    );
+    python
+}
+
+/// A client script of `tests/clients/`.
+pub fn client_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(name)
 }
 
 /// The built test guest `tests/guests/<name>`.

@@ -1299,3 +1299,158 @@ fn admin_retry_and_cancel_act_on_the_deliveries_they_name() {
     );
     assert_eq!(state(pending), DeliveryState::Canceled);
 }
+
+#[test]
+fn emits_a_batch_in_one_transaction_and_refuses_it_whole_naming_each_bad_item() {
+    let host = Host::start_with("batches", "max_batch_signals = 3");
+    let stored = |host: &Host| host.list("signals", ACME).len();
+
+    let batch = host.emit(
+        ACME,
+        json!([
+            {"name": "forum.thread.created", "payload": {"n": 1}},
+            {"name": "forum.thread.created", "payload": {"n": 2}, "dedupe_key": "k1"},
+            {"name": "forum.thread.created", "payload": {"n": 3}, "dedupe_key": "k1"},
+        ]),
+    );
+    assert_eq!(batch.status, 200, "{batch:?}");
+    let results = batch.body["results"].as_array().expect("a result per item");
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["created", "created", "existing"],
+        "a dedupe key is honoured within the batch"
+    );
+    assert_eq!(results[2]["signal"]["id"], results[1]["signal"]["id"]);
+    assert!(results.iter().all(|r| r["signal"]["tenant"] == "org_acme"));
+    assert_eq!(results[0]["deliveries"], 1, "{results:?}");
+    assert_eq!(stored(&host), 2);
+
+    // Against the store too: the key is taken now.
+    let again = host.emit(
+        ACME,
+        json!([{"name": "forum.thread.created", "payload": {"n": 4}, "dedupe_key": "k1"}]),
+    );
+    assert_eq!(again.body["results"][0]["status"], "existing", "{again:?}");
+
+    let refused = host.emit(
+        ACME,
+        json!([
+            {"name": "forum.thread.created", "payload": {"n": 5}},
+            {"name": "Not A Name", "payload": {}},
+            "not an object",
+        ]),
+    );
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert!(
+        refused.error().contains("nothing was stored"),
+        "{refused:?}"
+    );
+    let indexes: Vec<u64> = refused.body["errors"]
+        .as_array()
+        .expect("errors by index")
+        .iter()
+        .map(|e| e["index"].as_u64().expect("an index"))
+        .collect();
+    assert_eq!(indexes, [1, 2], "{refused:?}");
+    assert_eq!(
+        stored(&host),
+        2,
+        "the valid first item was not stored either"
+    );
+
+    let too_many = host.emit(
+        ACME,
+        json!([{"name": "a.b"}, {"name": "a.b"}, {"name": "a.b"}, {"name": "a.b"}]),
+    );
+    assert_eq!(too_many.status, 413, "{too_many:?}");
+    assert!(
+        too_many.error().contains("max_batch_signals"),
+        "{too_many:?}"
+    );
+    let empty = host.emit(ACME, json!([]));
+    assert_eq!(empty.status, 400, "{empty:?}");
+    assert_eq!(stored(&host), 2);
+}
+
+#[test]
+fn takes_cloudevents_in_batch_mode_and_in_binary_mode_from_the_sdk() {
+    let host = Host::start("cloudevents-modes");
+    let events = json!([
+        {"specversion": "1.0", "id": "b1", "source": "/forum", "type": "forum.thread.created",
+         "data": {"thread_id": "t1"}},
+        {"specversion": "1.0", "id": "b2", "source": "/forum", "type": "forum.thread.created"},
+    ]);
+    let batch = host.call(
+        "POST",
+        "/v1/signals",
+        Some(ACME),
+        Some(Body::Raw(
+            "application/cloudevents-batch+json",
+            events.to_string(),
+        )),
+    );
+    assert_eq!(batch.status, 200, "{batch:?}");
+    let results = batch.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["signal"]["dedupe_key"], "/forum b1");
+    assert_eq!(results[0]["signal"]["payload"], json!({"thread_id": "t1"}));
+    let not_a_list = host.call(
+        "POST",
+        "/v1/signals",
+        Some(ACME),
+        Some(Body::Raw(
+            "application/cloudevents-batch+json",
+            events[0].to_string(),
+        )),
+    );
+    assert_eq!(not_a_list.status, 400, "{not_a_list:?}");
+
+    // Binary mode, as the CloudEvents Python SDK encodes it (attributes in
+    // percent-encoded ce-* headers, the data as the body).
+    let sent = Command::new(sighost_tests::test_python())
+        .arg(sighost_tests::client_script("cloudevents_binary.py"))
+        .arg(format!("{}/v1/signals", host.base))
+        .arg(ACME)
+        .output()
+        .expect("run the Python client");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&sent.stdout).expect("the client's JSON line");
+    assert_eq!(answer["status"], 201, "{answer}");
+    let signal = &answer["body"]["signal"];
+    assert_eq!(signal["tenant"], "org_acme");
+    assert_eq!(signal["name"], "forum.thread.created");
+    assert_eq!(
+        signal["payload"],
+        json!({"thread_id": "t_77", "title": "sent in binary mode"})
+    );
+    assert_eq!(
+        signal["dedupe_key"], "/forum/board 7 binary-1",
+        "percent-decoded"
+    );
+    assert_eq!(signal["source"], "/forum/board 7");
+    assert_eq!(signal["subject"], json!({"type": "thread", "id": "t_77"}));
+    assert_eq!(signal["occurred_at"], "2026-12-07T12:00:00Z");
+    assert_eq!(
+        signal["metadata"]["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "an extension attribute is kept"
+    );
+    // The same event again is the same signal.
+    let again = Command::new(sighost_tests::test_python())
+        .arg(sighost_tests::client_script("cloudevents_binary.py"))
+        .arg(format!("{}/v1/signals", host.base))
+        .arg(ACME)
+        .output()
+        .expect("run the Python client");
+    let again: Value = serde_json::from_slice(&again.stdout).expect("the client's JSON line");
+    assert_eq!(again["status"], 200, "{again}");
+    assert_eq!(again["body"]["status"], "existing");
+}

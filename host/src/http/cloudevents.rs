@@ -1,6 +1,11 @@
-//! CloudEvents 1.0 in structured mode (`Content-Type:
-//! application/cloudevents+json`): one event per request, mapped onto a
-//! sighost signal of the caller's tenant.
+//! CloudEvents 1.0 over HTTP, in each of its modes, mapped onto sighost
+//! signals of the caller's tenant:
+//! - structured (`Content-Type: application/cloudevents+json`): one event as
+//!   a JSON object;
+//! - batch (`application/cloudevents-batch+json`): a JSON array of events;
+//! - binary (what the CloudEvents SDKs' `to_binary` and Knative send): the
+//!   attributes in `ce-*` headers (percent-decoded), `Content-Type` as the
+//!   `datacontenttype`, the data as the body.
 //!
 //! | CloudEvents attribute | signal field                                    |
 //! |-----------------------|-------------------------------------------------|
@@ -20,15 +25,58 @@
 //! them since a `source` (a URI reference) contains none. Sending the same
 //! event again returns the stored signal, status `existing`.
 //!
-//! `data_base64` (binary data) and batch mode are refused, and so is an
-//! extension named `tenant`: the tenant comes from the token, never from the
-//! request.
+//! `data_base64` (binary data) and data that is not JSON are refused, and so
+//! is an extension named `tenant`: the tenant comes from the token, never
+//! from the request.
 
+use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::signal::EntityRef;
 use crate::store::NewSignal;
+
+/// The header that marks a binary-mode event.
+pub const BINARY_MARKER: &str = "ce-specversion";
+
+/// Whether a media type (its essence, lowercase) is JSON.
+pub fn is_json(essence: &str) -> bool {
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// A binary-mode event as the structured form [`to_signal`] reads: each
+/// `ce-<name>` header is the attribute `<name>`, `Content-Type` the
+/// `datacontenttype`, and the body (JSON) the `data`.
+pub fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, String> {
+    let mut event = Map::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| format!("the header {name} is not ASCII: percent-encode it"))?;
+        let decoded = percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map_err(|_| format!("the header {name} does not decode to UTF-8"))?;
+        if event
+            .insert(attribute.to_owned(), Value::String(decoded.into_owned()))
+            .is_some()
+        {
+            return Err(format!("the header {name} is sent twice"));
+        }
+    }
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let text = content_type.to_str().unwrap_or_default();
+        event.insert("datacontenttype".into(), Value::String(text.to_owned()));
+    }
+    if !body.is_empty() {
+        let data: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("the body (the event's data) is not JSON: {e}"))?;
+        event.insert("data".into(), data);
+    }
+    Ok(event)
+}
 
 /// The signal an event stands for, or why it cannot be one.
 pub fn to_signal(mut event: Map<String, Value>, tenant: &str) -> Result<NewSignal, String> {
@@ -106,8 +154,13 @@ fn optional(event: &mut Map<String, Value>, attribute: &str) -> Result<Option<St
 fn check_content_type(value: Option<Value>) -> Result<(), String> {
     let Some(value) = value else { return Ok(()) };
     let text = value.as_str().ok_or("`datacontenttype` must be a string")?;
-    let essence = text.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json") {
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if is_json(&essence) {
         Ok(())
     } else {
         Err(format!(

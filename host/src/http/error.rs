@@ -20,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     /// Sent as `Retry-After` (whole seconds, rounded up).
     pub retry_after: Option<std::time::Duration>,
+    /// What was wrong with each item of a batch, as `errors`.
+    pub errors: Vec<serde_json::Value>,
 }
 
 impl ApiError {
@@ -28,7 +30,14 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            errors: Vec::new(),
         }
+    }
+
+    /// The same answer, listing what was wrong with each item of a batch.
+    pub fn with_errors(mut self, errors: Vec<serde_json::Value>) -> Self {
+        self.errors = errors;
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -60,11 +69,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        let mut body = serde_json::json!({ "error": self.message });
+        if !self.errors.is_empty() {
+            body["errors"] = serde_json::Value::Array(self.errors);
+        }
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -98,6 +98,12 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Connections served at once; the others wait to be accepted.
     pub max_connections: usize,
+    /// Signals in one batch (`POST /v1/signals` with a JSON array, or a
+    /// CloudEvents batch).
+    pub max_batch_signals: usize,
+    /// The body of a batch, in bytes; other requests keep the bound of one
+    /// signal's payload.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -106,6 +112,8 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_batch_signals: 1000,
+            max_batch_bytes: 4 << 20,
         }
     }
 }
@@ -148,10 +156,26 @@ impl Api {
         self
     }
 
+    fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            one: self.body_limit,
+            batch: self.limits.max_batch_bytes.max(self.body_limit),
+        }
+    }
+
     /// Every route, with the body limit and the request log.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/v1/signals", post(tenant::emit).get(tenant::signals))
+            .route(
+                "/v1/signals",
+                post({
+                    let max_batch = self.limits.max_batch_signals;
+                    move |state, tenant, headers, body| {
+                        tenant::emit(state, tenant, headers, body, max_batch)
+                    }
+                })
+                .get(tenant::signals),
+            )
             .route("/v1/signals/{id}", get(tenant::signal))
             .route("/v1/deliveries", get(tenant::deliveries))
             .route("/v1/deliveries/{id}", get(tenant::delivery))
@@ -177,13 +201,13 @@ impl Api {
             .route("/readyz", get(metrics::readyz))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            .layer(DefaultBodyLimit::max(self.body_limit))
+            .layer(DefaultBodyLimit::max(self.body_limits().batch))
             .layer(middleware::from_fn_with_state(
-                (self.body_limit, self.limits.body_timeout),
+                (self.body_limits(), self.limits.body_timeout),
                 read_body_in_time,
             ))
             .layer(middleware::from_fn_with_state(
-                self.body_limit,
+                self.body_limits(),
                 refuse_oversized,
             ))
             .layer(middleware::from_fn_with_state(
@@ -250,11 +274,30 @@ impl Api {
 /// Reads the request's body within the body timeout (408 if it is late), so
 /// a client that sends its headers and then dribbles the body is cut off.
 /// Bodies are small (see the body limit), so the handlers get them whole.
+/// How large a request body may be: a batch of signals, or anything else.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimits {
+    one: usize,
+    batch: usize,
+}
+
+impl BodyLimits {
+    /// Emits may carry a batch; every other request, one signal at most.
+    fn of(&self, request: &Request) -> usize {
+        if request.method() == axum::http::Method::POST && request.uri().path() == "/v1/signals" {
+            self.batch
+        } else {
+            self.one
+        }
+    }
+}
+
 async fn read_body_in_time(
-    State((limit, timeout)): State<(usize, Duration)>,
+    State((limits, timeout)): State<(BodyLimits, Duration)>,
     request: Request,
     next: Next,
 ) -> Response {
+    let limit = limits.of(&request);
     let (parts, body) = request.into_parts();
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,
@@ -316,7 +359,12 @@ async fn log_request(State(state): State<Arc<ApiState>>, request: Request, next:
 /// Refuses a body whose declared length is over the limit before any
 /// handler parses it. Bodies without a declared length are cut off by the
 /// limit as they stream in (`read_body_in_time`).
-async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+async fn refuse_oversized(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = limits.of(&request);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

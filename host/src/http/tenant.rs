@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::{ApiState, TENANT_FROM_TOKEN, blocking, cloudevents};
 use crate::signal::EntityRef;
 use crate::store::{
-    DeliveryFilter, DeliveryState, DirectiveFilter, DirectiveState, EmitStatus, Emitted, NewSignal,
+    DeliveryFilter, DeliveryState, DirectiveFilter, DirectiveState, EmitStatus, NewSignal,
     SignalFilter,
 };
 
@@ -49,10 +49,17 @@ fn empty_object() -> Value {
     Value::Object(Map::new())
 }
 
-/// How the body of a signal is written.
+/// How the body of `POST /v1/signals` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
+    /// `application/json`: sighost's signal, or a JSON array of them.
     Sighost,
+    /// `application/cloudevents+json`: one CloudEvent (structured mode).
     CloudEvent,
+    /// `application/cloudevents-batch+json`: a JSON array of CloudEvents.
+    CloudEventBatch,
+    /// `ce-*` headers with the event's data as the body (binary mode).
+    CloudEventBinary,
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
@@ -60,8 +67,10 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
-                "{what}: send `Content-Type: application/json` (sighost's signal) \
-                 or `application/cloudevents+json` (one CloudEvent)"
+                "{what}: send `Content-Type: application/json` (sighost's signal, or an array \
+                 of them), `application/cloudevents+json` (one CloudEvent), \
+                 `application/cloudevents-batch+json` (an array of CloudEvents), or a CloudEvent \
+                 in binary mode (`ce-*` headers, JSON data as the body)"
             ),
         )
     };
@@ -76,51 +85,157 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    if headers.contains_key(cloudevents::BINARY_MARKER) {
+        return if cloudevents::is_json(&essence) {
+            Ok(Format::CloudEventBinary)
+        } else {
+            Err(unsupported(&format!(
+                "a binary-mode CloudEvent's data is {essence:?}, and must be JSON"
+            )))
+        };
+    }
     match essence.as_str() {
         "application/json" => Ok(Format::Sighost),
         "application/cloudevents+json" => Ok(Format::CloudEvent),
-        "application/cloudevents-batch+json" => Err(unsupported(
-            "CloudEvents batch mode is not supported; send one event per request",
-        )),
+        "application/cloudevents-batch+json" => Ok(Format::CloudEventBatch),
         _ => Err(unsupported(&format!(
             "Content-Type {essence:?} is not accepted"
         ))),
     }
 }
 
-/// `POST /v1/signals`.
+/// What a request carries: one signal, or a batch of items each of which
+/// became a signal or did not.
+enum Emits {
+    One(Box<NewSignal>),
+    Batch(Vec<Result<NewSignal, String>>),
+}
+
+fn parse_emits(
+    format: Format,
+    headers: &HeaderMap,
+    body: &[u8],
+    tenant: &str,
+) -> Result<Emits, ApiError> {
+    if format == Format::CloudEventBinary {
+        let event = cloudevents::from_binary(headers, body).map_err(ApiError::bad_request)?;
+        return cloudevents::to_signal(event, tenant)
+            .map(|signal| Emits::One(Box::new(signal)))
+            .map_err(ApiError::bad_request);
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let one = |object: Map<String, Value>| match format {
+        Format::CloudEvent | Format::CloudEventBatch => cloudevents::to_signal(object, tenant),
+        _ => sighost_signal(object, tenant).map_err(|e| e.message),
+    };
+    match (format, value) {
+        (Format::Sighost | Format::CloudEvent, Value::Object(object)) => one(object)
+            .map(|signal| Emits::One(Box::new(signal)))
+            .map_err(ApiError::bad_request),
+        (Format::Sighost | Format::CloudEventBatch, Value::Array(items)) => Ok(Emits::Batch(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Value::Object(object) => one(object),
+                    _ => Err("an item of a batch must be a JSON object".to_owned()),
+                })
+                .collect(),
+        )),
+        (Format::CloudEventBatch, _) => Err(ApiError::bad_request(
+            "a CloudEvents batch is a JSON array of events",
+        )),
+        _ => Err(ApiError::bad_request(
+            "the body must be a JSON object (a signal), or an array of them (a batch)",
+        )),
+    }
+}
+
+/// `POST /v1/signals`: one signal (201 created, 200 existing), or a batch
+/// (200, a result per item, in order), all of it stored or none.
 pub async fn emit(
     State(state): State<Arc<ApiState>>,
     Tenant(tenant): Tenant,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Emitted>), ApiError> {
+    max_batch: usize,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let format = format_of(&headers)?;
     let body = body?;
-    let object: Map<String, Value> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not a JSON object: {e}")))?;
-    let signal = match format {
-        Format::Sighost => sighost_signal(object, &tenant)?,
-        Format::CloudEvent => {
-            cloudevents::to_signal(object, &tenant).map_err(ApiError::bad_request)?
+    let signals = match parse_emits(format, &headers, &body, &tenant)? {
+        Emits::One(signal) => {
+            let host = state.host.clone();
+            let emitted = blocking(move || Ok(host.emit(*signal)?)).await?;
+            state.metrics.count_signal(emitted.status);
+            tracing::debug!(
+                %tenant,
+                signal = %emitted.signal.id,
+                name = %emitted.signal.name,
+                status = ?emitted.status,
+                deliveries = emitted.deliveries,
+                "signal emitted over HTTP"
+            );
+            let status = match emitted.status {
+                EmitStatus::Created => StatusCode::CREATED,
+                EmitStatus::Existing => StatusCode::OK,
+            };
+            return Ok((status, Json(emitted)).into_response());
         }
+        Emits::Batch(items) => items,
     };
+    if signals.len() > max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a batch of {} signals is over the limit of {max_batch} (`http.max_batch_signals`)",
+                signals.len()
+            ),
+        ));
+    }
+    if signals.is_empty() {
+        return Err(ApiError::bad_request("the batch is empty"));
+    }
     let host = state.host.clone();
-    let emitted = blocking(move || Ok(host.emit(signal)?)).await?;
-    state.metrics.count_signal(emitted.status);
-    tracing::debug!(
-        %tenant,
-        signal = %emitted.signal.id,
-        name = %emitted.signal.name,
-        status = ?emitted.status,
-        deliveries = emitted.deliveries,
-        "signal emitted over HTTP"
-    );
-    let status = match emitted.status {
-        EmitStatus::Created => StatusCode::CREATED,
-        EmitStatus::Existing => StatusCode::OK,
-    };
-    Ok((status, Json(emitted)))
+    let results = blocking(move || {
+        // Every item is checked before any is stored, so that one answer
+        // names every bad item.
+        let mut invalid = Vec::new();
+        let mut valid = Vec::with_capacity(signals.len());
+        for (index, signal) in signals.into_iter().enumerate() {
+            match signal.and_then(|s| {
+                host.emitter()
+                    .check(&s)
+                    .map(|()| s)
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(signal) => valid.push(signal),
+                Err(error) => invalid.push(json!({ "index": index, "error": error })),
+            }
+        }
+        if !invalid.is_empty() {
+            return Ok(Err(invalid));
+        }
+        Ok(Ok(host.emit_batch(valid)?))
+    })
+    .await?;
+    match results {
+        Ok(emitted) => {
+            for e in &emitted {
+                state.metrics.count_signal(e.status);
+            }
+            tracing::debug!(%tenant, signals = emitted.len(), "batch emitted over HTTP");
+            Ok((StatusCode::OK, Json(json!({ "results": emitted }))).into_response())
+        }
+        Err(invalid) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{} of the batch's items are invalid; nothing was stored",
+                invalid.len()
+            ),
+        )
+        .with_errors(invalid)),
+    }
 }
 
 fn sighost_signal(object: Map<String, Value>, tenant: &str) -> Result<NewSignal, ApiError> {
