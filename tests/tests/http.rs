@@ -625,9 +625,15 @@ fn refuses_bad_requests_and_stores_nothing() {
         ),
         (
             "not an object",
-            Body::Raw("application/json", "[1, 2]".into()),
+            Body::Raw("application/json", "17".into()),
             400,
             "object",
+        ),
+        (
+            "a batch of non-objects",
+            Body::Raw("application/json", "[1, 2]".into()),
+            422,
+            "nothing was stored",
         ),
         (
             "wrong content type",
@@ -684,8 +690,8 @@ fn refuses_bad_requests_and_stores_nothing() {
         (
             "CloudEvents batch",
             Body::Raw("application/cloudevents-batch+json", "[]".into()),
-            415,
-            "batch",
+            400,
+            "empty",
         ),
     ];
     for (what, body, status, needle) in cases {
@@ -720,7 +726,7 @@ fn a_refused_oversized_body_leaves_the_connection_usable() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let oversized = json!({"name": "a.b", "payload": {"blob": "x".repeat(30 << 10)}});
-    for (body, status) in [(oversized.to_string(), "413"), ("[1, 2]".to_owned(), "400")] {
+    for (body, status) in [(oversized.to_string(), "413"), ("[1, 2]".to_owned(), "422")] {
         let request = format!(
             "POST /v1/signals HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ACME}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -1161,7 +1167,8 @@ fn the_causation_depth_limit_holds_over_http_and_another_tenants_id_reads_as_unk
 /// A library host on `host`'s store with a `ghost` handler that the running
 /// host does not have: deliveries it makes are claimed by the running host,
 /// found to have no handler, and put aside for later, so they stay pending
-/// where the test leaves them.
+/// where the test leaves them. (Its signals also reach `audit-trail`, which
+/// the running host registered for every signal, and runs at once.)
 fn ghost_host(host: &Host) -> Sighost {
     let ghosts = host.dir.join("ghosts");
     std::fs::create_dir_all(&ghosts).expect("ghosts dir");
@@ -1177,7 +1184,9 @@ fn ghost_host(host: &Host) -> Sighost {
     library
 }
 
-/// One `ghost.called` signal of org_acme, with one delivery to the ghost.
+/// One `ghost.called` signal of org_acme, with a delivery to the ghost and
+/// one to the running host's `audit-trail`; returns once the running host
+/// has completed the latter, so that only the ghost's is left pending.
 fn emit_to_ghost(library: &Sighost, i: usize) {
     let emitted = library
         .emit(NewSignal {
@@ -1187,12 +1196,37 @@ fn emit_to_ghost(library: &Sighost, i: usize) {
             ..NewSignal::default()
         })
         .expect("emit");
-    assert_eq!(emitted.deliveries, 1);
+    assert_eq!(
+        emitted.deliveries, 2,
+        "the ghost, and audit-trail from the registry"
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let audited = library
+            .store()
+            .deliveries(&DeliveryFilter {
+                signal_id: Some(emitted.signal.id.clone()),
+                handler: Some("audit-trail".into()),
+                state: Some(DeliveryState::Completed),
+                ..DeliveryFilter::default()
+            })
+            .expect("deliveries");
+        if !audited.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audit-trail never ran {emitted:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
 fn a_tenant_at_its_pending_quota_gets_429_and_the_cli_the_same_words() {
     let host = Host::start("quota");
+    let library = ghost_host(&host);
+    emit_to_ghost(&library, 0);
     let set = host.call(
         "PUT",
         "/v1/admin/tenants/org_acme/limits",
@@ -1200,8 +1234,6 @@ fn a_tenant_at_its_pending_quota_gets_429_and_the_cli_the_same_words() {
         Some(Body::Json(json!({ "max_pending": 1 }))),
     );
     assert_eq!(set.status, 200, "{set:?}");
-    let library = ghost_host(&host);
-    emit_to_ghost(&library, 0);
     // Limits are read at most once a second: wait until this host refuses.
     let deadline = Instant::now() + PATIENCE;
     let refused = loop {
