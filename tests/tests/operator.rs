@@ -320,3 +320,88 @@ fn a_sigterm_as_soon_as_the_host_says_it_runs_stops_it_gracefully() {
         Server::start(&data, &handlers, &format!("run-{round}"), 1).stop();
     }
 }
+
+#[test]
+fn emits_a_file_checked_line_by_line_first_and_safe_to_run_again() {
+    let scratch = Scratch::new("operator-emit-file");
+    let host = host_with_pending(&scratch);
+    let data = scratch.path().join("data");
+    let before = host
+        .store()
+        .signals(&Default::default())
+        .expect("signals")
+        .len();
+    let file = scratch.path().join("signals.jsonl");
+    let lines: Vec<String> = (0..2_500)
+        .map(|i| {
+            let tenant = if i % 2 == 0 { "org_a" } else { "org_b" };
+            json!({"tenant": tenant, "name": "op.bulk", "payload": {"i": i}, "dedupe_key": format!("bulk-{i}")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write the file");
+    let file_arg = file.to_str().expect("utf-8 path");
+
+    let emitted = cli(&data, &["emit", "--file", file_arg]);
+    assert!(emitted.status.success(), "{emitted:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&emitted.stdout).trim(),
+        "2500 signals: 2500 created, 0 existing; 2500 deliveries"
+    );
+    assert!(
+        String::from_utf8_lossy(&emitted.stderr).contains("emitting: 2500/2500 signals"),
+        "progress on stderr: {emitted:?}"
+    );
+    // The same file again: every line's dedupe key is taken.
+    let again = cli(&data, &["emit", "--file", file_arg]);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "2500 signals: 0 created, 2500 existing; 0 deliveries"
+    );
+
+    // A bad line anywhere: each is named, and nothing is emitted.
+    let bad = scratch.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        [
+            json!({"name": "op.bulk", "payload": {"new": 1}}).to_string(),
+            "{not json".to_owned(),
+            json!({"name": "Not A Name"}).to_string(),
+            json!({"name": "op.bulk", "tenant": "org_nobody"}).to_string(),
+            json!({"name": "op.bulk", "colour": "red"}).to_string(),
+        ]
+        .join("\n"),
+    )
+    .expect("write the bad file");
+    let refused = cli(
+        &data,
+        &[
+            "emit",
+            "--file",
+            bad.to_str().expect("utf-8"),
+            "--tenant",
+            "org_a",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("4 of the file's lines are invalid; nothing was emitted"),
+        "{stderr}"
+    );
+    for line in [
+        "line 2:",
+        "line 3:",
+        "line 4: unknown tenant",
+        "line 5: unknown field",
+    ] {
+        assert!(stderr.contains(line), "{line} missing: {stderr}");
+    }
+    let after = host
+        .store()
+        .signals(&Default::default())
+        .expect("signals")
+        .len();
+    assert_eq!(after, before + 2_500, "the bad file stored nothing");
+}

@@ -181,12 +181,21 @@ struct RunArgs {
 #[derive(clap::Args, Debug)]
 struct EmitArgs {
     /// Signal name, e.g. forum.thread.created.
-    name: String,
+    #[arg(required_unless_present = "file")]
+    name: Option<String>,
     /// The payload: a JSON object, or `-` to read it from stdin.
     #[arg(default_value = "{}")]
     payload: String,
-    #[arg(long)]
-    tenant: String,
+    /// The tenant; with --file, of the lines that name none.
+    #[arg(long, required_unless_present = "file")]
+    tenant: Option<String>,
+    /// Emit every line of this file (`-`: stdin), each a signal as JSON:
+    /// `{"name": …, "payload": {…}, "tenant"?: …, "dedupe_key"?: …, …}`.
+    /// Every line is checked before any is stored; then they are written in
+    /// transactions of 1,000, with progress on stderr. Lines with dedupe
+    /// keys make a re-run safe after a failure part way.
+    #[arg(long, conflicts_with_all = ["name", "dedupe_key", "correlation_id", "causation_id", "actor", "subject"])]
+    file: Option<PathBuf>,
     #[arg(long)]
     dedupe_key: Option<String>,
     #[arg(long)]
@@ -383,6 +392,135 @@ fn handlers_dir<'a>(config: &'a Config, flag: Option<&'a Path>) -> &'a Path {
     flag.unwrap_or(&config.handlers_dir)
 }
 
+/// Signals a bulk emit writes in one transaction.
+const EMIT_FILE_BATCH: usize = 1000;
+
+/// `sighost emit --file`: every line checked, then written in batches.
+fn emit_file(config: &Config, file: &Path, args: &EmitArgs) -> anyhow::Result<()> {
+    let text = if file == Path::new("-") {
+        let mut input = String::new();
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading stdin")?;
+        input
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let host = open(config)?;
+    let source = args.source.clone().unwrap_or_else(|| "cli".into());
+    let mut signals = Vec::new();
+    let mut invalid = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let signal = signal_of_line(line, args.tenant.as_deref(), &source).and_then(|signal| {
+            host.emitter()
+                .check(&signal)
+                .map(|()| signal)
+                .map_err(|e| e.to_string())
+        });
+        match signal {
+            Ok(signal) => signals.push((index + 1, signal)),
+            Err(error) => invalid.push(format!("line {}: {error}", index + 1)),
+        }
+    }
+    // The store would refuse a batch with an unknown tenant whole, part
+    // way through the file: asked here, once per tenant.
+    let mut known = std::collections::BTreeMap::new();
+    for (line, signal) in &signals {
+        let exists = match known.get(&signal.tenant) {
+            Some(exists) => *exists,
+            None => {
+                let exists = host.store().tenant(&signal.tenant)?.is_some();
+                known.insert(signal.tenant.clone(), exists);
+                exists
+            }
+        };
+        if !exists {
+            invalid.push(format!("line {line}: unknown tenant {:?}", signal.tenant));
+        }
+    }
+    if !invalid.is_empty() {
+        let shown = invalid
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        let more = invalid.len().saturating_sub(20);
+        let more = if more > 0 {
+            format!("\n… and {more} more")
+        } else {
+            String::new()
+        };
+        bail!(
+            "{} of the file's lines are invalid; nothing was emitted:\n{shown}{more}",
+            invalid.len()
+        );
+    }
+    let total = signals.len();
+    let (mut created, mut existing, mut deliveries) = (0u64, 0u64, 0u64);
+    let mut done = 0;
+    let mut batches = signals.into_iter().map(|(_, signal)| signal).peekable();
+    while batches.peek().is_some() {
+        let batch: Vec<NewSignal> = batches.by_ref().take(EMIT_FILE_BATCH).collect();
+        let count = batch.len();
+        let emitted = host.emit_batch(batch).with_context(|| {
+            format!(
+                "emitting lines after the first {done} signals (those are stored; with dedupe \
+                 keys on every line, running the same file again is safe)"
+            )
+        })?;
+        for e in &emitted {
+            match e.status {
+                EmitStatus::Created => created += 1,
+                EmitStatus::Existing => existing += 1,
+            }
+            deliveries += u64::from(e.deliveries);
+        }
+        done += count;
+        eprint!("\remitting: {done}/{total} signals");
+    }
+    if total > 0 {
+        eprintln!();
+    }
+    println!("{total} signals: {created} created, {existing} existing; {deliveries} deliveries");
+    Ok(())
+}
+
+/// One line of `emit --file`: a signal in sighost's JSON form, its tenant
+/// from the line or else from `--tenant`.
+fn signal_of_line(line: &str, tenant: Option<&str>, source: &str) -> Result<NewSignal, String> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+    const FIELDS: [&str; 11] = [
+        "tenant",
+        "name",
+        "payload",
+        "metadata",
+        "dedupe_key",
+        "occurred_at",
+        "correlation_id",
+        "causation_id",
+        "actor",
+        "subject",
+        "source",
+    ];
+    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!("unknown field {unknown:?}"));
+    }
+    if !object.contains_key("tenant") {
+        let tenant = tenant.ok_or("no tenant: give the line one, or pass --tenant")?;
+        object.insert("tenant".into(), tenant.into());
+    }
+    object
+        .entry("payload")
+        .or_insert_with(|| serde_json::json!({}));
+    object.entry("source").or_insert_with(|| source.into());
+    serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())
+}
+
 /// `--handlers` on a command that reads the store's registry instead.
 fn ignored_handlers_flag(dir: Option<&Path>) {
     if let Some(dir) = dir {
@@ -445,13 +583,16 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(&config, args),
         Command::Emit(args) => {
-            let payload = json_arg(&args.payload, "the payload")?;
             ignored_handlers_flag(args.handlers.as_deref());
+            if let Some(file) = &args.file {
+                return emit_file(&config, file, &args);
+            }
+            let payload = json_arg(&args.payload, "the payload")?;
             // The handlers the hosts registered in the store: none is loaded here.
             let host = open(&config)?;
             let emitted = host.emit(NewSignal {
-                tenant: args.tenant,
-                name: args.name,
+                tenant: args.tenant.clone().unwrap_or_default(),
+                name: args.name.clone().unwrap_or_default(),
                 payload,
                 dedupe_key: args.dedupe_key,
                 correlation_id: args.correlation_id,
