@@ -249,25 +249,43 @@ impl Emitter {
         signals: Vec<NewSignal>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Emitted>, EmitError> {
-        let mut batch = Vec::with_capacity(signals.len());
-        for signal in signals {
-            self.check(&signal)?;
-            let targets = self.targets_for(&signal.name)?;
-            batch.push((signal, targets));
-        }
+        let batch = signals
+            .into_iter()
+            .map(|signal| self.targeted(signal))
+            .collect::<Result<Vec<_>, _>>()?;
         self.check_caps(
             batch
                 .iter()
                 .map(|(s, targets)| (s.tenant.as_str(), targets.len())),
             true,
         )?;
-        let emitted = self.store.emit(&batch, now)?;
+        self.write(&batch, now)
+    }
+
+    /// A checked signal with the handlers it goes to.
+    pub(crate) fn targeted(&self, signal: NewSignal) -> Result<Targeted, EmitError> {
+        self.check(&signal)?;
+        let targets = self.targets_for(&signal.name)?;
+        Ok((signal, targets))
+    }
+
+    /// Writes targeted signals whose tenants' caps were checked, in one
+    /// transaction, and wakes the workers.
+    pub(crate) fn write(
+        &self,
+        batch: &[Targeted],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Emitted>, EmitError> {
+        let emitted = self.store.emit(batch, now)?;
         if emitted.iter().any(|e| e.deliveries > 0) {
             self.wake.notify();
         }
         Ok(emitted)
     }
 }
+
+/// A signal and the handlers it goes to.
+pub(crate) type Targeted = (NewSignal, Vec<DeliveryTarget>);
 
 #[cfg(test)]
 mod tests {

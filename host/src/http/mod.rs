@@ -56,6 +56,7 @@ pub mod admin;
 pub mod auth;
 pub mod cloudevents;
 pub mod error;
+pub mod group;
 pub mod metrics;
 pub mod tenant;
 
@@ -126,6 +127,10 @@ pub struct ApiState {
     tokens: Tokens,
     /// Counters kept in this process for `/metrics`.
     metrics: Metrics,
+    /// Single-signal emits, written together when they arrive together;
+    /// `None` if its thread could not start (each emit is then written on
+    /// its own).
+    group: Option<group::GroupCommit>,
 }
 
 /// The API of one host: build it, then [`Api::serve`] it.
@@ -141,6 +146,11 @@ impl Api {
         let body_limit = host.sandbox().config().limits.signal_payload_bytes + BODY_OVERHEAD_BYTES;
         Self {
             state: Arc::new(ApiState {
+                group: group::GroupCommit::start(host.clone())
+                    .inspect_err(|error| {
+                        tracing::warn!(%error, "no group commit: each HTTP emit is its own transaction")
+                    })
+                    .ok(),
                 host,
                 tokens,
                 metrics: Metrics::default(),

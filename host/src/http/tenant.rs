@@ -165,8 +165,13 @@ pub async fn emit(
     let body = body?;
     let signals = match parse_emits(format, &headers, &body, &tenant)? {
         Emits::One(signal) => {
-            let host = state.host.clone();
-            let emitted = blocking(move || Ok(host.emit(*signal)?)).await?;
+            let emitted = match &state.group {
+                Some(group) => group.emit(*signal).await?,
+                None => {
+                    let host = state.host.clone();
+                    blocking(move || Ok(host.emit(*signal)?)).await?
+                }
+            };
             state.metrics.count_signal(emitted.status);
             tracing::debug!(
                 %tenant,
