@@ -56,7 +56,7 @@ pub struct HandlerFile {
 }
 
 /// The trivial guest as `noop`, subscribed to `bench.*`.
-fn noop() -> Vec<HandlerFile> {
+pub fn noop() -> Vec<HandlerFile> {
     vec![HandlerFile {
         guest: "trivial",
         name: "noop".into(),

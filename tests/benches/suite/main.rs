@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Sections: `invoke`, `sqlite`, `postgres`, `latency`, `fanout`, `restart`,
-//! `sleepers`, `compile`, `fairness`. Progress
+//! `sleepers`, `compile`, `fairness`, `ingest`. Progress
 //! goes to stderr; the report (Markdown) to stdout, and to BENCHMARKS.md at
 //! the workspace root when every section ran (or to `--out <file>`).
 
@@ -16,6 +16,7 @@ mod compile;
 mod durable;
 mod fairness;
 mod fanout;
+mod ingest;
 mod invoke;
 mod machine;
 mod peers;
@@ -31,9 +32,9 @@ use durable::{Backend, DRAIN};
 use sighost_tests::postgres::FreshDatabase;
 use stats::{Runs, number};
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "invoke", "sqlite", "postgres", "latency", "fanout", "restart", "sleepers", "compile",
-    "fairness",
+    "fairness", "ingest",
 ];
 /// How long a peer may drain before its rate is taken over that window.
 const PEER_WINDOW_SECS: u64 = 20;
@@ -98,7 +99,10 @@ fn main() {
     let started = Instant::now();
     // Build what the sections run now, not inside a timed measurement.
     let wants = |name: &str| options.sections.iter().any(|s| s == name);
-    if ["sqlite", "postgres", "restart"].iter().any(|s| wants(s)) {
+    if ["sqlite", "postgres", "restart", "ingest"]
+        .iter()
+        .any(|s| wants(s))
+    {
         sighost_tests::sighost_binary();
     }
     if wants("sqlite") || wants("postgres") {
@@ -127,6 +131,7 @@ fn main() {
             "sleepers" => sleepers_section(options.runs),
             "compile" => compile_section(options.runs),
             "fairness" => fairness_section(options.runs),
+            "ingest" => ingest::ingest_section(options.runs),
             _ => unreachable!("checked in options()"),
         };
         print!("{text}");
