@@ -23,10 +23,13 @@ fi
 # HTTP client), pinned in tests/requirements.txt, in a virtualenv under the
 # target directory (tests find it there: sighost_tests::test_python).
 venv="${CARGO_TARGET_DIR:-target}/test-venv"
-if ! "$venv/bin/python" -c 'import sys; sys.exit(0)' 2>/dev/null; then
-    python3 -m venv "$venv"
+if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    python3 -m venv --clear "$venv" || {
+        echo "python3 cannot make a virtualenv (on Debian: apt-get install python3-venv)" >&2
+        exit 1
+    }
 fi
 if ! cmp -s tests/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
     cp tests/requirements.txt "$venv/requirements.txt"
 fi

@@ -95,9 +95,18 @@ impl Tokens {
         found
     }
 
+    /// Whether `headers` carry a tenant's token.
+    pub fn is_tenant(&self, headers: &axum::http::HeaderMap) -> bool {
+        matches!(self.role_of(headers), Ok(Role::Tenant(_)))
+    }
+
     /// The role of the request's `Authorization: Bearer …` token.
     fn authenticate(&self, parts: &Parts) -> Result<&Role, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        self.role_of(&parts.headers)
+    }
+
+    fn role_of(&self, headers: &axum::http::HeaderMap) -> Result<&Role, ApiError> {
+        let header = headers.get(AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("missing token: send `Authorization: Bearer <token>`")
         })?;
         let token = header

@@ -22,7 +22,9 @@
 //! The dedupe key joins `source` and `id` because the specification makes
 //! only the pair unique: two sources may both send an event `1`, and keying
 //! on `id` alone would drop the second as a duplicate. A space separates
-//! them since a `source` (a URI reference) contains none. Sending the same
+//! them; a URI-reference `source` contains none, and in one that does (a
+//! binary-mode header decodes to anything) `%` and space are written `%25`
+//! and `%20` first, so that no two pairs give one key. Sending the same
 //! event again returns the stored signal, status `existing`.
 //!
 //! `data_base64` (binary data) and data that is not JSON are refused, and so
@@ -129,12 +131,22 @@ pub fn to_signal(mut event: Map<String, Value>, tenant: &str) -> Result<NewSigna
         name,
         payload,
         metadata: (!event.is_empty()).then_some(Value::Object(event)),
-        dedupe_key: Some(format!("{source} {id}")),
+        dedupe_key: Some(format!("{} {id}", key_part(&source))),
         occurred_at,
         subject,
         source: Some(source),
         ..NewSignal::default()
     })
+}
+
+/// `source` as the first part of the dedupe key: unchanged unless it holds
+/// the separator (a space) or the escape (`%`).
+fn key_part(source: &str) -> std::borrow::Cow<'_, str> {
+    if source.contains([' ', '%']) {
+        std::borrow::Cow::Owned(source.replace('%', "%25").replace(' ', "%20"))
+    } else {
+        std::borrow::Cow::Borrowed(source)
+    }
 }
 
 fn required(event: &mut Map<String, Value>, attribute: &str) -> Result<String, String> {
@@ -183,6 +195,26 @@ mod tests {
 
     fn minimal() -> Value {
         json!({"specversion": "1.0", "id": "e1", "source": "/forum", "type": "forum.thread.created"})
+    }
+
+    #[test]
+    fn no_two_source_and_id_pairs_share_a_dedupe_key() {
+        let key = |source: &str, id: &str| {
+            let mut event = event(minimal());
+            event.insert("source".into(), Value::String(source.into()));
+            event.insert("id".into(), Value::String(id.into()));
+            to_signal(event, "t")
+                .expect("valid")
+                .dedupe_key
+                .expect("a key")
+        };
+        assert_ne!(key("/a b", "c"), key("/a", "b c"));
+        assert_ne!(key("/a%20b", "c"), key("/a b", "c"));
+        assert_eq!(
+            key("/forum", "e1"),
+            "/forum e1",
+            "a plain source is kept as it is"
+        );
     }
 
     #[test]

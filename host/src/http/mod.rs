@@ -7,14 +7,16 @@
 //! Tenant endpoints take a tenant's token (`Authorization: Bearer …`) and act
 //! for that tenant only; a request that names a tenant is refused:
 //!
-//! - `POST /v1/signals`: emit one signal. `Content-Type: application/json`
-//!   takes sighost's form `{name, payload?, metadata?, dedupe_key?,
-//!   occurred_at?, correlation_id?, causation_id?, actor?, subject?,
-//!   source?}` (`payload` defaults to `{}`, `source` to `"http"`);
-//!   `application/cloudevents+json` takes a CloudEvent (see
-//!   [`cloudevents`] for the mapping). `201` with `{status: "created",
+//! - `POST /v1/signals`: emit one signal or a batch. `Content-Type:
+//!   application/json` takes sighost's form `{name, payload?, metadata?,
+//!   dedupe_key?, occurred_at?, correlation_id?, causation_id?, actor?,
+//!   subject?, source?}` (`payload` defaults to `{}`, `source` to `"http"`),
+//!   or an array of them; CloudEvents come structured, batched or in binary
+//!   mode (see [`cloudevents`]). One signal: `201` with `{status: "created",
 //!   signal, deliveries}`, or `200` with `status: "existing"` when the
-//!   dedupe key was used before.
+//!   dedupe key was used before; single emits that arrive together are
+//!   committed together ([`group`]). A batch: `200` with `results`, or `422`
+//!   with `errors` by index and nothing stored.
 //! - `GET /v1/signals?name=&since=&until=&limit=`, `GET /v1/signals/{id}`
 //! - `GET /v1/deliveries?state=&handler=&signal_id=&limit=`,
 //!   `GET /v1/deliveries/{id}` (with its attempts)
@@ -34,7 +36,8 @@
 //! Every refusal is a 4xx (a host fault a 5xx) with a JSON body
 //! `{"error": "…"}` ([`error::ApiError`]), and a refused emit stores
 //! nothing. Bodies over the signal payload limit plus 16 KiB are refused
-//! with 413 before they are parsed.
+//! with 413 before they are parsed, except a tenant's emit, which may carry
+//! a batch's `max_batch_bytes` ([`HttpLimits`]).
 //!
 //! # Slow clients
 //!
@@ -170,6 +173,7 @@ impl Api {
         BodyLimits {
             one: self.body_limit,
             batch: self.limits.max_batch_bytes.max(self.body_limit),
+            state: self.state.clone(),
         }
     }
 
@@ -281,20 +285,24 @@ impl Api {
     }
 }
 
-/// Reads the request's body within the body timeout (408 if it is late), so
-/// a client that sends its headers and then dribbles the body is cut off.
-/// Bodies are small (see the body limit), so the handlers get them whole.
 /// How large a request body may be: a batch of signals, or anything else.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct BodyLimits {
     one: usize,
     batch: usize,
+    /// For the tokens: only a tenant's emit may send a batch's bytes, so
+    /// that a client without a token makes the host hold no more than one
+    /// signal's body per connection.
+    state: Arc<ApiState>,
 }
 
 impl BodyLimits {
-    /// Emits may carry a batch; every other request, one signal at most.
+    /// A tenant's emit may carry a batch; every other request, one signal's
+    /// body at most.
     fn of(&self, request: &Request) -> usize {
-        if request.method() == axum::http::Method::POST && request.uri().path() == "/v1/signals" {
+        let emit =
+            request.method() == axum::http::Method::POST && request.uri().path() == "/v1/signals";
+        if emit && self.state.tokens.is_tenant(request.headers()) {
             self.batch
         } else {
             self.one
@@ -302,6 +310,9 @@ impl BodyLimits {
     }
 }
 
+/// Reads the request's body within the body timeout (408 if it is late), so
+/// a client that sends its headers and then dribbles the body is cut off.
+/// Bodies are bounded (see [`BodyLimits`]), so the handlers get them whole.
 async fn read_body_in_time(
     State((limits, timeout)): State<(BodyLimits, Duration)>,
     request: Request,

@@ -74,31 +74,38 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
             ),
         )
     };
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Err(unsupported("no Content-Type"));
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = headers.get(header::CONTENT_TYPE).map(|value| {
+        value
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    // The media type decides first, as the CloudEvents HTTP binding says: a
+    // structured event or a batch may carry `ce-*` headers too.
+    match essence.as_deref() {
+        Some("application/cloudevents+json") => return Ok(Format::CloudEvent),
+        Some("application/cloudevents-batch+json") => return Ok(Format::CloudEventBatch),
+        _ => {}
+    }
     if headers.contains_key(cloudevents::BINARY_MARKER) {
-        return if cloudevents::is_json(&essence) {
-            Ok(Format::CloudEventBinary)
-        } else {
-            Err(unsupported(&format!(
+        // Without a Content-Type the data is JSON (the SDKs send none when
+        // the event sets no `datacontenttype`).
+        return match essence.as_deref() {
+            None => Ok(Format::CloudEventBinary),
+            Some(essence) if cloudevents::is_json(essence) => Ok(Format::CloudEventBinary),
+            Some(essence) => Err(unsupported(&format!(
                 "a binary-mode CloudEvent's data is {essence:?}, and must be JSON"
-            )))
+            ))),
         };
     }
-    match essence.as_str() {
-        "application/json" => Ok(Format::Sighost),
-        "application/cloudevents+json" => Ok(Format::CloudEvent),
-        "application/cloudevents-batch+json" => Ok(Format::CloudEventBatch),
-        _ => Err(unsupported(&format!(
+    match essence.as_deref() {
+        None => Err(unsupported("no Content-Type")),
+        Some("application/json") => Ok(Format::Sighost),
+        Some(essence) => Err(unsupported(&format!(
             "Content-Type {essence:?} is not accepted"
         ))),
     }
@@ -116,6 +123,7 @@ fn parse_emits(
     headers: &HeaderMap,
     body: &[u8],
     tenant: &str,
+    max_batch: usize,
 ) -> Result<Emits, ApiError> {
     if format == Format::CloudEventBinary {
         let event = cloudevents::from_binary(headers, body).map_err(ApiError::bad_request)?;
@@ -133,17 +141,36 @@ fn parse_emits(
         (Format::Sighost | Format::CloudEvent, Value::Object(object)) => one(object)
             .map(|signal| Emits::One(Box::new(signal)))
             .map_err(ApiError::bad_request),
-        (Format::Sighost | Format::CloudEventBatch, Value::Array(items)) => Ok(Emits::Batch(
-            items
-                .into_iter()
-                .map(|item| match item {
-                    Value::Object(object) => one(object),
-                    _ => Err("an item of a batch must be a JSON object".to_owned()),
-                })
-                .collect(),
-        )),
+        (Format::Sighost | Format::CloudEventBatch, Value::Array(items)) => {
+            if items.len() > max_batch {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "a batch of {} signals is over the limit of {max_batch} \
+                         (`http.max_batch_signals`)",
+                        items.len()
+                    ),
+                ));
+            }
+            if items.is_empty() {
+                return Err(ApiError::bad_request("the batch is empty"));
+            }
+            Ok(Emits::Batch(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        Value::Object(object) => one(object),
+                        _ => Err("an item of a batch must be a JSON object".to_owned()),
+                    })
+                    .collect(),
+            ))
+        }
         (Format::CloudEventBatch, _) => Err(ApiError::bad_request(
             "a CloudEvents batch is a JSON array of events",
+        )),
+        (Format::CloudEvent, _) => Err(ApiError::bad_request(
+            "a structured CloudEvent is a JSON object (send an array as \
+             application/cloudevents-batch+json)",
         )),
         _ => Err(ApiError::bad_request(
             "the body must be a JSON object (a signal), or an array of them (a batch)",
@@ -163,7 +190,12 @@ pub async fn emit(
     use axum::response::IntoResponse;
     let format = format_of(&headers)?;
     let body = body?;
-    let signals = match parse_emits(format, &headers, &body, &tenant)? {
+    // Parsing a batch's megabytes is work: off the async threads.
+    let parsed = {
+        let tenant = tenant.clone();
+        blocking(move || parse_emits(format, &headers, &body, &tenant, max_batch)).await?
+    };
+    let signals = match parsed {
         Emits::One(signal) => {
             let emitted = match &state.group {
                 Some(group) => group.emit(*signal).await?,
@@ -189,18 +221,6 @@ pub async fn emit(
         }
         Emits::Batch(items) => items,
     };
-    if signals.len() > max_batch {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "a batch of {} signals is over the limit of {max_batch} (`http.max_batch_signals`)",
-                signals.len()
-            ),
-        ));
-    }
-    if signals.is_empty() {
-        return Err(ApiError::bad_request("the batch is empty"));
-    }
     let host = state.host.clone();
     let results = blocking(move || {
         // Every item is checked before any is stored, so that one answer
@@ -208,12 +228,16 @@ pub async fn emit(
         let mut invalid = Vec::new();
         let mut valid = Vec::with_capacity(signals.len());
         for (index, signal) in signals.into_iter().enumerate() {
-            match signal.and_then(|s| {
-                host.emitter()
-                    .check(&s)
-                    .map(|()| s)
-                    .map_err(|e| e.to_string())
-            }) {
+            let checked = match signal {
+                Ok(signal) => match host.emitter().check(&signal) {
+                    Ok(()) => Ok(signal),
+                    // A fault of the store is the host's, not the item's.
+                    Err(crate::emit::EmitError::Store(error)) => return Err(error.into()),
+                    Err(error) => Err(error.to_string()),
+                },
+                Err(error) => Err(error),
+            };
+            match checked {
                 Ok(signal) => valid.push(signal),
                 Err(error) => invalid.push(json!({ "index": index, "error": error })),
             }

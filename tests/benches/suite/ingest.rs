@@ -134,8 +134,8 @@ fn burst(url: &str, per_request: usize, body: impl Fn(usize) -> String + Sync) -
     latencies.sort_unstable();
     Burst {
         signals_per_s: (latencies.len() * per_request) as f64 / elapsed,
-        p50_ms: percentile(&latencies, 50.0) as f64 / 1000.0,
-        p99_ms: percentile(&latencies, 99.0) as f64 / 1000.0,
+        p50_ms: percentile(&latencies, 0.50) as f64 / 1000.0,
+        p99_ms: percentile(&latencies, 0.99) as f64 / 1000.0,
     }
 }
 

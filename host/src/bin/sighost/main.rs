@@ -466,12 +466,26 @@ fn emit_file(config: &Config, file: &Path, args: &EmitArgs) -> anyhow::Result<()
     while batches.peek().is_some() {
         let batch: Vec<NewSignal> = batches.by_ref().take(EMIT_FILE_BATCH).collect();
         let count = batch.len();
-        let emitted = host.emit_batch(batch).with_context(|| {
-            format!(
-                "emitting lines after the first {done} signals (those are stored; with dedupe \
-                 keys on every line, running the same file again is safe)"
-            )
-        })?;
+        let emitted = loop {
+            match host.emit_batch(batch.clone()) {
+                // A tenant's emit rate paces the file rather than ending it.
+                Err(sighost::emit::EmitError::Refused(
+                    refusal @ sighost::tenant_limits::Refusal::RateLimited { retry_after, .. },
+                )) => {
+                    eprint!("\r{refusal}: waiting");
+                    std::thread::sleep(retry_after);
+                }
+                other => {
+                    break other.with_context(|| {
+                        format!(
+                            "emitting the signals after the first {done} (those are stored; \
+                             with dedupe keys on every line, running the same file again is \
+                             safe)"
+                        )
+                    })?;
+                }
+            }
+        };
         for e in &emitted {
             match e.status {
                 EmitStatus::Created => created += 1,
