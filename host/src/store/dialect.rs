@@ -55,6 +55,11 @@ pub trait Verbs {
     /// Runs a statement of `store/sql.rs` that changes rows; returns how
     /// many it changed.
     fn change(&mut self, statement: sql::Statement) -> StoreResult<u64>;
+    /// Runs a query of `store/sql.rs` that reads records of one kind.
+    fn read<T: Record>(&mut self, query: sql::Statement) -> StoreResult<Vec<T>>;
+    /// Says that an operator made deliveries due, for the workers of other
+    /// processes.
+    fn deliveries_due(&mut self) -> StoreResult<()>;
 
     // Tenants.
     fn create_tenant(
@@ -81,7 +86,6 @@ pub trait Verbs {
     ) -> StoreResult<()>;
     fn handler_versions(&mut self, name: &str) -> StoreResult<Vec<HandlerVersion>>;
     fn resume_handler(&mut self, name: &str, now: DateTime<Utc>) -> StoreResult<u64>;
-    fn registered_handlers(&mut self) -> StoreResult<Vec<HandlerRegistration>>;
 
     // Signals.
     fn emit(
@@ -89,7 +93,6 @@ pub trait Verbs {
         batch: &[(NewSignal, Vec<DeliveryTarget>)],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Emitted>>;
-    fn signals(&mut self, filter: &SignalFilter) -> StoreResult<Vec<Signal>>;
     fn signal_depth(&mut self, tenant: &str, id: &str) -> StoreResult<Option<u32>>;
 
     // Deliveries.
@@ -114,15 +117,7 @@ pub trait Verbs {
         held: &[(i64, u32)],
         until: DateTime<Utc>,
     ) -> StoreResult<u64>;
-    fn deliveries(&mut self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>>;
     fn attempts(&mut self, delivery_id: i64) -> StoreResult<Vec<Attempt>>;
-    fn retry_deliveries(&mut self, filter: &DeliveryFilter, now: DateTime<Utc>)
-    -> StoreResult<u64>;
-    fn cancel_deliveries(
-        &mut self,
-        filter: &DeliveryFilter,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64>;
     fn replay(
         &mut self,
         batch: &[(String, Vec<DeliveryTarget>)],
@@ -151,15 +146,14 @@ pub trait Verbs {
         held: &[(String, u32)],
         until: DateTime<Utc>,
     ) -> StoreResult<u64>;
-    fn directives(&mut self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>>;
-    fn cancel_directives(
-        &mut self,
-        filter: &DirectiveFilter,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64>;
 
     fn stats(&mut self) -> StoreResult<QueueStats>;
 }
+
+/// A record a listing reads, as each dialect maps its rows.
+pub trait Record: super::sqlite::FromSqliteRow + super::postgres::FromPgRow {}
+
+impl<T: super::sqlite::FromSqliteRow + super::postgres::FromPgRow> Record for T {}
 
 /// The store contract over the dialect `D`: [`sqlite::SqliteStore`] and
 /// [`postgres::PostgresStore`] are two of these.
@@ -253,7 +247,8 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     fn registered_handlers(&self) -> StoreResult<Vec<HandlerRegistration>> {
-        let mut registered = self.dialect.read(|c| c.registered_handlers())?;
+        let mut registered: Vec<HandlerRegistration> =
+            self.dialect.read(|c| c.read(sql::registered_handlers()))?;
         registered.sort_by(|a, b| (&a.handler, &a.host).cmp(&(&b.handler, &b.host)));
         Ok(registered)
     }
@@ -277,7 +272,8 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     fn signals(&self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
-        self.dialect.read(|c| c.signals(filter))
+        self.dialect
+            .read(|c| c.read(sql::signals::<D::Sql>(filter)))
     }
 
     fn signal_depth(&self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
@@ -314,7 +310,8 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     fn deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
-        self.dialect.read(|c| c.deliveries(filter))
+        self.dialect
+            .read(|c| c.read(sql::deliveries::<D::Sql>(filter)))
     }
 
     fn attempts(&self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
@@ -322,11 +319,18 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     fn retry_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.dialect.write(|c| c.retry_deliveries(filter, now))
+        self.dialect.write(|c| {
+            let retried = c.change(sql::retry_deliveries::<D::Sql>(filter, now))?;
+            if retried > 0 {
+                c.deliveries_due()?;
+            }
+            Ok(retried)
+        })
     }
 
     fn cancel_deliveries(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.dialect.write(|c| c.cancel_deliveries(filter, now))
+        self.dialect
+            .write(|c| c.change(sql::cancel_deliveries::<D::Sql>(filter, now)))
     }
 
     fn replay(
@@ -371,11 +375,13 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     fn directives(&self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
-        self.dialect.read(|c| c.directives(filter))
+        self.dialect
+            .read(|c| c.read(sql::directives::<D::Sql>(filter)))
     }
 
     fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.dialect.write(|c| c.cancel_directives(filter, now))
+        self.dialect
+            .write(|c| c.change(sql::cancel_directives::<D::Sql>(filter, now)))
     }
 
     fn stats(&self) -> StoreResult<QueueStats> {

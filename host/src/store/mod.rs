@@ -21,7 +21,7 @@ pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
-pub use dialect::{Dialect, SqlStore, Verbs};
+pub use dialect::{Dialect, Record, SqlStore, Verbs};
 
 use std::sync::Arc;
 use std::time::Duration;

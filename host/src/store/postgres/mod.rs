@@ -69,6 +69,8 @@ mod listener;
 mod pool;
 mod queries;
 
+pub use queries::FromPgRow;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -95,25 +95,45 @@ fn delivery_at(row: &Row, at: usize) -> StoreResult<Delivery> {
     })
 }
 
-fn directive_from_row(row: &Row) -> StoreResult<Directive> {
-    Ok(Directive {
-        id: row.try_get(0)?,
-        tenant: row.try_get(1)?,
-        name: row.try_get(2)?,
-        payload: row.try_get(3)?,
-        idempotency_key: row.try_get(4)?,
-        state: DirectiveState::parse(row.try_get(5)?)?,
-        signal_id: row.try_get(6)?,
-        delivery_id: row.try_get(7)?,
-        handler: row.try_get(8)?,
-        scheduled_at: row.try_get(9)?,
-        attempt: count(row, 10)?,
-        last_error: row.try_get(11)?,
-        result: row.try_get(12)?,
-        depth: count(row, 13)?,
-        inserted_at: row.try_get(14)?,
-        updated_at: row.try_get(15)?,
-    })
+/// A record as a PostgreSQL row holds it, in the column order of
+/// `store/sql.rs`.
+pub trait FromPgRow: Sized {
+    fn from_pg(row: &Row) -> StoreResult<Self>;
+}
+
+impl FromPgRow for Signal {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        signal_at(row, 0)
+    }
+}
+
+impl FromPgRow for Delivery {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        delivery_at(row, 0)
+    }
+}
+
+impl FromPgRow for Directive {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        Ok(Directive {
+            id: row.try_get(0)?,
+            tenant: row.try_get(1)?,
+            name: row.try_get(2)?,
+            payload: row.try_get(3)?,
+            idempotency_key: row.try_get(4)?,
+            state: DirectiveState::parse(row.try_get(5)?)?,
+            signal_id: row.try_get(6)?,
+            delivery_id: row.try_get(7)?,
+            handler: row.try_get(8)?,
+            scheduled_at: row.try_get(9)?,
+            attempt: count(row, 10)?,
+            last_error: row.try_get(11)?,
+            result: row.try_get(12)?,
+            depth: count(row, 13)?,
+            inserted_at: row.try_get(14)?,
+            updated_at: row.try_get(15)?,
+        })
+    }
 }
 
 fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
@@ -661,7 +681,7 @@ impl QueueKind for Directives {
             params,
         )?
         .iter()
-        .map(|row| Ok(ClaimedDirective::new(directive_from_row(row)?)))
+        .map(|row| Ok(ClaimedDirective::new(Directive::from_pg(row)?)))
         .collect()
     }
 
@@ -1156,28 +1176,35 @@ impl Db<'_> {
     }
 }
 
-fn registration_from_row(row: &Row) -> StoreResult<HandlerRegistration> {
-    Ok(HandlerRegistration {
-        host: row.try_get(0)?,
-        handler: row.try_get(1)?,
-        digest: row.try_get(2)?,
-        subscriptions: sql::subscriptions_from_column(row.try_get(3)?)?,
-        package: row.try_get(4)?,
-        max_attempts: u32::try_from(row.try_get::<_, i64>(5)?).unwrap_or(u32::MAX),
-        load_error: row.try_get(6)?,
-        registered_at: row.try_get(7)?,
-    })
+impl FromPgRow for HandlerRegistration {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        Ok(HandlerRegistration {
+            host: row.try_get(0)?,
+            handler: row.try_get(1)?,
+            digest: row.try_get(2)?,
+            subscriptions: sql::subscriptions_from_column(row.try_get(3)?)?,
+            package: row.try_get(4)?,
+            max_attempts: u32::try_from(row.try_get::<_, i64>(5)?).unwrap_or(u32::MAX),
+            load_error: row.try_get(6)?,
+            registered_at: row.try_get(7)?,
+        })
+    }
 }
 
 impl Verbs for Db<'_> {
+    fn read<T: Record>(&mut self, query: sql::Statement) -> StoreResult<Vec<T>> {
+        self.list(query, T::from_pg)
+    }
+
+    /// Wakes the idle workers of every process (delivered on commit).
+    fn deliveries_due(&mut self) -> StoreResult<()> {
+        notify(self, DELIVERIES_CHANNEL)
+    }
+
     fn change(&mut self, statement: sql::Statement) -> StoreResult<u64> {
         let values = values(statement.params);
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
         Ok(self.c.execute(&statement.sql, &params)?)
-    }
-
-    fn registered_handlers(&mut self) -> StoreResult<Vec<HandlerRegistration>> {
-        self.list(sql::registered_handlers(), registration_from_row)
     }
 
     fn tenant(&mut self, id: &str) -> StoreResult<Option<Tenant>> {
@@ -1378,10 +1405,6 @@ impl Verbs for Db<'_> {
         Ok(emitted)
     }
 
-    fn signals(&mut self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
-        self.list(sql::signals::<Self>(filter), |row| signal_at(row, 0))
-    }
-
     /// The depth of signal `id` of `tenant`; `None` if the tenant has none.
     fn signal_depth(&mut self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
         let db = self;
@@ -1556,10 +1579,6 @@ impl Verbs for Db<'_> {
         Ok(outcomes)
     }
 
-    fn deliveries(&mut self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
-        self.list(sql::deliveries::<Self>(filter), |row| delivery_at(row, 0))
-    }
-
     fn attempts(&mut self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
         let db = self;
         db.query(
@@ -1571,26 +1590,6 @@ impl Verbs for Db<'_> {
         .iter()
         .map(attempt_from_row)
         .collect()
-    }
-
-    fn retry_deliveries(
-        &mut self,
-        filter: &DeliveryFilter,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        let retried = self.change(sql::retry_deliveries::<Self>(filter, now))?;
-        if retried > 0 {
-            notify(self, DELIVERIES_CHANNEL)?;
-        }
-        Ok(retried)
-    }
-
-    fn cancel_deliveries(
-        &mut self,
-        filter: &DeliveryFilter,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.change(sql::cancel_deliveries::<Self>(filter, now))
     }
 
     fn replay(
@@ -1678,18 +1677,6 @@ impl Verbs for Db<'_> {
             ],
         )?;
         Ok(changed == 1)
-    }
-
-    fn directives(&mut self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
-        self.list(sql::directives::<Self>(filter), directive_from_row)
-    }
-
-    fn cancel_directives(
-        &mut self,
-        filter: &DirectiveFilter,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.change(sql::cancel_directives::<Self>(filter, now))
     }
 
     fn stats(&mut self) -> StoreResult<QueueStats> {

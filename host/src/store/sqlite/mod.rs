@@ -23,6 +23,8 @@
 
 mod queries;
 
+pub use queries::FromSqliteRow;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;

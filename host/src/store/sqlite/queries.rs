@@ -31,22 +31,29 @@ fn entity(kind: Option<String>, id: Option<String>) -> Option<EntityRef> {
     })
 }
 
-fn signal_from_row(row: &Row<'_>) -> rusqlite::Result<Signal> {
-    Ok(Signal {
-        id: row.get(0)?,
-        tenant: row.get(1)?,
-        name: row.get(2)?,
-        payload: json_column(row, 3)?,
-        metadata: json_column(row, 4)?,
-        dedupe_key: row.get(5)?,
-        occurred_at: from_micros(row.get(6)?),
-        correlation_id: row.get(7)?,
-        causation_id: row.get(8)?,
-        actor: entity(row.get(9)?, row.get(10)?),
-        subject: entity(row.get(11)?, row.get(12)?),
-        source: row.get(13)?,
-        inserted_at: from_micros(row.get(14)?),
-    })
+/// A record as an SQLite row holds it, in the column order of `store/sql.rs`.
+pub trait FromSqliteRow: Sized {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self>;
+}
+
+impl FromSqliteRow for Signal {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Signal {
+            id: row.get(0)?,
+            tenant: row.get(1)?,
+            name: row.get(2)?,
+            payload: json_column(row, 3)?,
+            metadata: json_column(row, 4)?,
+            dedupe_key: row.get(5)?,
+            occurred_at: from_micros(row.get(6)?),
+            correlation_id: row.get(7)?,
+            causation_id: row.get(8)?,
+            actor: entity(row.get(9)?, row.get(10)?),
+            subject: entity(row.get(11)?, row.get(12)?),
+            source: row.get(13)?,
+            inserted_at: from_micros(row.get(14)?),
+        })
+    }
 }
 
 fn state_column<T>(
@@ -60,44 +67,48 @@ fn state_column<T>(
     })
 }
 
-fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
-    Ok(Delivery {
-        id: row.get(0)?,
-        signal_id: row.get(1)?,
-        tenant: row.get(2)?,
-        handler: row.get(3)?,
-        state: state_column(row, 4, DeliveryState::parse)?,
-        attempt: row.get(5)?,
-        max_attempts: row.get(6)?,
-        scheduled_at: from_micros(row.get(7)?),
-        last_error: row.get(8)?,
-        handler_digest: row.get(9)?,
-        inserted_at: from_micros(row.get(10)?),
-        finished_at: row.get::<_, Option<i64>>(11)?.map(from_micros),
-    })
+impl FromSqliteRow for Delivery {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Delivery {
+            id: row.get(0)?,
+            signal_id: row.get(1)?,
+            tenant: row.get(2)?,
+            handler: row.get(3)?,
+            state: state_column(row, 4, DeliveryState::parse)?,
+            attempt: row.get(5)?,
+            max_attempts: row.get(6)?,
+            scheduled_at: from_micros(row.get(7)?),
+            last_error: row.get(8)?,
+            handler_digest: row.get(9)?,
+            inserted_at: from_micros(row.get(10)?),
+            finished_at: row.get::<_, Option<i64>>(11)?.map(from_micros),
+        })
+    }
 }
 
-fn directive_from_row(row: &Row<'_>) -> rusqlite::Result<Directive> {
-    Ok(Directive {
-        id: row.get(0)?,
-        tenant: row.get(1)?,
-        name: row.get(2)?,
-        payload: json_column(row, 3)?,
-        idempotency_key: row.get(4)?,
-        state: state_column(row, 5, DirectiveState::parse)?,
-        signal_id: row.get(6)?,
-        delivery_id: row.get(7)?,
-        handler: row.get(8)?,
-        scheduled_at: from_micros(row.get(9)?),
-        attempt: row.get(10)?,
-        last_error: row.get(11)?,
-        result: row
-            .get::<_, Option<String>>(12)?
-            .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
-        depth: row.get(13)?,
-        inserted_at: from_micros(row.get(14)?),
-        updated_at: from_micros(row.get(15)?),
-    })
+impl FromSqliteRow for Directive {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Directive {
+            id: row.get(0)?,
+            tenant: row.get(1)?,
+            name: row.get(2)?,
+            payload: json_column(row, 3)?,
+            idempotency_key: row.get(4)?,
+            state: state_column(row, 5, DirectiveState::parse)?,
+            signal_id: row.get(6)?,
+            delivery_id: row.get(7)?,
+            handler: row.get(8)?,
+            scheduled_at: from_micros(row.get(9)?),
+            attempt: row.get(10)?,
+            last_error: row.get(11)?,
+            result: row
+                .get::<_, Option<String>>(12)?
+                .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
+            depth: row.get(13)?,
+            inserted_at: from_micros(row.get(14)?),
+            updated_at: from_micros(row.get(15)?),
+        })
+    }
 }
 
 /// The tenant `id`, which the caller's statement just touched.
@@ -408,7 +419,7 @@ impl QueueKind for Deliveries {
             .prepare_cached(&sql)?
             .query_map(
                 lease_params([&claim.worker, &until, &at, &n, &tenant], &full).as_slice(),
-                delivery_from_row,
+                Delivery::from_sqlite,
             )?
             .collect::<Result<_, _>>()?;
         with_signals(c, deliveries)
@@ -456,7 +467,7 @@ impl QueueKind for Directives {
         c.prepare_cached(&sql)?
             .query_map(
                 lease_params([&claim.worker, &until, &at, &n, &tenant], &full).as_slice(),
-                directive_from_row,
+                Directive::from_sqlite,
             )?
             .map(|directive| Ok(ClaimedDirective::new(directive?)))
             .collect::<StoreResult<_>>()
@@ -483,7 +494,7 @@ fn with_signals(c: &Connection, deliveries: Vec<Delivery>) -> StoreResult<Vec<Cl
     ))?;
     let mut claimed = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
-        let signal = signal_query.query_row([&delivery.signal_id], signal_from_row)?;
+        let signal = signal_query.query_row([&delivery.signal_id], Signal::from_sqlite)?;
         if !tenants.contains_key(&delivery.tenant) {
             let tenant = SqliteConn(c)
                 .tenant(&delivery.tenant)?
@@ -791,20 +802,22 @@ impl SqliteConn<'_> {
     }
 }
 
-fn registration_from_row(row: &Row<'_>) -> rusqlite::Result<HandlerRegistration> {
-    let subscriptions: String = row.get(3)?;
-    Ok(HandlerRegistration {
-        host: row.get(0)?,
-        handler: row.get(1)?,
-        digest: row.get(2)?,
-        subscriptions: sql::subscriptions_from_column(&subscriptions).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
-        })?,
-        package: row.get(4)?,
-        max_attempts: row.get(5)?,
-        load_error: row.get(6)?,
-        registered_at: from_micros(row.get(7)?),
-    })
+impl FromSqliteRow for HandlerRegistration {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        let subscriptions: String = row.get(3)?;
+        Ok(HandlerRegistration {
+            host: row.get(0)?,
+            handler: row.get(1)?,
+            digest: row.get(2)?,
+            subscriptions: sql::subscriptions_from_column(&subscriptions).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+            })?,
+            package: row.get(4)?,
+            max_attempts: row.get(5)?,
+            load_error: row.get(6)?,
+            registered_at: from_micros(row.get(7)?),
+        })
+    }
 }
 
 impl Verbs for SqliteConn<'_> {
@@ -812,8 +825,13 @@ impl Verbs for SqliteConn<'_> {
         Ok(self.0.execute(&statement.sql, values(statement.params))? as u64)
     }
 
-    fn registered_handlers(&mut self) -> StoreResult<Vec<HandlerRegistration>> {
-        self.list(sql::registered_handlers(), registration_from_row)
+    fn read<T: Record>(&mut self, query: sql::Statement) -> StoreResult<Vec<T>> {
+        self.list(query, T::from_sqlite)
+    }
+
+    /// Workers of other processes find them by polling.
+    fn deliveries_due(&mut self) -> StoreResult<()> {
+        Ok(())
     }
 
     fn tenant(&mut self, id: &str) -> StoreResult<Option<Tenant>> {
@@ -1015,7 +1033,7 @@ impl Verbs for SqliteConn<'_> {
                     .prepare_cached(&format!(
                         "SELECT {SIGNAL_COLUMNS} FROM signals WHERE tenant = ?1 AND dedupe_key = ?2"
                     ))?
-                    .query_row(params![new.tenant, key], signal_from_row)
+                    .query_row(params![new.tenant, key], Signal::from_sqlite)
                     .optional()?;
                 if let Some(signal) = existing {
                     emitted.push(Emitted {
@@ -1072,10 +1090,6 @@ impl Verbs for SqliteConn<'_> {
         Ok(emitted)
     }
 
-    fn signals(&mut self, filter: &SignalFilter) -> StoreResult<Vec<Signal>> {
-        self.list(sql::signals::<Self>(filter), signal_from_row)
-    }
-
     /// The depth of signal `id` of `tenant`; `None` if the tenant has none.
     fn signal_depth(&mut self, tenant: &str, id: &str) -> StoreResult<Option<u32>> {
         let c = self.0;
@@ -1121,7 +1135,8 @@ impl Verbs for SqliteConn<'_> {
         Ok(())
     }
 
-    /// Rescues expired leases, then makes the claim [`fair::claim`] decides.
+    /// Makes the claim [`fair::claim`] decides (the rescue runs before it,
+    /// in the same transaction).
     fn claim_deliveries(
         &mut self,
         claim: &Claim<'_>,
@@ -1173,10 +1188,6 @@ impl Verbs for SqliteConn<'_> {
         Ok(extended)
     }
 
-    fn deliveries(&mut self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
-        self.list(sql::deliveries::<Self>(filter), delivery_from_row)
-    }
-
     fn attempts(&mut self, delivery_id: i64) -> StoreResult<Vec<Attempt>> {
         let c = self.0;
         Ok(c.prepare_cached(&format!(
@@ -1184,22 +1195,6 @@ impl Verbs for SqliteConn<'_> {
         ))?
         .query_map([delivery_id], attempt_from_row)?
         .collect::<Result<_, _>>()?)
-    }
-
-    fn retry_deliveries(
-        &mut self,
-        filter: &DeliveryFilter,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.change(sql::retry_deliveries::<Self>(filter, now))
-    }
-
-    fn cancel_deliveries(
-        &mut self,
-        filter: &DeliveryFilter,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.change(sql::cancel_deliveries::<Self>(filter, now))
     }
 
     fn replay(
@@ -1226,9 +1221,8 @@ impl Verbs for SqliteConn<'_> {
         Ok(created)
     }
 
-    /// Rescues directives whose runner stopped mid-directive (they run again:
-    /// executors are told to expect at-least-once calls), then makes the claim
-    /// [`fair::claim`] decides.
+    /// Makes directives whose runner stopped mid-directive requested again
+    /// (they run again: executors are told to expect at-least-once calls).
     fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<()> {
         self.0
             .prepare_cached(
@@ -1274,18 +1268,6 @@ impl Verbs for SqliteConn<'_> {
             )?
             .execute(params![id, attempt, worker, state, scheduled_at, error, result, micros(now)])?;
         Ok(changed == 1)
-    }
-
-    fn directives(&mut self, filter: &DirectiveFilter) -> StoreResult<Vec<Directive>> {
-        self.list(sql::directives::<Self>(filter), directive_from_row)
-    }
-
-    fn cancel_directives(
-        &mut self,
-        filter: &DirectiveFilter,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        self.change(sql::cancel_directives::<Self>(filter, now))
     }
 
     fn stats(&mut self) -> StoreResult<QueueStats> {
