@@ -1470,18 +1470,21 @@ fn takes_cloudevents_in_batch_mode_and_in_binary_mode_from_the_sdk() {
 
     // Binary mode, as the CloudEvents Python SDK encodes it (attributes in
     // percent-encoded ce-* headers, the data as the body).
-    let sent = Command::new(sighost_tests::test_python())
-        .arg(sighost_tests::client_script("cloudevents_binary.py"))
-        .arg(format!("{}/v1/signals", host.base))
-        .arg(ACME)
-        .output()
-        .expect("run the Python client");
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&sent.stdout).expect("the client's JSON line");
+    let send_with_the_sdk = || {
+        let sent = Command::new(sighost_tests::test_python())
+            .arg(sighost_tests::client_script("cloudevents_binary.py"))
+            .arg(format!("{}/v1/signals", host.base))
+            .arg(ACME)
+            .output()
+            .expect("run the Python client");
+        assert!(
+            sent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+        serde_json::from_slice::<Value>(&sent.stdout).expect("the client's JSON line")
+    };
+    let answer = send_with_the_sdk();
     assert_eq!(answer["status"], 201, "{answer}");
     let signal = &answer["body"]["signal"];
     assert_eq!(signal["tenant"], "org_acme");
@@ -1503,18 +1506,7 @@ fn takes_cloudevents_in_batch_mode_and_in_binary_mode_from_the_sdk() {
         "an extension attribute is kept"
     );
     // The same event again is the same signal.
-    let again = Command::new(sighost_tests::test_python())
-        .arg(sighost_tests::client_script("cloudevents_binary.py"))
-        .arg(format!("{}/v1/signals", host.base))
-        .arg(ACME)
-        .output()
-        .expect("run the Python client");
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    let again: Value = serde_json::from_slice(&again.stdout).expect("the client's JSON line");
+    let again = send_with_the_sdk();
     assert_eq!(again["status"], 200, "{again}");
     assert_eq!(again["body"]["status"], "existing");
 }
