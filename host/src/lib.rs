@@ -17,7 +17,8 @@
 //! - [`rules`]: the delivery rules, decided once and pure (signal
 //!   construction, deliverable targets, causation depth, directive
 //!   duplicates and conflicts, lost leases, what operators may touch).
-//! - [`registry`]: the handlers this process runs, by name.
+//! - [`registry`]: the handlers this process runs, by name, and the targets
+//!   of an emit: those plus what the hosts registered in the store.
 //! - [`sandbox`]: the wasmtime engine, handler loading (import allow-list,
 //!   shape detection, manifest, load budget), `request-directive` and
 //!   [`Sandbox::invoke`].

@@ -1,6 +1,12 @@
 //! The store contract (ARCHITECTURE.md §8): everything sighost keeps durably, behind
-//! one trait, implemented once over a dialect of SQL per database
-//! (`dialect.rs`).
+//! one trait, implemented once over a dialect of SQL per database.
+//!
+//! - [`dialect`]: [`SqlStore`], the contract implemented once, and what a
+//!   dialect provides ([`Dialect`], [`Verbs`]);
+//! - [`sql`]: the SQL both databases run as it is (column lists, listings,
+//!   operator actions, the handler registry);
+//! - [`sqlite`], [`postgres`]: the two dialects, each with its statements
+//!   in `queries.rs` and its schema and migrations beside them.
 //!
 //! The contract is synchronous: the hot path runs on worker threads (the
 //! sandbox is synchronous too, see `sandbox/mod.rs`), and the async HTTP
@@ -13,7 +19,7 @@
 //!   lease expired and whose delivery was claimed again cannot record a
 //!   result for it ([`FinishOutcome::LeaseLost`]).
 //! - Deliveries are created at emit time for the handlers registered *then*
-//!   (`registry.rs`); a handler added later sees only new signals, or old
+//!   (`crate::registry`); a handler added later sees only new signals, or old
 //!   ones through replay.
 
 pub mod dialect;
