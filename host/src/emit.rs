@@ -238,6 +238,57 @@ impl Emitter {
         Ok(())
     }
 
+    /// The all-or-nothing check of a batch (an HTTP batch, `emit --file`):
+    /// every item, as its caller read it, is [`Emitter::check`]ed and its
+    /// tenant looked up, so that one answer names every bad item by its
+    /// position. Returns the signals when all are good. A fault of the
+    /// store is the host's, not an item's: it is returned as such.
+    pub fn check_each(
+        &self,
+        items: Vec<Result<NewSignal, String>>,
+    ) -> Result<Result<Vec<NewSignal>, Vec<ItemError>>, StoreError> {
+        let mut tenants: std::collections::BTreeMap<String, bool> = Default::default();
+        let mut invalid = Vec::new();
+        let mut valid = Vec::with_capacity(items.len());
+        for (position, item) in items.into_iter().enumerate() {
+            let signal = match item {
+                Ok(signal) => signal,
+                Err(error) => {
+                    invalid.push((position, error));
+                    continue;
+                }
+            };
+            match self.check(&signal) {
+                Ok(()) => {}
+                Err(EmitError::Store(error)) => return Err(error),
+                Err(error) => {
+                    invalid.push((position, error.to_string()));
+                    continue;
+                }
+            }
+            // The store would refuse the whole batch for one unknown tenant.
+            let known = match tenants.get(&signal.tenant) {
+                Some(known) => *known,
+                None => {
+                    let known = self.store.tenant(&signal.tenant)?.is_some();
+                    tenants.insert(signal.tenant.clone(), known);
+                    known
+                }
+            };
+            if known {
+                valid.push(signal);
+            } else {
+                let unknown = StoreError::UnknownTenant(signal.tenant.clone());
+                invalid.push((position, unknown.to_string()));
+            }
+        }
+        Ok(if invalid.is_empty() {
+            Ok(valid)
+        } else {
+            Err(invalid)
+        })
+    }
+
     pub fn emit(&self, signal: NewSignal, now: DateTime<Utc>) -> Result<Emitted, EmitError> {
         let mut emitted = self.emit_batch(vec![signal], now)?;
         Ok(emitted.remove(0))
@@ -283,6 +334,9 @@ impl Emitter {
         Ok(emitted)
     }
 }
+
+/// Why the item at a position of a batch cannot be emitted.
+pub type ItemError = (usize, String);
 
 /// A signal and the handlers it goes to.
 pub(crate) type Targeted = (NewSignal, Vec<DeliveryTarget>);

@@ -222,30 +222,12 @@ pub async fn emit(
         Emits::Batch(items) => items,
     };
     let host = state.host.clone();
-    let results = blocking(move || {
-        // Every item is checked before any is stored, so that one answer
-        // names every bad item.
-        let mut invalid = Vec::new();
-        let mut valid = Vec::with_capacity(signals.len());
-        for (index, signal) in signals.into_iter().enumerate() {
-            let checked = match signal {
-                Ok(signal) => match host.emitter().check(&signal) {
-                    Ok(()) => Ok(signal),
-                    // A fault of the store is the host's, not the item's.
-                    Err(crate::emit::EmitError::Store(error)) => return Err(error.into()),
-                    Err(error) => Err(error.to_string()),
-                },
-                Err(error) => Err(error),
-            };
-            match checked {
-                Ok(signal) => valid.push(signal),
-                Err(error) => invalid.push(json!({ "index": index, "error": error })),
-            }
-        }
-        if !invalid.is_empty() {
-            return Ok(Err(invalid));
-        }
-        Ok(Ok(host.emit_batch(valid)?))
+    let results = blocking(move || match host.emitter().check_each(signals)? {
+        Ok(valid) => Ok(Ok(host.emit_batch(valid)?)),
+        Err(invalid) => Ok(Err(invalid
+            .into_iter()
+            .map(|(index, error)| json!({ "index": index, "error": error }))
+            .collect::<Vec<_>>())),
     })
     .await?;
     match results {

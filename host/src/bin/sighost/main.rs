@@ -408,39 +408,28 @@ fn emit_file(config: &Config, file: &Path, args: &EmitArgs) -> anyhow::Result<()
     };
     let host = open(config)?;
     let source = args.source.clone().unwrap_or_else(|| "cli".into());
-    let mut signals = Vec::new();
-    let mut invalid = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let signal = signal_of_line(line, args.tenant.as_deref(), &source).and_then(|signal| {
-            host.emitter()
-                .check(&signal)
-                .map(|()| signal)
-                .map_err(|e| e.to_string())
-        });
-        match signal {
-            Ok(signal) => signals.push((index + 1, signal)),
-            Err(error) => invalid.push(format!("line {}: {error}", index + 1)),
-        }
-    }
-    // The store would refuse a batch with an unknown tenant whole, part
-    // way through the file: asked here, once per tenant.
-    let mut known = std::collections::BTreeMap::new();
-    for (line, signal) in &signals {
-        let exists = match known.get(&signal.tenant) {
-            Some(exists) => *exists,
-            None => {
-                let exists = host.store().tenant(&signal.tenant)?.is_some();
-                known.insert(signal.tenant.clone(), exists);
-                exists
-            }
-        };
-        if !exists {
-            invalid.push(format!("line {line}: unknown tenant {:?}", signal.tenant));
-        }
-    }
+    // Each item with its line number; blank lines are skipped.
+    let (lines, items): (Vec<usize>, Vec<_>) = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            (
+                index + 1,
+                signal_of_line(line, args.tenant.as_deref(), &source),
+            )
+        })
+        .unzip();
+    let (signals, invalid) = match host.emitter().check_each(items)? {
+        Ok(signals) => (signals, Vec::new()),
+        Err(invalid) => (
+            Vec::new(),
+            invalid
+                .into_iter()
+                .map(|(position, error)| format!("line {}: {error}", lines[position]))
+                .collect(),
+        ),
+    };
     if !invalid.is_empty() {
         let shown = invalid
             .iter()
@@ -462,7 +451,7 @@ fn emit_file(config: &Config, file: &Path, args: &EmitArgs) -> anyhow::Result<()
     let total = signals.len();
     let (mut created, mut existing, mut deliveries) = (0u64, 0u64, 0u64);
     let mut done = 0;
-    let mut batches = signals.into_iter().map(|(_, signal)| signal).peekable();
+    let mut batches = signals.into_iter().peekable();
     while batches.peek().is_some() {
         let batch: Vec<NewSignal> = batches.by_ref().take(EMIT_FILE_BATCH).collect();
         let count = batch.len();
@@ -635,23 +624,23 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             handlers,
         } => {
             ignored_handlers_flag(handlers.as_deref());
-            if let Some(name) = remove {
-                let removed = open(&config)?.store().unregister_handler(&name)?;
-                if removed == 0 {
-                    bail!("no host has registered a handler named {name:?}");
-                }
-                println!("{name} forgotten on {removed} host(s)");
-                return Ok(());
+            let store = || open(&config).map(|host| host.store().clone());
+            let (removed, what) = match (remove, remove_host) {
+                (Some(name), _) => (
+                    store()?.unregister_handler(&name)?,
+                    format!("handler {name:?}"),
+                ),
+                (None, Some(host)) => (
+                    store()?.unregister_host(&host)?,
+                    format!("the handlers of host {host:?}"),
+                ),
+                (None, None) => return list_handlers(&config, json),
+            };
+            if removed == 0 {
+                bail!("no registration of {what} to forget");
             }
-            if let Some(host) = remove_host {
-                let removed = open(&config)?.store().unregister_host(&host)?;
-                if removed == 0 {
-                    bail!("no host {host:?} has registered a handler");
-                }
-                println!("{removed} handler(s) of host {host} forgotten");
-                return Ok(());
-            }
-            list_handlers(&config, json)
+            println!("{what}: {removed} registration(s) forgotten");
+            Ok(())
         }
         Command::Tenants(command) => tenants(&config, command),
         Command::Signals {
