@@ -174,12 +174,12 @@ fn garbage_and_forbidden_imports_are_reported_and_the_other_handlers_keep_workin
     let garbage = handlers.join("garbage.wasm");
     std::fs::write(&garbage, b"this is not a WebAssembly module").expect("write garbage");
     let sneaky = handlers.join("sneaky.wasm");
-    std::fs::copy(guest("fs-importer"), &sneaky).expect("copy fs-importer");
+    std::fs::copy(guest("unknown-importer"), &sneaky).expect("copy unknown-importer");
     server.wait_for_log("the garbage to be reported", |l| {
         error_about(l, &["garbage.wasm", "not a valid WebAssembly component"])
     });
     server.wait_for_log("the forbidden import to be reported", |l| {
-        error_about(l, &["sneaky.wasm", "wasi:filesystem"])
+        error_about(l, &["sneaky.wasm", "acme:backdoor"])
     });
     assert!(
         server.is_running(),
@@ -226,7 +226,7 @@ fn garbage_and_forbidden_imports_are_reported_and_the_other_handlers_keep_workin
         error("garbage")
     );
     assert!(
-        error("sneaky").contains("wasi:filesystem"),
+        error("sneaky").contains("acme:backdoor"),
         "{}",
         error("sneaky")
     );
@@ -239,7 +239,7 @@ fn garbage_and_forbidden_imports_are_reported_and_the_other_handlers_keep_workin
         &good_digest[..11],
         "garbage",
         "sneaky",
-        "wasi:filesystem",
+        "acme:backdoor",
     ] {
         assert!(
             table.contains(expected),
@@ -250,7 +250,7 @@ fn garbage_and_forbidden_imports_are_reported_and_the_other_handlers_keep_workin
     // `sighost check` refuses what the host refuses, naming the problem.
     for (file, problem) in [
         (&garbage, "not a valid WebAssembly component"),
-        (&sneaky, "wasi:filesystem"),
+        (&sneaky, "acme:backdoor"),
     ] {
         let checked = cli(&data, &["check", file.to_str().expect("utf-8 path")]);
         let stderr = String::from_utf8_lossy(&checked.stderr);

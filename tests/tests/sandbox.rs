@@ -7,9 +7,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde_json::json;
-use sighost::sandbox::{
-    Handler, ImportPolicy, LoadError, Manifest, Outcome, Sandbox, SandboxConfig, Shape,
-};
+use sighost::sandbox::{Handler, LoadError, Manifest, Outcome, Sandbox, SandboxConfig, Shape};
 use sighost_tests::{GUESTS, HANDLERS, delivery, example_handler, guest, signal};
 
 static SANDBOX: LazyLock<Sandbox> = LazyLock::new(sighost_tests::sandbox);
@@ -77,6 +75,9 @@ fn every_guest_has_a_test() {
         "forum-summarizer",
         "audit-trail",
         "signal-echo",
+        // examples in other languages: tests/languages.rs runs them
+        "forum-summarizer-ts",
+        "forum-summarizer-py",
     ];
     for (name, _) in GUESTS.iter().chain(HANDLERS) {
         assert!(
@@ -414,23 +415,36 @@ fn refusal(name: &str) -> String {
 }
 
 #[test]
-fn errors_when_a_handler_imports_the_filesystem() {
-    assert!(refusal("fs-importer").contains("imports wasi:filesystem/"));
+fn a_handler_importing_the_filesystem_or_sockets_loads_and_runs() {
+    // Language runtimes import both whether or not the handler uses them;
+    // the WASI context, which grants neither, is the wall (the snooping and
+    // socket tests below show it holds).
+    for name in ["fs-importer", "socket-importer"] {
+        let handler = SANDBOX.load_file(&guest(name)).expect(name);
+        let run = run(&handler, "org_acme");
+        assert_eq!(run.outcome, Outcome::Ok, "{name}: {}", run.report.output);
+    }
 }
 
 #[test]
 fn a_refusal_names_every_forbidden_import() {
-    // std's file access imports two filesystem interfaces: both are named.
-    let message = refusal("fs-importer");
+    let bytes = wat::parse_str(
+        r#"(component
+            (import "wasi:http/types@0.2.6" (instance))
+            (import "wasi:cli/stdout@0.2.6" (instance))
+            (import "acme:backdoor/steal" (instance)))"#,
+    )
+    .expect("valid component text");
+    let err = SANDBOX
+        .load_bytes("two-doors", &bytes, Manifest::default(), "two-doors.wasm")
+        .expect_err("refused");
+    assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
+    let message = err.to_string();
     assert!(
-        message.contains("wasi:filesystem/types") && message.contains("wasi:filesystem/preopens"),
-        "{message}"
+        message.contains("two-doors.wasm")
+            && message.contains("imports wasi:http/types@0.2.6, acme:backdoor/steal,"),
+        "both refused imports are named, the allowed one is not: {message}"
     );
-}
-
-#[test]
-fn errors_when_a_handler_imports_sockets() {
-    assert!(refusal("socket-importer").contains("imports wasi:sockets/"));
 }
 
 #[test]
@@ -494,19 +508,13 @@ fn errors_on_a_malformed_manifest_naming_the_key() {
 
 #[test]
 fn the_snooping_guest_sees_no_environment_no_arguments_and_no_files() {
-    // The import policy is the second wall; let the filesystem import through
-    // to show that the first wall, a WASI context granting nothing, holds.
-    let mut policy = ImportPolicy::default();
-    policy.allowed_prefixes.push("wasi:filesystem/".into());
-    let open = Sandbox::new(SandboxConfig {
-        import_policy: policy,
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox");
+    // The filesystem import is allowed: the WASI context, granting nothing,
+    // is the wall.
+    let open = &*SANDBOX;
     // The premise: the host process does have environment
     // variables and a readable /etc/passwd.
     assert!(std::env::vars().count() > 0);
-    let handler = load_in(&open, "snoop", "directives = ['snoop.report']");
+    let handler = load_in(open, "snoop", "directives = ['snoop.report']");
     let run = open.invoke_blocking(
         &handler,
         &signal("org_acme", "a.b", json!({})),
@@ -533,20 +541,14 @@ fn the_snooping_guest_sees_no_environment_no_arguments_and_no_files() {
 
 #[test]
 fn a_guest_let_through_to_the_sockets_interface_still_cannot_connect() {
-    // As above: the import policy lets `wasi:sockets` through, so that the
-    // WASI context, which grants no network, is what must deny it.
-    let mut policy = ImportPolicy::default();
-    policy.allowed_prefixes.push("wasi:sockets/".into());
-    let open = Sandbox::new(SandboxConfig {
-        import_policy: policy,
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox");
+    // The sockets import is allowed: the WASI context, which denies every
+    // network use, is what must refuse the connection.
+    let open = &*SANDBOX;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     listener.set_nonblocking(true).expect("non-blocking");
     let port = listener.local_addr().expect("address").port();
     let handler = load_in(
-        &open,
+        open,
         "socket-importer",
         &format!("[options]\nport = {port}"),
     );

@@ -43,9 +43,13 @@ impl Shape {
 /// `wasi:cli/environment@0.2.6`.
 ///
 /// The policy is the second wall, not the first: the WASI context grants
-/// nothing (no preopens, no environment, no network) whatever is imported.
-/// Refusing `wasi:filesystem` or `wasi:sockets` at load tells the author at
-/// once that the module cannot work here, instead of failing at run time.
+/// nothing whatever is imported (no preopened directory, no environment,
+/// every network use denied; see `Sandbox::new_store`). The interfaces that
+/// language runtimes import whether or not the handler uses them
+/// (`wasi:filesystem`, `wasi:sockets`: CPython and StarlingMonkey both do)
+/// are therefore allowed, and each of their calls fails with an error the
+/// guest sees. `wasi:http` and anything unknown stay refused at load, which
+/// tells the author at once that the module cannot work here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportPolicy {
     pub allowed_prefixes: Vec<String>,
@@ -60,6 +64,8 @@ impl Default for ImportPolicy {
                 "wasi:cli/",
                 "wasi:clocks/",
                 "wasi:random/",
+                "wasi:filesystem/",
+                "wasi:sockets/",
             ]
             .map(str::to_owned)
             .to_vec(),

@@ -410,12 +410,19 @@ impl Sandbox {
         output: &CapturedOutput,
         timeout: Duration,
     ) -> Store<InvocationState> {
-        // The builder's defaults grant nothing: no arguments, no environment,
-        // no preopened directories, closed stdin, every socket address denied.
+        // Grants nothing: no arguments, no environment, no preopened
+        // directory (so every path is "not found"), closed stdin. The network
+        // is denied explicitly rather than by the builder's defaults, which
+        // allow TCP and UDP sockets to be created: no socket, no name lookup,
+        // no address.
         let wasi = WasiCtx::builder()
             .stdout(output.clone())
             .stderr(output.clone())
             .max_random_size(MAX_RANDOM_BYTES.min(handler.limits.memory_bytes))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
