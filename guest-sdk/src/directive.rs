@@ -151,20 +151,29 @@ impl From<DirectiveError> for HandlerError {
 mod tests {
     use super::*;
 
-    /// Fixed vectors, computed apart from this code (SHA-256 of the parts
-    /// joined by NUL bytes, as the README documents), so a change to the
-    /// default key, which would make retried and replayed deliveries ask for
-    /// new directives instead of deduplicating, fails here.
+    /// The vectors every SDK runs (`wit/cases/default-keys.json`), computed
+    /// apart from any SDK, so a change to the default key, which would make
+    /// retried and replayed deliveries ask for new directives instead of
+    /// deduplicating, or make one language disagree with another, fails here.
     #[test]
     fn the_default_key_is_sha256_of_the_parts_joined_by_nul() {
-        assert_eq!(
-            default_idempotency_key("org_acme", "sig_1", "audit-trail", "audit.record"),
-            "4bf66b8f97286b235baff1fc89c0a0c188d7493cac96e94d752441050829ae16"
-        );
-        assert_eq!(
-            default_idempotency_key("", "", "", ""),
-            "709e80c88487a2411e1ee4dfb9f22a861492d20c4765150c0c794abd70f8147c",
-            "three separators, whatever the parts"
-        );
+        let cases: serde_json::Value =
+            serde_json::from_str(include_str!("../../wit/cases/default-keys.json"))
+                .expect("the cases are JSON");
+        let cases = cases["cases"].as_array().expect("a list of cases");
+        assert!(!cases.is_empty());
+        for case in cases {
+            let part = |field: &str| case[field].as_str().expect(field);
+            assert_eq!(
+                default_idempotency_key(
+                    part("tenant"),
+                    part("signal_id"),
+                    part("handler"),
+                    part("directive")
+                ),
+                part("key"),
+                "{case}"
+            );
+        }
     }
 }
