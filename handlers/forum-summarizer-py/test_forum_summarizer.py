@@ -1,0 +1,37 @@
+"""The Rust example's three tests, in the native harness."""
+
+from sighost_handler import Permanent
+from sighost_handler.testing import Harness
+
+from forum_summarizer import handle_signal
+
+
+def harness(**kwargs):
+    return Harness(
+        "org_acme", options={"max_words": 50}, allow=["forum.thread.summarize"], **kwargs
+    )
+
+
+def test_requests_a_summary_when_the_tenant_turned_it_on():
+    h = harness(settings={"auto_summaries": True}, packages=["forum"])
+    signal = h.signal("forum.thread.created", {"thread_id": "t1", "title": "Hi"})
+    run = h.run(signal, handle_signal)
+    assert run.result is None
+    assert len(run.directives) == 1
+    assert run.directives[0].idempotency_key == "summarize:t1"
+    assert run.directives[0].payload == {"thread_id": "t1", "title": "Hi", "max_words": 50}
+
+
+def test_does_nothing_without_the_forum_package():
+    h = harness(settings={"auto_summaries": True})
+    signal = h.signal("forum.thread.created", {"thread_id": "t1", "title": "Hi"})
+    run = h.run(signal, handle_signal)
+    assert run.result is None
+    assert run.directives == []
+
+
+def test_a_malformed_payload_is_a_permanent_error():
+    h = harness(settings={"auto_summaries": True}, packages=["forum"])
+    signal = h.signal("forum.thread.created", {"thread": 1})
+    run = h.run(signal, handle_signal)
+    assert isinstance(run.result, Permanent)
