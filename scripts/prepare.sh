@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the tests and benchmarks need on a fresh machine: the wasm32-wasip2
-# target, and a PostgreSQL server. Unless SIGHOST_TEST_POSTGRES names a
+# target, a PostgreSQL server, and the pinned node and Python packages. Unless SIGHOST_TEST_POSTGRES names a
 # server of your own, that is the local one on 127.0.0.1:5432, started here
 # if it is not running. Sourced by test.sh and bench.sh; safe to run again.
 set -euo pipefail
@@ -19,17 +19,5 @@ if [ -z "${SIGHOST_TEST_POSTGRES:-}" ] && ! pg_isready -h 127.0.0.1 -p 5432 -q 2
     pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 fi
 
-# The Python packages the tests drive sighost with (a CloudEvents SDK as an
-# HTTP client), pinned in tests/requirements.txt, in a virtualenv under the
-# target directory (tests find it there: sighost_tests::test_python).
-venv="${CARGO_TARGET_DIR:-target}/test-venv"
-if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
-    python3 -m venv --clear "$venv" || {
-        echo "python3 cannot make a virtualenv (on Debian: apt-get install python3-venv)" >&2
-        exit 1
-    }
-fi
-if ! cmp -s tests/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-    cp tests/requirements.txt "$venv/requirements.txt"
-fi
+# The pinned node and Python packages (the SDKs' build and test tools).
+source scripts/prepare-languages.sh

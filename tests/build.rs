@@ -55,6 +55,14 @@ fn main() {
         )
         .expect("string write");
     }
+    for (name, built) in language_examples(&root) {
+        writeln!(
+            listing,
+            "    ({name:?}, {:?}),",
+            built.display().to_string()
+        )
+        .expect("string write");
+    }
     writeln!(listing, "];").expect("string write");
 
     let guests_dir = root.join("tests").join("guests");
@@ -114,6 +122,74 @@ fn main() {
 
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("guests.rs");
     std::fs::write(&out, listing).expect("write guests.rs");
+}
+
+/// Builds the TypeScript and Python examples with their SDKs' own build
+/// commands, as an author would, into `handlers/<name>.wasm`. The tools come
+/// pinned from the npm workspace and the tests' virtualenv, both made by
+/// `scripts/prepare.sh`.
+fn language_examples(root: &Path) -> Vec<(&'static str, PathBuf)> {
+    for watched in [
+        "package-lock.json",
+        "sdk/js/src",
+        "sdk/js/bin",
+        "sdk/js/package.json",
+        "sdk/python/sighost_handler",
+        "handlers/forum-summarizer-ts/src",
+        "handlers/forum-summarizer-ts/package.json",
+        "handlers/forum-summarizer-py/forum_summarizer.py",
+        "handlers/forum-summarizer-py/pyproject.toml",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let prepared = "run scripts/prepare.sh first: it installs the pinned node and Python packages";
+    let handlers = root.join("handlers");
+
+    let typescript = handlers.join("forum-summarizer-ts.wasm");
+    run(
+        Command::new("npm").current_dir(root).args([
+            "run",
+            "--silent",
+            "build",
+            "--workspace",
+            "handlers/forum-summarizer-ts",
+        ]),
+        &format!("building handlers/forum-summarizer-ts failed; {prepared}"),
+    );
+
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        })
+        .unwrap_or_else(|| root.join("target"));
+    let python = handlers.join("forum-summarizer-py.wasm");
+    run(
+        Command::new(target.join("test-venv/bin/python"))
+            .current_dir(root)
+            .env("PYTHONPATH", root.join("sdk/python"))
+            .args([
+                "-m",
+                "sighost_handler.build",
+                "handlers/forum-summarizer-py",
+                "-o",
+            ])
+            .arg(&python),
+        &format!("building handlers/forum-summarizer-py failed; {prepared}"),
+    );
+    vec![
+        ("forum-summarizer-ts", typescript),
+        ("forum-summarizer-py", python),
+    ]
+}
+
+fn run(command: &mut Command, failed: &str) {
+    let status = command.status().unwrap_or_else(|e| panic!("{failed}: {e}"));
+    assert!(status.success(), "{failed}");
 }
 
 /// The crates of a cargo workspace: its subdirectories holding a Cargo.toml.

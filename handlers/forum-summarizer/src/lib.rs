@@ -27,6 +27,8 @@ pub fn handle_signal(
     }
     let thread: ThreadCreated = signal.payload()?;
     let options: Options = context.options()?;
+    // The host keeps what a handler writes with its attempt (`sighost deliveries ID --json`).
+    println!("summarizing thread {}", thread.thread_id);
     directive("forum.thread.summarize")
         .payload(&serde_json::json!({
             "thread_id": thread.thread_id,

@@ -1,0 +1,212 @@
+//! Handlers in every language the project supports: the SDKs' own test suites
+//! (`node --test`, pytest), and the forum summarizer written in Rust,
+//! TypeScript and Python, each built from source by `build.rs` with its
+//! SDK's build command, run by the real `sighost` binary.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use sighost::store::{DeliveryFilter, DeliveryState, DirectiveFilter};
+use sighost::{HostConfig, Sighost};
+use sighost_tests::host_helpers::{Scratch, wait_for, wait_for_within};
+use sighost_tests::server::{Server, cli, loaded};
+use sighost_tests::{example_handler, test_python};
+
+const LOAD_PATIENCE: Duration = Duration::from_secs(180);
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository root")
+}
+
+fn succeeds(what: &str, command: &mut Command) -> String {
+    let output = command
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+#[test]
+fn the_javascript_sdk_and_example_pass_their_own_tests() {
+    let said = succeeds("npm test", Command::new("npm").args(["test", "--silent"]));
+    // Both workspaces ran: node's runner sums up each (TAP, off a terminal).
+    let counts = |what: &str| -> Vec<usize> {
+        said.lines()
+            .filter_map(|line| line.strip_prefix(&format!("# {what} ")))
+            .map(|n| n.trim().parse().expect("a count"))
+            .collect()
+    };
+    assert_eq!(counts("pass").len(), 2, "two workspaces:\n{said}");
+    assert!(counts("pass").iter().all(|&n| n > 0), "{said}");
+    assert!(counts("fail").iter().all(|&n| n == 0), "{said}");
+}
+
+#[test]
+fn the_python_sdk_and_example_pass_their_own_tests() {
+    let said = succeeds(
+        "pytest",
+        Command::new(test_python())
+            .env("PYTHONPATH", root().join("sdk/python"))
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "--rootdir=.",
+                "-p",
+                "no:cacheprovider",
+            ])
+            .args(["sdk/python", "handlers/forum-summarizer-py"]),
+    );
+    assert!(said.contains(" passed"), "{said}");
+}
+
+/// The built example `name`, installed under its own name with its own
+/// manifest, but for the package named `package`.
+fn install(handlers: &Path, name: &str, package: &str) {
+    let built = example_handler(name);
+    std::fs::copy(&built, handlers.join(format!("{name}.wasm"))).expect("copy the example");
+    let manifest = std::fs::read_to_string(built.with_extension("toml")).expect("its manifest");
+    assert!(manifest.contains("package = \"forum\""), "{manifest}");
+    let manifest = manifest.replace("package = \"forum\"", &format!("package = \"{package}\""));
+    std::fs::write(handlers.join(format!("{name}.toml")), manifest).expect("write the manifest");
+}
+
+#[test]
+fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directive() {
+    let scratch = Scratch::new("languages");
+    let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
+    // Each port serves its own package and tenant, so that each directive is
+    // known to come from that port (the three ask for the same key). The
+    // ports check for the `forum` package themselves: every tenant has it.
+    let ports = [
+        ("forum-summarizer", "forum_rs", "org_rs"),
+        ("forum-summarizer-ts", "forum_ts", "org_ts"),
+        ("forum-summarizer-py", "forum_py", "org_py"),
+    ];
+    let host = Sighost::open(HostConfig::new(&data)).expect("open the store");
+    for (name, package, tenant) in ports {
+        install(&handlers, name, package);
+        host.store()
+            .create_tenant(tenant, json!({"auto_summaries": true}), Utc::now())
+            .expect("create tenant");
+        for package in ["forum", package] {
+            host.store()
+                .install_package(tenant, package)
+                .expect("install package");
+        }
+    }
+    // Has the package, has not turned summaries on: no directive.
+    host.store()
+        .create_tenant("org_off", json!({}), Utc::now())
+        .expect("create tenant");
+    for package in ["forum", "forum_rs", "forum_ts", "forum_py"] {
+        host.store()
+            .install_package("org_off", package)
+            .expect("install package");
+    }
+
+    let server = Server::start(&data, &handlers, "run", 2);
+    for (name, _, _) in ports {
+        let digest = sighost::sandbox::digest(
+            &std::fs::read(handlers.join(format!("{name}.wasm"))).expect("read"),
+        );
+        // A JavaScript or Python component is 12-18 MB to compile: its size,
+        // not a promise, decides how long that takes on a busy machine.
+        wait_for_within(LOAD_PATIENCE, &format!("{name} to load"), |last| {
+            let log = server.log();
+            *last = format!("{} log lines", log.len());
+            log.into_iter().find(|l| loaded(l, name, &digest))
+        });
+    }
+    for tenant in ["org_rs", "org_ts", "org_py", "org_off"] {
+        let emitted = cli(
+            &data,
+            &[
+                "emit",
+                "forum.thread.created",
+                r#"{"thread_id": "t1", "title": "Hello"}"#,
+                "--tenant",
+                tenant,
+            ],
+        );
+        assert!(
+            emitted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&emitted.stderr)
+        );
+    }
+
+    // Every port ran for its own tenant and for org_off, and completed.
+    let done = wait_for("six deliveries to complete", |last| {
+        let all = host
+            .store()
+            .deliveries(&DeliveryFilter::default())
+            .expect("deliveries");
+        *last = format!(
+            "{:?}",
+            all.iter()
+                .map(|d| (&d.handler, d.state))
+                .collect::<Vec<_>>()
+        );
+        (all.len() == 6 && all.iter().all(|d| d.state == DeliveryState::Completed)).then_some(all)
+    });
+    let printed: Vec<(&str, String)> = ports
+        .iter()
+        .map(|&(name, _, tenant)| {
+            let delivery = done
+                .iter()
+                .find(|d| d.handler == name && d.tenant == tenant)
+                .unwrap_or_else(|| panic!("{name} ran for {tenant}: {done:?}"));
+            let attempts = host.store().attempts(delivery.id).expect("attempts");
+            (name, attempts[0].output.trim().to_owned())
+        })
+        .collect();
+    for (name, output) in &printed {
+        assert_eq!(
+            output, "summarizing thread t1",
+            "{name}: what the handler printed is kept with its attempt: {printed:?}"
+        );
+    }
+
+    let directives = host
+        .store()
+        .directives(&DirectiveFilter::default())
+        .expect("directives");
+    let requested: Vec<(&str, &str, &str, &Value, &str)> = directives
+        .iter()
+        .map(|d| {
+            let key = d.idempotency_key.as_str();
+            (
+                d.tenant.as_str(),
+                d.handler.as_str(),
+                d.name.as_str(),
+                &d.payload,
+                key,
+            )
+        })
+        .collect();
+    let expected = json!({"thread_id": "t1", "title": "Hello", "max_words": 120});
+    for (name, _, tenant) in ports {
+        let wanted = (
+            tenant,
+            name,
+            "forum.thread.summarize",
+            &expected,
+            "summarize:t1",
+        );
+        assert!(requested.contains(&wanted), "{name}: {requested:?}");
+    }
+    assert_eq!(directives.len(), 3, "none for org_off: {requested:?}");
+    server.stop();
+}
