@@ -28,7 +28,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-mod bare {
+pub mod bare {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "sighost:handler/tenant-handler",
@@ -71,34 +71,42 @@ impl bare::sighost::handler::directives::Host for BareState {
     }
 }
 
-/// Per-call µs over `rounds` rounds, after a warm-up.
-fn measure(rounds: usize, mut call: impl FnMut()) -> Runs {
-    for _ in 0..200 {
+/// Per-call µs over `rounds` rounds of [`CALLS_PER_ROUND`] calls, after a
+/// warm-up.
+pub fn measure(rounds: usize, call: impl FnMut()) -> Runs {
+    measure_calls(rounds, CALLS_PER_ROUND, call)
+}
+
+/// Per-call µs over `rounds` rounds of `calls` calls, after a warm-up of a
+/// tenth as many (at least 20).
+pub fn measure_calls(rounds: usize, calls: u32, mut call: impl FnMut()) -> Runs {
+    for _ in 0..(calls / 10).max(20) {
         call(); // warm caches and the instance pool
     }
     let values = (0..rounds)
         .map(|_| {
             let start = Instant::now();
-            for _ in 0..CALLS_PER_ROUND {
+            for _ in 0..calls {
                 call();
             }
-            start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS_PER_ROUND)
+            start.elapsed().as_secs_f64() * 1e6 / f64::from(calls)
         })
         .collect();
     Runs::from_values(values)
 }
 
-/// [`measure`] for an async call, each awaited in turn on one
+/// [`measure_calls`] for an async call, each awaited in turn on one
 /// current-thread runtime (the runtime is built once, outside the rounds).
-fn measure_async<F: std::future::Future<Output = ()>>(
+pub fn measure_async<F: std::future::Future<Output = ()>>(
     rounds: usize,
+    calls: u32,
     mut call: impl FnMut() -> F,
 ) -> Runs {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
-    measure(rounds, || runtime.block_on(call()))
+    measure_calls(rounds, calls, || runtime.block_on(call()))
 }
 
 /// How bare wasmtime allocates instances.
@@ -111,7 +119,63 @@ enum Allocation {
     PoolingTuned,
 }
 
+/// The trivial guest's signal and context, as bare wasmtime passes them.
+fn trivial_call() -> BareCall {
+    BareCall {
+        signal: types::Signal {
+            id: "sig_1".into(),
+            tenant: "org_acme".into(),
+            name: "test.happened".into(),
+            payload: r#"{"n":1}"#.into(),
+            metadata: "{}".into(),
+            dedupe_key: None,
+            occurred_at: "2026-11-26T12:00:00.000000Z".into(),
+            correlation_id: Some("corr_1".into()),
+            causation_id: None,
+            actor: None,
+            subject: None,
+            source: Some("bench".into()),
+            inserted_at: "2026-11-26T12:00:00.000000Z".into(),
+        },
+        context: types::Context {
+            tenant: "org_acme".into(),
+            signal_id: "sig_1".into(),
+            signal_name: "test.happened".into(),
+            correlation_id: Some("corr_1".into()),
+            causation_id: None,
+            attempt: 1,
+            max_attempts: 10,
+            options: "{}".into(),
+            settings: "{}".into(),
+            packages: vec![],
+        },
+    }
+}
+
+/// What bare wasmtime passes to a `(signal, tenant, context)` handler that
+/// must request exactly one directive.
+pub struct BareCall {
+    pub signal: types::Signal,
+    pub context: types::Context,
+}
+
 fn bare_wasmtime(bytes: &[u8], allocation: Allocation, rounds: usize) -> Runs {
+    bare_wasmtime_call(bytes, allocation, rounds, CALLS_PER_ROUND, &trivial_call())
+}
+
+/// Per-call µs of `bytes` run by bare wasmtime with the pool tuned as
+/// sighost's: the ceiling a handler of any language is measured against.
+pub fn bare_tuned(bytes: &[u8], rounds: usize, calls: u32, call: &BareCall) -> Runs {
+    bare_wasmtime_call(bytes, Allocation::PoolingTuned, rounds, calls, call)
+}
+
+fn bare_wasmtime_call(
+    bytes: &[u8],
+    allocation: Allocation,
+    rounds: usize,
+    calls: u32,
+    call: &BareCall,
+) -> Runs {
     let mut config = Config::new();
     let mut pool = PoolingAllocationConfig::new();
     match allocation {
@@ -131,34 +195,8 @@ fn bare_wasmtime(bytes: &[u8], allocation: Allocation, rounds: usize) -> Runs {
     bare::TenantHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).expect("directives");
     let pre = bare::TenantHandlerPre::new(linker.instantiate_pre(&component).expect("pre"))
         .expect("typed pre");
-    let signal = types::Signal {
-        id: "sig_1".into(),
-        tenant: "org_acme".into(),
-        name: "test.happened".into(),
-        payload: r#"{"n":1}"#.into(),
-        metadata: "{}".into(),
-        dedupe_key: None,
-        occurred_at: "2026-11-26T12:00:00.000000Z".into(),
-        correlation_id: Some("corr_1".into()),
-        causation_id: None,
-        actor: None,
-        subject: None,
-        source: Some("bench".into()),
-        inserted_at: "2026-11-26T12:00:00.000000Z".into(),
-    };
-    let context = types::Context {
-        tenant: "org_acme".into(),
-        signal_id: "sig_1".into(),
-        signal_name: "test.happened".into(),
-        correlation_id: Some("corr_1".into()),
-        causation_id: None,
-        attempt: 1,
-        max_attempts: 10,
-        options: "{}".into(),
-        settings: "{}".into(),
-        packages: vec![],
-    };
-    measure_async(rounds, || async {
+    let BareCall { signal, context } = call;
+    measure_async(rounds, calls, || async {
         let state = BareState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -170,7 +208,7 @@ fn bare_wasmtime(bytes: &[u8], allocation: Allocation, rounds: usize) -> Runs {
             .await
             .expect("instantiate");
         let result = handler
-            .call_handle_signal(&mut store, &signal, "org_acme", &context)
+            .call_handle_signal(&mut store, signal, &signal.tenant, context)
             .await
             .expect("call");
         assert!(result.is_ok() && store.data().directives == 1);
@@ -185,7 +223,7 @@ fn sighost(bytes: &[u8], rounds: usize) -> Runs {
         .expect("load");
     let signal = signal("org_acme", "test.happened", json!({"n": 1}));
     let delivery = delivery(json!({}), &[]);
-    measure_async(rounds, || async {
+    measure_async(rounds, CALLS_PER_ROUND, || async {
         let run = sandbox.invoke(&handler, &signal, &delivery).await;
         assert!(
             run.outcome.is_ok() && run.directives.len() == 1,

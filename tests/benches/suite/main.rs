@@ -18,6 +18,7 @@ mod fairness;
 mod fanout;
 mod ingest;
 mod invoke;
+mod languages;
 mod machine;
 mod peers;
 mod restart;
@@ -32,9 +33,18 @@ use durable::{Backend, DRAIN};
 use sighost_tests::postgres::FreshDatabase;
 use stats::{Runs, number};
 
-const SECTIONS: [&str; 10] = [
-    "invoke", "sqlite", "postgres", "latency", "fanout", "restart", "sleepers", "compile",
-    "fairness", "ingest",
+const SECTIONS: [&str; 11] = [
+    "invoke",
+    "sqlite",
+    "postgres",
+    "latency",
+    "fanout",
+    "restart",
+    "sleepers",
+    "compile",
+    "fairness",
+    "ingest",
+    "languages",
 ];
 /// How long a peer may drain before its rate is taken over that window.
 const PEER_WINDOW_SECS: u64 = 20;
@@ -132,6 +142,7 @@ fn main() {
             "compile" => compile_section(options.runs),
             "fairness" => fairness_section(options.runs),
             "ingest" => ingest::ingest_section(options.runs),
+            "languages" => languages_section(options.runs),
             _ => unreachable!("checked in options()"),
         };
         print!("{text}");
@@ -205,6 +216,53 @@ fn invoke_section(runs: usize, bare_invoke_us: &mut Option<f64>) -> String {
          built from the delivery. The native row runs the handler's Rust code under the SDK's \
          test harness: no sandbox at all.",
         goal(ratio <= 1.3)
+    );
+    text
+}
+
+fn languages_section(runs: usize) -> String {
+    let rows = languages::run(runs);
+    let mut text = String::from("\n## 11. The same handler in Rust, TypeScript and Python\n\n");
+    let _ = writeln!(
+        text,
+        "The forum summarizer examples (`handlers/forum-summarizer{{,-ts,-py}}`), built from \
+         source by the tests' build: each reads its tenant's settings and packages, parses the \
+         payload and requests one directive. First load: compile and pre-instantiate with no \
+         compiled-code cache ({runs} runs). Per delivery: fresh instance, call, directive, in \
+         µs, {} calls a round; bare wasmtime runs the same component with the pool tuned as \
+         sighost's. Deliveries/s: one or two threads invoking at once for a second.\n",
+        languages::CALLS
+    );
+    text.push_str(
+        "| handler | size | first load | sighost µs per delivery | bare wasmtime µs | \
+         sighost / bare | deliveries/s, 1 thread | 2 threads |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in &rows {
+        let _ = writeln!(
+            text,
+            "| {} | {:.1} MB | {} s | {} | {} | {:.2}× | {} | {} |",
+            row.language,
+            row.bytes as f64 / 1e6,
+            row.first_load_s.show(2),
+            row.sighost_us.show(0),
+            row.bare_us.show(0),
+            row.sighost_us.median() / row.bare_us.median(),
+            row.one_thread_per_s.show(0),
+            row.two_threads_per_s.show(0),
+        );
+    }
+    // The goal is the other languages' (a JS or Python delivery close to
+    // what its runtime costs bare); the Rust row is there to compare with.
+    let ratio = |row: &languages::Row| row.sighost_us.median() / row.bare_us.median();
+    let worst = rows[1..].iter().map(ratio).fold(0.0, f64::max);
+    let _ = writeln!(
+        text,
+        "\nsighost / bare wasmtime, worse of TypeScript and Python: **{worst:.2}×** (goal ≤ 1.3×: \
+         {}). Absolute goals, toward ≤ 150 µs (JavaScript) and ≤ 500 µs (Python) per delivery: \
+         {} and {}; the bare wasmtime column is what the runtime itself costs.",
+        goal(worst <= 1.3),
+        goal(rows[1].sighost_us.median() <= 150.0),
+        goal(rows[2].sighost_us.median() <= 500.0),
     );
     text
 }
