@@ -101,8 +101,11 @@ export interface ContextFields {
   packages: readonly string[];
 }
 
-/** The base of the two ways a handler fails. */
-export declare abstract class HandlerError extends Error {
+/**
+ * The base of the two ways a handler fails. Throw a TransientError or a
+ * PermanentError; a HandlerError that is neither is permanent.
+ */
+export declare class HandlerError extends Error {
   readonly kind: 'transient' | 'permanent';
 }
 

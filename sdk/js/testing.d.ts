@@ -43,8 +43,12 @@ export declare class Recorder {
 
 /** Builds signals and contexts for one handler and tenant, and runs it. */
 export declare class Harness {
-  /** `handlerName`: the `name` in the handler's package.json. */
-  constructor(handlerName: string, tenant: string);
+  /**
+   * `handlerName` (the name default keys derive from) defaults to the `name`
+   * in the package.json nearest the file that constructs the harness, as the
+   * build reads it; the working directory's when that file is unknown.
+   */
+  constructor(tenant: string, options?: { handlerName?: string });
   readonly handlerName: string;
   readonly tenant: string;
   settings(settings: unknown): this;

@@ -1,16 +1,17 @@
 // The Rust example's three tests, run in the native harness.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { PermanentError } from 'sighost-handler';
 import { Harness } from 'sighost-handler/testing';
 import { handleSignal } from '../src/handler.ts';
 
-// Default keys derive from the handler name, which the build takes from here.
-const { name } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+// The handler name, from which default keys derive, is read as the build
+// reads it: the `name` in the package.json nearest this file.
+const harness = () => new Harness('org_acme').options({ max_words: 50 }).allow(['forum.thread.summarize']);
 
-const harness = () =>
-  new Harness(name, 'org_acme').options({ max_words: 50 }).allow(['forum.thread.summarize']);
+test('the harness knows the handler by its package.json name', () => {
+  assert.equal(harness().handlerName, 'forum-summarizer-ts');
+});
 
 test('requests a summary when the tenant turned it on', () => {
   const h = harness().settings({ auto_summaries: true }).packages(['forum']);

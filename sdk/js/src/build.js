@@ -5,28 +5,15 @@ import { copyFile, cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from '
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { handlerNameFor } from './package-name.js';
+
+export { handlerNameFor };
 
 const SDK = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The repository's WIT: two levels above the SDK. */
 export const DEFAULT_WIT = resolve(SDK, '../../wit');
 export const WORLDS = ['tenant-handler', 'context-handler', 'signal-handler'];
 export const BACKENDS = ['starlingmonkey', 'quickjs'];
-
-/** The `name` in the package.json nearest to `start` (a directory). */
-export async function handlerNameFor(start) {
-  for (let dir = resolve(start); ; dir = dirname(dir)) {
-    try {
-      const manifest = JSON.parse(await readFile(join(dir, 'package.json'), 'utf8'));
-      if (typeof manifest.name !== 'string' || manifest.name === '') {
-        throw new Error(`${join(dir, 'package.json')} has no name`);
-      }
-      return manifest.name;
-    } catch (error) {
-      if (error.code !== 'ENOENT') throw error;
-    }
-    if (dirname(dir) === dir) throw new Error(`no package.json above ${start}`);
-  }
-}
 
 /**
  * One ES module with the handler and the SDK in it. `#host` resolves to
@@ -122,7 +109,7 @@ export async function buildHandler({ entry, out, world = 'tenant-handler', backe
   if (!BACKENDS.includes(backend)) throw new Error(`unknown backend ${backend}; one of ${BACKENDS.join(', ')}`);
   const started = Date.now();
   const witDir = resolve(wit ?? DEFAULT_WIT);
-  const handlerName = await handlerNameFor(dirname(resolve(entry)));
+  const handlerName = handlerNameFor(dirname(resolve(entry)));
   const source = await bundle(entry, handlerName, { console: backend === 'quickjs' });
   const component = await (backend === 'quickjs' ? quickjs : starlingmonkey)(source, witDir, world);
   const forbidden = (await componentImports(component)).filter((name) => name.startsWith('wasi:http/'));

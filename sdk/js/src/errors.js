@@ -1,7 +1,15 @@
 // How a handler fails, and why the host refused a directive.
 
-/** The base of the two ways a handler may fail; `kind` is the WIT case. */
-export class HandlerError extends Error {}
+/**
+ * The base of the two ways a handler may fail; `kind` is the WIT case. Throw
+ * a TransientError or a PermanentError: a HandlerError that is neither (a bare
+ * one, or your own subclass) is permanent.
+ */
+export class HandlerError extends Error {
+  get kind() {
+    return 'permanent';
+  }
+}
 
 /** Retried with backoff: the same signal may succeed later. */
 export class TransientError extends HandlerError {

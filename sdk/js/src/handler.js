@@ -1,22 +1,25 @@
 // The wrappers that turn a handler function into the component's export.
 
-import { DirectiveError, HandlerError, PermanentError } from './errors.js';
+import { DirectiveError, HandlerError, PermanentError, TransientError } from './errors.js';
 import { Context, Signal } from './types.js';
 
 /**
  * Runs `fn` and says how it ended: `{ ok: true }` or `{ ok: false, error }`
- * with a TransientError or PermanentError. A DirectiveError that escapes is
- * permanent, since the same request would be refused on every retry. Any
- * other exception is a bug in the handler and is rethrown: like a Rust
- * panic it traps the component, and the host retries the delivery.
+ * with a TransientError or PermanentError. Any other HandlerError (a bare
+ * one, or a subclass of neither) is permanent, as is a DirectiveError that
+ * escapes, since the same request would be refused on every retry. Any other
+ * exception is a bug in the handler and is rethrown: like a Rust panic it
+ * traps the component, and the host retries the delivery.
  */
 export function runHandler(fn, args) {
   let returned;
   try {
     returned = fn(...args);
   } catch (error) {
-    if (error instanceof HandlerError) return { ok: false, error };
-    if (error instanceof DirectiveError) return { ok: false, error: new PermanentError(error.message) };
+    if (error instanceof TransientError || error instanceof PermanentError) return { ok: false, error };
+    if (error instanceof HandlerError || error instanceof DirectiveError) {
+      return { ok: false, error: new PermanentError(error.message, { cause: error }) };
+    }
     throw error;
   }
   if (typeof returned?.then === 'function') {
@@ -58,7 +61,12 @@ function wrap(shape, fn) {
       throw error;
     }
     // A thrown variant value is the WIT `err` case of the export's result.
-    if (!outcome.ok) throw { tag: outcome.error.kind, val: outcome.error.message };
+    // The class decides the case, so an overridden `kind` cannot make an
+    // invalid one.
+    if (!outcome.ok) {
+      const tag = outcome.error instanceof TransientError ? 'transient' : 'permanent';
+      throw { tag, val: String(outcome.error.message) };
+    }
   }
   // The testing harness runs `fn` itself, with the arguments of this shape.
   handleSignal.shape = shape;

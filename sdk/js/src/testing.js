@@ -6,26 +6,23 @@
 // key requested twice (duplicate with the same payload, conflict with
 // another). Size, secret and count limits are the host's to enforce.
 
+import { dirname, isAbsolute } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DirectiveError } from './errors.js';
 import { runHandler } from './handler.js';
 import { install } from './host-native.js';
+import { parseJsonValue, sameJsonValue } from './json-value.js';
+import { handlerNameFor } from './package-name.js';
 import { Context, Signal } from './types.js';
-
-/** Whether two parsed JSON values are equal: object keys in any order. */
-function sameJson(a, b) {
-  if (a === b) return true;
-  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
-  if (Array.isArray(a) !== Array.isArray(b)) return false;
-  const keys = Object.keys(a);
-  if (keys.length !== Object.keys(b).length) return false;
-  return keys.every((key) => Object.hasOwn(b, key) && sameJson(a[key], b[key]));
-}
 
 /**
  * Answers directive requests the way the host's sandbox does within one
  * invocation (wit/cases/directive-requests.json), and keeps the accepted ones.
  */
 export class Recorder {
+  /** The payload held by each key of `requested`, as parseJsonValue read it. */
+  #exact = new Map();
+
   /** `allowed`: the directive names a manifest would allow; null allows all. */
   constructor(handlerName, allowed = null) {
     this.handlerName = handlerName;
@@ -39,15 +36,18 @@ export class Recorder {
       throw new DirectiveError('not-permitted', `directive ${name} is not in the handler's allow-list`);
     }
     let value;
+    let exact;
     try {
       value = JSON.parse(payload);
+      // What the host compares: keeps 1 apart from 1.0, as serde_json does.
+      exact = parseJsonValue(payload);
     } catch (error) {
       throw new DirectiveError('invalid', `payload is not JSON: ${error.message}`);
     }
     const index = this.requested.findIndex((d) => d.idempotencyKey === idempotencyKey);
     if (index >= 0) {
       const earlier = this.requested[index];
-      if (earlier.name !== name || !sameJson(earlier.payload, value)) {
+      if (earlier.name !== name || !sameJsonValue(this.#exact.get(idempotencyKey), exact)) {
         throw new DirectiveError(
           'conflict',
           `idempotency key ${idempotencyKey} was already requested with another directive`,
@@ -56,7 +56,32 @@ export class Recorder {
       return { directiveId: `test-directive-${index + 1}`, status: 'duplicate' };
     }
     this.requested.push({ name, payload: value, idempotencyKey, scheduledAt });
+    this.#exact.set(idempotencyKey, exact);
     return { directiveId: `test-directive-${this.requested.length}`, status: 'accepted' };
+  }
+}
+
+/**
+ * The directory of the file that called `fn` (by `new`), or undefined when
+ * the stack does not say (no frames, or not a file).
+ */
+function callerDirectory(fn) {
+  const prepare = Error.prepareStackTrace;
+  const limit = Error.stackTraceLimit;
+  const holder = {};
+  try {
+    Error.prepareStackTrace = (_, sites) => sites;
+    Error.stackTraceLimit = 1;
+    // Leaves out `fn` and what it called: the first frame is its caller's.
+    Error.captureStackTrace(holder, fn);
+    const sites = holder.stack;
+    const file = Array.isArray(sites) ? sites[0]?.getFileName?.() : undefined;
+    if (typeof file !== 'string') return undefined;
+    if (file.startsWith('file:')) return dirname(fileURLToPath(file));
+    return isAbsolute(file) ? dirname(file) : undefined;
+  } finally {
+    Error.prepareStackTrace = prepare;
+    Error.stackTraceLimit = limit;
   }
 }
 
@@ -74,11 +99,19 @@ export class Harness {
   #nextSignal = 1;
 
   /**
-   * `handlerName` is the name default idempotency keys are derived from: the
-   * `name` in the handler's package.json.
+   * A harness for `tenant`. `handlerName` is the name default idempotency
+   * keys are derived from; by default it is read, as the build reads it, from
+   * the package.json nearest the file that constructs the harness (the test
+   * file), or nearest the working directory when that file is unknown.
    */
-  constructor(handlerName, tenant) {
-    this.handlerName = handlerName;
+  constructor(tenant, { handlerName } = {}) {
+    if (typeof tenant !== 'string') {
+      throw new TypeError('new Harness(tenant, { handlerName? }): tenant must be a string');
+    }
+    if (typeof arguments[1] === 'string') {
+      throw new TypeError('new Harness(handlerName, tenant) is now new Harness(tenant, { handlerName })');
+    }
+    this.handlerName = handlerName ?? handlerNameFor(callerDirectory(new.target) ?? process.cwd());
     this.tenant = tenant;
   }
 

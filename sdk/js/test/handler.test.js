@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import {
   Context,
   DirectiveError,
+  HandlerError,
   PermanentError,
   Signal,
   TransientError,
@@ -13,7 +14,7 @@ import {
 } from '../src/index.js';
 import { Harness } from '../src/testing.js';
 
-const harness = () => new Harness('h', 'org_acme').allow(['ok.one']);
+const harness = () => new Harness('org_acme', { handlerName: 'h' }).allow(['ok.one']);
 const runOn = (handler) => {
   const h = harness();
   return h.run(h.signal('s.happened', { n: 1 }), handler);
@@ -29,6 +30,22 @@ test('typed errors end the run as themselves', () => {
     throw new PermanentError('never');
   });
   assert.equal(permanent.result.error.kind, 'permanent');
+});
+
+test('a HandlerError that is neither transient nor permanent ends the run as permanent', () => {
+  class Mine extends HandlerError {}
+  for (const error of [new HandlerError('bare'), new Mine('mine')]) {
+    const run = runOn(() => {
+      throw error;
+    });
+    assert.ok(run.result.error instanceof PermanentError, error.message);
+    assert.equal(run.result.error.kind, 'permanent');
+    assert.equal(run.result.error.message, error.message);
+    assert.equal(run.result.error.cause, error);
+  }
+  assert.equal(new HandlerError('x').kind, 'permanent');
+  class Later extends TransientError {}
+  assert.ok(runOn(() => { throw new Later('l'); }).result.error instanceof Later);
 });
 
 test('a refused directive thrown out of the handler fails permanently', () => {
@@ -132,6 +149,18 @@ test('an export throws the WIT handler-error variant, and rethrows a bug', () =>
     ends(() => { throw new DirectiveError('conflict', 'k'); }),
     { tag: 'permanent', val: 'directive refused (conflict): k' },
   );
+  // Whatever HandlerError ends the function, the export throws a valid case.
+  class Mine extends HandlerError {}
+  class Odd extends PermanentError {
+    get kind() {
+      return 'fatal';
+    }
+  }
+  class Soon extends TransientError {}
+  assert.deepEqual(ends(() => { throw new HandlerError('bare'); }), { tag: 'permanent', val: 'bare' });
+  assert.deepEqual(ends(() => { throw new Mine('mine'); }), { tag: 'permanent', val: 'mine' });
+  assert.deepEqual(ends(() => { throw new Odd('odd'); }), { tag: 'permanent', val: 'odd' });
+  assert.deepEqual(ends(() => { throw new Soon('soon'); }), { tag: 'transient', val: 'soon' });
   const quiet = console.error;
   console.error = () => {}; // the export logs the bug before the trap
   try {

@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
-import { test } from 'node:test';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { promisify } from 'node:util';
 import { DirectiveError, PermanentError, defaultIdempotencyKey, directive, tenantHandler } from '../src/index.js';
 import { Harness, Recorder } from '../src/testing.js';
 
@@ -46,7 +50,7 @@ const asksForEverything = tenantHandler((signal) => {
 });
 
 test('a run checks the allow-list, duplicates and conflicts', () => {
-  const harness = new Harness('asker', 'org_acme').allow(['a.one', 'a.two']);
+  const harness = new Harness('org_acme', { handlerName: 'asker' }).allow(['a.one', 'a.two']);
   const run = harness.run(harness.signal('test.happened'), asksForEverything);
   assert.ok(run.result.error instanceof PermanentError);
   assert.equal(run.result.error.message, 'accepted | duplicate | conflict | not-permitted');
@@ -54,8 +58,8 @@ test('a run checks the allow-list, duplicates and conflicts', () => {
   assert.equal(run.directives[0].name, 'a.one');
 });
 
-test('a directive without a key gets the default key of the harness handler name', () => {
-  const harness = new Harness('audit-trail', 'org_acme');
+test('a directive without a key gets the default key of the handler name given', () => {
+  const harness = new Harness('org_acme', { handlerName: 'audit-trail' });
   const signal = harness.signal('thing.done', { x: 1 });
   assert.equal(signal.id, 'sig_test_1');
   const run = harness.run(signal, (s) => {
@@ -74,7 +78,7 @@ test('a directive without a key gets the default key of the harness handler name
 });
 
 test('payload and schedule reach the request; a payload without JSON form is invalid', () => {
-  const harness = new Harness('h', 'org_acme');
+  const harness = new Harness('org_acme');
   const run = harness.run(harness.signal('s'), (signal) => {
     directive('x').payload({ a: [1, 'b'] }).scheduledAt(new Date(Date.UTC(2026, 0, 2))).request(signal);
     const circular = {};
@@ -93,9 +97,57 @@ test('payload and schedule reach the request; a payload without JSON form is inv
 });
 
 test('outside a run a directive request is refused as invalid', () => {
-  const signal = new Harness('h', 'org_acme').signal('s');
+  const signal = new Harness('org_acme').signal('s');
   assert.throws(
     () => directive('x').request(signal),
     (e) => e instanceof DirectiveError && e.kind === 'invalid',
   );
+});
+
+test('the handler name defaults to the package.json nearest the test file', () => {
+  // This file's nearest package.json is the SDK's own.
+  const harness = new Harness('org_acme');
+  assert.equal(harness.handlerName, 'sighost-handler');
+  const run = harness.run(harness.signal('s'), (signal) => {
+    directive('x').request(signal);
+  });
+  assert.equal(
+    run.directives[0].idempotencyKey,
+    defaultIdempotencyKey('org_acme', 'sig_test_1', 'sighost-handler', 'x'),
+  );
+  class Mine extends Harness {}
+  assert.equal(new Mine('org_acme').handlerName, 'sighost-handler');
+  assert.equal(new Harness('org_acme', { handlerName: 'given' }).handlerName, 'given');
+  assert.throws(() => new Harness('h', 'org_acme'), /is now new Harness\(tenant, \{ handlerName \}\)/);
+});
+
+const work = await mkdtemp(join(tmpdir(), 'sighost-harness-name-'));
+after(() => rm(work, { recursive: true, force: true }));
+
+/** Runs `source` as a module at `file` (or with -e) in `cwd`; returns its stdout. */
+async function runNode(cwd, source, file) {
+  const args = file === undefined ? ['--input-type=module', '-e', source] : [file];
+  if (file !== undefined) await writeFile(file, source);
+  const { stdout } = await promisify(execFile)(process.execPath, args, { cwd });
+  return stdout.trim();
+}
+
+test('the test file decides the default name; the working directory when there is none', async () => {
+  const testing = new URL('../src/testing.js', import.meta.url).href;
+  const print = `import { Harness } from ${JSON.stringify(testing)};\n` +
+    `try { console.log(new Harness('t').handlerName); } catch (e) { console.log('error: ' + e.message); }\n`;
+  const handler = join(work, 'handler');
+  const elsewhere = join(work, 'elsewhere');
+  const bare = join(work, 'bare');
+  await mkdir(join(handler, 'test'), { recursive: true });
+  await mkdir(elsewhere);
+  await mkdir(bare);
+  await writeFile(join(handler, 'package.json'), JSON.stringify({ name: 'from-test-file', type: 'module' }));
+  await writeFile(join(elsewhere, 'package.json'), JSON.stringify({ name: 'from-cwd' }));
+  assert.equal(await runNode(elsewhere, print, join(handler, 'test', 'name.test.js')), 'from-test-file');
+  assert.equal(await runNode(elsewhere, print), 'from-cwd');
+  // Nothing to read: the same error as the build's.
+  assert.equal(await runNode(bare, print), `error: no package.json above ${bare}`);
+  await writeFile(join(bare, 'package.json'), '{}');
+  assert.equal(await runNode(bare, print), `error: ${join(bare, 'package.json')} has no name`);
 });

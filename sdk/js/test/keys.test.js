@@ -19,11 +19,18 @@ test('the default key matches every shared vector', () => {
 });
 
 test('SHA-256 agrees with node:crypto around every padding boundary', () => {
-  // 55/56 and 63/64 bytes are where the length no longer fits the last
-  // block; a multi-byte character checks the UTF-8 encoding as well.
-  for (const length of [0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 1000]) {
-    const text = 'é'.repeat(length % 3) + 'a'.repeat(length);
-    assert.equal(sha256Hex(utf8(text)), createHash('sha256').update(text).digest('hex'), `${length}`);
+  // The message, a 0x80 byte and an 8-byte length fill whole 64-byte blocks:
+  // 55 bytes still fit one block, 56 need a second; 64, 119/120 and 128 are
+  // the same edges one block further. Each length is hashed as ASCII and,
+  // from 2 bytes up, with a two-byte character in front (UTF-8 checked too).
+  for (const length of [0, 1, 2, 3, 54, 55, 56, 57, 62, 63, 64, 65, 118, 119, 120, 121, 127, 128, 129, 1000]) {
+    const texts = ['a'.repeat(length)];
+    if (length >= 2) texts.push('é' + 'a'.repeat(length - 2));
+    for (const text of texts) {
+      const bytes = utf8(text);
+      assert.equal(bytes.length, length, 'the length under test');
+      assert.equal(sha256Hex(bytes), createHash('sha256').update(text).digest('hex'), `${length} ${text[0]}`);
+    }
   }
 });
 
