@@ -13,9 +13,20 @@ class ThreadCreated:
     title: str
 
 
+U32_MAX = 2**32 - 1
+
+
 @dataclass
 class Options:
-    max_words: int
+    max_words: int  # a u32, as in the Rust handler
+
+    def __post_init__(self):
+        # `int` already refuses floats and booleans; the range is serde's u32.
+        # A ValueError here is a mismatch: a permanent error.
+        if not 0 <= self.max_words <= U32_MAX:
+            raise ValueError(
+                f"field `max_words`: expected an integer in 0..={U32_MAX}, found {self.max_words}"
+            )
 
 
 @handler

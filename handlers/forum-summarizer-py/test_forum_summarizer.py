@@ -1,4 +1,7 @@
-"""The Rust example's three tests, in the native harness."""
+"""The Rust example's three tests, in the native harness, and the option's
+u32 range."""
+
+import pytest
 
 from sighost_handler import Permanent
 from sighost_handler.testing import Harness
@@ -35,3 +38,23 @@ def test_a_malformed_payload_is_a_permanent_error():
     signal = h.signal("forum.thread.created", {"thread": 1})
     run = h.run(signal, handle_signal)
     assert isinstance(run.result, Permanent)
+
+
+@pytest.mark.parametrize("max_words", [-1, 2**32, 10**30, 1.5, 50.0, True, "50", None])
+def test_max_words_outside_u32_is_a_permanent_error(max_words):
+    # What serde refuses for the Rust handler's `max_words: u32`.
+    h = harness(settings={"auto_summaries": True}, packages=["forum"])
+    h.options = {"max_words": max_words}
+    run = h.run(h.signal("forum.thread.created", {"thread_id": "t1", "title": "Hi"}), handle_signal)
+    assert isinstance(run.result, Permanent), max_words
+    assert run.result.message.startswith("handler options of forum.thread.created does not fit: ")
+    assert run.directives == []
+
+
+@pytest.mark.parametrize("max_words", [0, 2**32 - 1])
+def test_max_words_takes_the_whole_u32_range(max_words):
+    h = harness(settings={"auto_summaries": True}, packages=["forum"])
+    h.options = {"max_words": max_words}
+    run = h.run(h.signal("forum.thread.created", {"thread_id": "t1", "title": "Hi"}), handle_signal)
+    assert run.result is None
+    assert run.directives[0].payload["max_words"] == max_words

@@ -49,7 +49,10 @@ def request_directive(request: DirectiveRequest) -> Receipt:
 
 def run(handler_name: str, fn: Callable[..., Any], *wit_args: Any) -> None:
     """One export call: WIT values in, the handler's outcome out, a failure
-    raised as `Err(handler-error)` the way componentize-py returns it."""
+    raised as `Err(handler-error)` the way componentize-py returns it. Any
+    other exception the handler raises leaves the export as it is:
+    componentize-py 0.25.1 prints its traceback to stderr and traps, which
+    the host records with the attempt and retries, as for a Rust panic."""
     args = [_from_wit(value) for value in wit_args]
     with invocation(handler_name):
         error = call(fn, args)

@@ -25,10 +25,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import _project
-from .handler import decorated_world
+# The SDK reads pyproject.toml with tomllib (3.11); pyproject.toml's
+# requires-python says the same. Checked before the SDK's own modules import,
+# so an older Python gets this sentence rather than a traceback.
+REQUIRES_PYTHON = (3, 11)
+if sys.version_info < REQUIRES_PYTHON:
+    raise SystemExit(
+        f"sighost_handler needs Python {REQUIRES_PYTHON[0]}.{REQUIRES_PYTHON[1]} or newer; "
+        f"{sys.executable} is Python {sys.version_info[0]}.{sys.version_info[1]}"
+    )
+
+from . import _project  # noqa: E402 - after the version check
+from .handler import decorated_world  # noqa: E402
 
 COMPONENTIZE_PY_VERSION = "0.25.1"
+# componentize-py's console script, run by the current interpreter so that
+# the pinned copy in its environment is the one used, whatever PATH says.
+# The build and the SDK's tests (generating bindings) both start it so.
+COMPONENTIZE_PY = [
+    sys.executable, "-c",
+    "import sys, componentize_py; sys.argv[0] = 'componentize-py'; componentize_py.script()",
+]
 ENTRY_MODULE = "sighost_entry"
 SDK_DIR = Path(__file__).resolve().parent
 # The repository's contract, when the SDK runs from its checkout (sdk/python/).
@@ -169,11 +186,8 @@ def build(app_path: Path, output: Optional[Path], wit: Path) -> Path:
     check_componentize_py()
     with tempfile.TemporaryDirectory(prefix="sighost-build-") as scratch:
         stage(app, entry, Path(scratch))
-        # componentize-py's console script, run by this interpreter so the
-        # pinned copy in this environment is the one used, whatever PATH says.
         command = [
-            sys.executable, "-c",
-            "import sys, componentize_py; sys.argv[0] = 'componentize-py'; componentize_py.script()",
+            *COMPONENTIZE_PY,
             "-d", str(wit), "-w", world,
             "componentize", ENTRY_MODULE, "-p", scratch, "-o", str(output),
         ]

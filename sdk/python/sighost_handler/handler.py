@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import inspect
-import traceback
 from typing import Any, Callable, Optional, Sequence
 
 from .directive import DirectiveError
-from .types import HandlerError, Permanent, Transient
+from .types import HandlerError, Permanent
 
 # The world a handler targets, by its number of parameters.
 WORLDS = {3: "tenant-handler", 2: "context-handler", 1: "signal-handler"}
@@ -29,6 +28,13 @@ def handler(fn: Callable[..., Any]) -> Callable[..., Any]:
 def world_of(fn: Callable[..., Any]) -> str:
     """The world `fn`'s shape targets; TypeError for any other shape, raised
     at decoration time so a wrong signature fails before the build does."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        # The export is synchronous: nothing would run the coroutine, so its
+        # directives and failures would be lost and the call reported ok.
+        raise TypeError(
+            f"handlers are synchronous; {getattr(fn, '__qualname__', fn)} is an async def "
+            f"function (write it as a plain def)"
+        )
     parameters = inspect.signature(fn).parameters.values()
     positional = [
         p for p in parameters
@@ -61,11 +67,12 @@ def call(fn: Callable[..., Any], args: Sequence[Any]) -> Optional[HandlerError]:
     - `Transient`/`Permanent` raised (or returned) pass as they are.
     - A `DirectiveError` becomes permanent: the same code and signal would be
       refused again on every retry.
-    - Any other exception becomes transient, after its traceback is printed
-      to stderr (which the host captures): like a Rust panic, which traps and
-      is retried, it may be a bug or a passing condition, and the retry
-      policy caps how often it runs again. BaseExceptions (SystemExit, …)
-      are not caught.
+    - An awaitable returned (a coroutine from a callable that `world_of`
+      could not tell was async) is permanent: nothing would run it.
+    - Any other exception propagates, as a Rust panic or a JavaScript throw
+      does: out of the component's export it traps (componentize-py prints
+      its traceback to stderr, which the host captures, then aborts), and the
+      host retries the delivery; in the harness it fails the test.
     """
     try:
         returned = fn(*args)
@@ -73,9 +80,10 @@ def call(fn: Callable[..., Any], args: Sequence[Any]) -> Optional[HandlerError]:
         return e
     except DirectiveError as e:
         return Permanent(str(e))
-    except Exception as e:  # noqa: BLE001 - every failure must reach the host as a value
-        traceback.print_exc()
-        return Transient(f"unhandled {type(e).__name__}: {e}")
+    if inspect.isawaitable(returned):
+        if inspect.iscoroutine(returned):
+            returned.close()  # never started; closing it keeps "never awaited" out of stderr
+        return Permanent("the handler returned an awaitable; handlers must be synchronous")
     # Returning an error instead of raising it is an easy slip; honour it
     # rather than report success.
     return returned if isinstance(returned, HandlerError) else None

@@ -156,7 +156,10 @@ class Harness:
 
     def run(self, signal: Signal, fn: Callable[..., Any]) -> Run:
         """Calls `fn` in the shape it declares and reports what the host would
-        be told, with the directives it requested."""
+        be told, with the directives it requested. An exception that would
+        trap the component (anything but `Transient`, `Permanent` and
+        `DirectiveError`) is not caught: it fails the test, as a panic does
+        in Rust."""
         world = decorated_world(fn) or world_of(fn)
         args = {
             "tenant-handler": (signal, self.tenant, self.context(signal)),

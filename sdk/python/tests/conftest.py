@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import sighost_handler
+from sighost_handler.build import COMPONENTIZE_PY
 
 # The repository's shared cases, which every SDK and the host run.
 CASES = Path(__file__).resolve().parents[3] / "wit" / "cases"
@@ -31,9 +32,7 @@ def bindings(tmp_path, monkeypatch):
     def generate(world):
         out = tmp_path / world
         subprocess.run(
-            [sys.executable, "-c",
-             "import sys, componentize_py; sys.argv[0] = 'componentize-py'; componentize_py.script()",
-             "-d", str(WIT), "-w", world, "bindings", str(out)],
+            [*COMPONENTIZE_PY, "-d", str(WIT), "-w", world, "bindings", str(out)],
             check=True, capture_output=True,
         )
         monkeypatch.syspath_prepend(str(out))

@@ -1,6 +1,8 @@
 """The build's decisions, short of running componentize-py: which module,
 which function, which world, which name, what gets staged."""
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,3 +95,32 @@ def test_staging_holds_the_module_the_runtime_sdk_and_the_entry(project, tmp_pat
         "sighost_handler/types.py",
     ]
     assert "def handle_signal(self, signal, context):" in (out / "sighost_entry.py").read_text()
+
+
+def test_an_older_python_is_told_the_version_the_build_needs(tmp_path):
+    # Python 3.10 played by this one: the build must stop with a sentence
+    # before anything reads pyproject.toml (tomllib is 3.11's).
+    pretend = (
+        "import runpy, sys; sys.version_info = (3, 10, 14, 'final', 0); "
+        "runpy.run_module('sighost_handler.build', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", pretend, str(EXAMPLE), "-o", str(tmp_path / "x.wasm"),
+         "--wit", str(tmp_path)],
+        capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"sighost_handler needs Python 3.11 or newer; {sys.executable} is Python 3.10\n"
+    )
+    assert not (tmp_path / "x.wasm").exists()
+
+
+def test_the_sdk_requires_the_python_the_build_checks():
+    import tomllib
+
+    from sighost_handler.build import REQUIRES_PYTHON
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == ">=%d.%d" % REQUIRES_PYTHON

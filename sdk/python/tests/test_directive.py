@@ -1,3 +1,4 @@
+import gc
 import math
 
 import pytest
@@ -127,15 +128,48 @@ def test_transient_and_permanent_pass_as_raised_or_returned():
     assert isinstance(returned, Permanent) and returned.message == "never"
 
 
-def test_any_other_exception_is_transient_and_its_traceback_is_printed(capsys):
+def test_any_other_exception_propagates_out_of_the_harness_as_it_would_trap():
+    # Inside the component it traps, like a Rust panic; in a test it must
+    # fail the test, not pass as a retryable error.
     def buggy(signal, context):
+        directive("a.b").request(signal)
         return {}["missing"]
 
     harness = Harness("org_acme", handler_name="h")
-    result = harness.run(harness.signal("a.b"), buggy).result
-    assert isinstance(result, Transient)
-    assert result.message == "unhandled KeyError: 'missing'"
-    assert "Traceback" in capsys.readouterr().err
+    with pytest.raises(KeyError, match="missing"):
+        harness.run(harness.signal("a.b"), buggy)
+    with pytest.raises(DirectiveError, match="only be requested inside"):
+        directive("a.b").request(harness.signal("a.b"))  # the invocation ended all the same
+
+
+def test_async_handlers_are_refused_when_decorated():
+    async def coroutine(signal, tenant, context):
+        directive("a.b").request(signal)
+
+    async def generator(signal):
+        yield
+
+    for fn in (coroutine, generator):
+        with pytest.raises(TypeError, match="handlers are synchronous; .* is an async def function"):
+            handler(fn)
+        with pytest.raises(TypeError, match="handlers are synchronous"):
+            Harness("org_acme", handler_name="h").run(Harness("org_acme").signal("a.b"), fn)
+
+
+def test_an_awaitable_returned_is_permanent_and_never_runs(recwarn):
+    async def later(signal):
+        directive("a.b").request(signal)
+
+    def hands_back(signal):  # not async def itself, so only its result tells
+        return later(signal)
+
+    harness = Harness("org_acme", handler_name="h")
+    run = harness.run(harness.signal("a.b"), hands_back)
+    assert isinstance(run.result, Permanent)
+    assert run.result.message == "the handler returned an awaitable; handlers must be synchronous"
+    assert run.directives == []
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)], "the coroutine is closed"
 
 
 def test_directive_errors_know_only_the_wit_kinds():

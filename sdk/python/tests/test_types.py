@@ -51,6 +51,26 @@ def test_a_payload_that_does_not_fit_is_permanent(payload, complaint):
     )
 
 
+@dataclass
+class Bounded:
+    count: int
+
+    def __post_init__(self):
+        if not 0 <= self.count <= 9:
+            raise ValueError("field `count`: expected 0..=9")
+
+
+def test_a_value_error_from_post_init_is_a_mismatch_too():
+    # How a handler narrows a type further (a u32, an enum of strings): the
+    # dataclass checks it, and the failure is permanent like serde's.
+    assert signal_with({"count": 9}).payload(Bounded) == Bounded(9)
+    with pytest.raises(Permanent) as error:
+        signal_with({"count": 10}).payload(Bounded)
+    assert error.value.message == (
+        "payload of forum.thread.created does not fit: field `count`: expected 0..=9"
+    )
+
+
 def test_text_that_is_not_json_is_permanent_for_every_document():
     signal = dataclasses.replace(signal_with({}), payload_text="{", metadata_text="nope")
     context = dataclasses.replace(
