@@ -6,6 +6,17 @@
 # when nothing changed.
 set -euo pipefail
 
+# The versions the SDKs need: tomllib (Python 3.11), rolldown (Node 20.19).
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "Python 3.11 or newer is needed; python3 is $(python3 --version 2>&1)" >&2
+    exit 1
+}
+command -v node >/dev/null || { echo "Node.js is missing: install Node.js 20.19 or newer" >&2; exit 1; }
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' || {
+    echo "Node.js 20.19 or newer is needed; node is $(node --version)" >&2
+    exit 1
+}
+
 # The Python packages the tests need (a CloudEvents SDK as an HTTP client;
 # pytest and componentize-py for the Python SDK and its example), pinned in
 # tests/requirements.txt, in a virtualenv under the target directory (tests
@@ -25,7 +36,7 @@ fi
 # The npm workspace (the JavaScript SDK and the TypeScript example), pinned by
 # package-lock.json: the build tools (componentize-js, jco) come from there.
 # `npm ci` again only when the lock file changed.
-command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or later" >&2; exit 1; }
+command -v npm >/dev/null || { echo "npm is missing: install it with Node.js" >&2; exit 1; }
 if ! cmp -s package-lock.json node_modules/.sighost-installed-lock 2>/dev/null; then
     npm ci --no-audit --no-fund --loglevel=error
     cp package-lock.json node_modules/.sighost-installed-lock

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::host_helpers::wait_for;
+use crate::host_helpers::{PATIENCE, wait_for, wait_for_within};
 use crate::sighost_binary;
 
 /// A `sighost run` child process logging JSON lines to a file.
@@ -31,6 +32,21 @@ impl Server {
         workers: usize,
         config: Option<&Path>,
     ) -> Self {
+        Self::start_within(PATIENCE, data, handlers, label, workers, config)
+    }
+
+    /// [`Server::start_configured`] waiting up to `patience` for the host to
+    /// start: it loads its handlers first, and compiling a 12-18 MB
+    /// JavaScript or Python component takes seconds even when nothing else
+    /// runs.
+    pub fn start_within(
+        patience: Duration,
+        data: &Path,
+        handlers: &Path,
+        label: &str,
+        workers: usize,
+        config: Option<&Path>,
+    ) -> Self {
         let log = data.join(format!("{label}.log"));
         let mut command = Command::new(sighost_binary());
         if let Some(config) = config {
@@ -49,8 +65,11 @@ impl Server {
             .spawn()
             .expect("spawn sighost run");
         let server = Self { child, log };
-        server.wait_for_log("the host to start", |line| {
-            message(line) == "sighost is running"
+        wait_for_within(patience, "the host to start", |last| {
+            let log = server.log();
+            *last = format!("{} log lines", log.len());
+            log.into_iter()
+                .find(|line| message(line) == "sighost is running")
         });
         server
     }

@@ -61,14 +61,21 @@ fn the_python_sdk_and_example_pass_their_own_tests() {
             .args([
                 "-m",
                 "pytest",
-                "-q",
+                "-v",
                 "--rootdir=.",
                 "-p",
                 "no:cacheprovider",
             ])
             .args(["sdk/python", "handlers/forum-summarizer-py"]),
     );
-    assert!(said.contains(" passed"), "{said}");
+    // Both the SDK's tests and the example's ran.
+    for path in ["sdk/python/", "handlers/forum-summarizer-py/"] {
+        let passed = said
+            .lines()
+            .filter(|line| line.starts_with(path) && line.contains(" PASSED"))
+            .count();
+        assert!(passed > 0, "no test of {path} passed:\n{said}");
+    }
 }
 
 /// The built example `name`, installed under its own name with its own
@@ -116,7 +123,7 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
             .expect("install package");
     }
 
-    let server = Server::start(&data, &handlers, "run", 2);
+    let server = Server::start_within(LOAD_PATIENCE, &data, &handlers, "run", 2, None);
     for (name, _, _) in ports {
         let digest = sighost::sandbox::digest(
             &std::fs::read(handlers.join(format!("{name}.wasm"))).expect("read"),

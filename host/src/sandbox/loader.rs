@@ -46,9 +46,9 @@ impl Shape {
 /// nothing whatever is imported (no preopened directory, no environment,
 /// every network use denied; see `Sandbox::new_store`). The interfaces that
 /// language runtimes import whether or not the handler uses them
-/// (`wasi:filesystem`, `wasi:sockets`: CPython and StarlingMonkey both do)
-/// are therefore allowed, and each of their calls fails with an error the
-/// guest sees. `wasi:http` and anything unknown stay refused at load, which
+/// (`wasi:filesystem` and `wasi:sockets` for CPython, `wasi:filesystem` for
+/// componentize-js) are therefore allowed, and each of their calls fails
+/// with an error the guest sees. `wasi:http` and anything unknown stay refused at load, which
 /// tells the author at once that the module cannot work here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportPolicy {

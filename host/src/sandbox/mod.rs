@@ -412,9 +412,8 @@ impl Sandbox {
     ) -> Store<InvocationState> {
         // Grants nothing: no arguments, no environment, no preopened
         // directory (so every path is "not found"), closed stdin. The network
-        // is denied explicitly rather than by the builder's defaults, which
-        // allow TCP and UDP sockets to be created: no socket, no name lookup,
-        // no address.
+        // is denied here explicitly, whatever the builder's defaults are or
+        // become: no TCP or UDP socket, no name lookup, no address.
         let wasi = WasiCtx::builder()
             .stdout(output.clone())
             .stderr(output.clone())

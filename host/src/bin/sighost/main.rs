@@ -954,7 +954,19 @@ fn check(config: &Config, file: &Path) -> anyhow::Result<()> {
     // The host's limits, so a module that passes here loads in `run`; and its
     // compiled-code cache, so checking a 12 MB JavaScript handler again, or
     // running it after the check, does not compile it again.
-    let sandbox = sighost::Sandbox::new(config.host_config().sandbox)?;
+    let mut sandbox = config.host_config().sandbox;
+    if let Some(cache) = &sandbox.cache_dir
+        && let Err(e) = std::fs::create_dir_all(cache)
+    {
+        // A check must work where the data directory is read-only, as
+        // `sighost check` in a build pipeline may be: it only compiles again.
+        eprintln!(
+            "note: no compiled-code cache ({}: {e}); compiling from scratch",
+            cache.display()
+        );
+        sandbox.cache_dir = None;
+    }
+    let sandbox = sighost::Sandbox::new(sandbox)?;
     let handler = sandbox.load_file(file)?;
     println!("{}: ok", file.display());
     println!("  name:          {}", handler.name);
