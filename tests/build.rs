@@ -55,7 +55,7 @@ fn main() {
         )
         .expect("string write");
     }
-    for (name, built) in language_examples(&root) {
+    for (name, built) in language_examples(&root, &target_dir) {
         writeln!(
             listing,
             "    ({name:?}, {:?}),",
@@ -125,10 +125,12 @@ fn main() {
 }
 
 /// Builds the TypeScript and Python examples with their SDKs' own build
-/// commands, as an author would, into `handlers/<name>.wasm`. The tools come
-/// pinned from the npm workspace and the tests' virtualenv, both made by
-/// `scripts/prepare.sh`.
-fn language_examples(root: &Path) -> Vec<(&'static str, PathBuf)> {
+/// commands, as an author would, into `handlers/<name>.wasm`; and the
+/// TypeScript one again with the SDK's other JavaScript engine (QuickJS),
+/// into `built_dir` with its manifest, for the tests and benchmarks to
+/// compare. The tools come pinned from the npm workspace and the tests'
+/// virtualenv, both made by `scripts/prepare.sh`.
+fn language_examples(root: &Path, built_dir: &Path) -> Vec<(&'static str, PathBuf)> {
     for watched in [
         "package-lock.json",
         "sdk/js/src",
@@ -140,6 +142,7 @@ fn language_examples(root: &Path) -> Vec<(&'static str, PathBuf)> {
         "sdk/python/sighost_handler",
         "handlers/forum-summarizer-ts/src",
         "handlers/forum-summarizer-ts/package.json",
+        "handlers/forum-summarizer-ts.toml",
         "handlers/forum-summarizer-py/forum_summarizer.py",
         "handlers/forum-summarizer-py/pyproject.toml",
     ] {
@@ -159,6 +162,28 @@ fn language_examples(root: &Path) -> Vec<(&'static str, PathBuf)> {
         ]),
         &format!("building handlers/forum-summarizer-ts failed; {prepared}"),
     );
+
+    let quickjs = built_dir.join("forum-summarizer-ts-quickjs.wasm");
+    std::fs::create_dir_all(built_dir)
+        .unwrap_or_else(|e| panic!("create {}: {e}", built_dir.display()));
+    run(
+        Command::new("node")
+            .current_dir(root)
+            .args([
+                "sdk/js/bin/build.js",
+                "handlers/forum-summarizer-ts/src/handler.ts",
+                "--backend",
+                "quickjs",
+                "-o",
+            ])
+            .arg(&quickjs),
+        &format!("building handlers/forum-summarizer-ts with QuickJS failed; {prepared}"),
+    );
+    std::fs::copy(
+        handlers.join("forum-summarizer-ts.toml"),
+        quickjs.with_extension("toml"),
+    )
+    .expect("copy the TypeScript example's manifest");
 
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -186,6 +211,7 @@ fn language_examples(root: &Path) -> Vec<(&'static str, PathBuf)> {
     );
     vec![
         ("forum-summarizer-ts", typescript),
+        ("forum-summarizer-ts-quickjs", quickjs),
         ("forum-summarizer-py", python),
     ]
 }

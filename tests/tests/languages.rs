@@ -94,11 +94,13 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
     let scratch = Scratch::new("languages");
     let (data, handlers) = (scratch.subdir("data"), scratch.subdir("handlers"));
     // Each port serves its own package and tenant, so that each directive is
-    // known to come from that port (the three ask for the same key). The
+    // known to come from that port (they all ask for the same key). The
     // ports check for the `forum` package themselves: every tenant has it.
     let ports = [
         ("forum-summarizer", "forum_rs", "org_rs"),
         ("forum-summarizer-ts", "forum_ts", "org_ts"),
+        // The same TypeScript built with the SDK's other engine, QuickJS.
+        ("forum-summarizer-ts-quickjs", "forum_qjs", "org_qjs"),
         ("forum-summarizer-py", "forum_py", "org_py"),
     ];
     let host = Sighost::open(HostConfig::new(&data)).expect("open the store");
@@ -117,7 +119,7 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
     host.store()
         .create_tenant("org_off", json!({}), Utc::now())
         .expect("create tenant");
-    for package in ["forum", "forum_rs", "forum_ts", "forum_py"] {
+    for package in ["forum", "forum_rs", "forum_ts", "forum_qjs", "forum_py"] {
         host.store()
             .install_package("org_off", package)
             .expect("install package");
@@ -136,7 +138,7 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
             log.into_iter().find(|l| loaded(l, name, &digest))
         });
     }
-    for tenant in ["org_rs", "org_ts", "org_py", "org_off"] {
+    for tenant in ["org_rs", "org_ts", "org_qjs", "org_py", "org_off"] {
         let emitted = cli(
             &data,
             &[
@@ -155,7 +157,7 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
     }
 
     // Every port ran for its own tenant and for org_off, and completed.
-    let done = wait_for("six deliveries to complete", |last| {
+    let done = wait_for("eight deliveries to complete", |last| {
         let all = host
             .store()
             .deliveries(&DeliveryFilter::default())
@@ -166,7 +168,8 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
                 .map(|d| (&d.handler, d.state))
                 .collect::<Vec<_>>()
         );
-        (all.len() == 6 && all.iter().all(|d| d.state == DeliveryState::Completed)).then_some(all)
+        (all.len() == 2 * ports.len() && all.iter().all(|d| d.state == DeliveryState::Completed))
+            .then_some(all)
     });
     let printed: Vec<(&str, String)> = ports
         .iter()
@@ -214,6 +217,10 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
         );
         assert!(requested.contains(&wanted), "{name}: {requested:?}");
     }
-    assert_eq!(directives.len(), 3, "none for org_off: {requested:?}");
+    assert_eq!(
+        directives.len(),
+        ports.len(),
+        "none for org_off: {requested:?}"
+    );
     server.stop();
 }

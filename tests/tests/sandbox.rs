@@ -77,6 +77,7 @@ fn every_guest_has_a_test() {
         "signal-echo",
         // examples in other languages: tests/languages.rs runs them
         "forum-summarizer-ts",
+        "forum-summarizer-ts-quickjs",
         "forum-summarizer-py",
     ];
     for (name, _) in GUESTS.iter().chain(HANDLERS) {

@@ -1,5 +1,6 @@
-//! The same handler in Rust, TypeScript and Python (the forum summarizer
-//! examples, built from source by build.rs), side by side in one run:
+//! The same handler in Rust, TypeScript (on the SDK's two JavaScript
+//! engines) and Python (the forum summarizer examples, built from source by
+//! build.rs), side by side in one run:
 //!
 //! - first load: compiling and pre-instantiating the component with no
 //!   compiled-code cache, as a host does the first time it sees the file;
@@ -19,9 +20,10 @@ use crate::invoke::{BareCall, bare, bare_tuned, measure_async};
 use crate::stats::Runs;
 use bare::sighost::handler::types;
 
-pub const EXAMPLES: [(&str, &str); 3] = [
+pub const EXAMPLES: [(&str, &str); 4] = [
     ("Rust", "forum-summarizer"),
     ("TypeScript (componentize-js)", "forum-summarizer-ts"),
+    ("TypeScript (QuickJS)", "forum-summarizer-ts-quickjs"),
     ("Python (componentize-py)", "forum-summarizer-py"),
 ];
 

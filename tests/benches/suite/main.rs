@@ -225,8 +225,9 @@ fn languages_section(runs: usize) -> String {
     let mut text = String::from("\n## 11. The same handler in Rust, TypeScript and Python\n\n");
     let _ = writeln!(
         text,
-        "The forum summarizer examples (`handlers/forum-summarizer{{,-ts,-py}}`), built from \
-         source by the tests' build: each reads its tenant's settings and packages, parses the \
+        "The forum summarizer examples (`handlers/forum-summarizer{{,-ts,-py}}`, the TypeScript \
+         one built with each of the JavaScript SDK's engines), built from source by the tests' \
+         build: each reads its tenant's settings and packages, parses the \
          payload and requests one directive. First load: compile and pre-instantiate with no \
          compiled-code cache ({runs} runs). Per delivery: fresh instance, call, directive, in \
          µs, {} calls a round; bare wasmtime runs the same component with the pool tuned as \
@@ -255,14 +256,22 @@ fn languages_section(runs: usize) -> String {
     // what its runtime costs bare); the Rust row is there to compare with.
     let ratio = |row: &languages::Row| row.sighost_us.median() / row.bare_us.median();
     let worst = rows[1..].iter().map(ratio).fold(0.0, f64::max);
+    let best_us = |prefix: &str| {
+        rows.iter()
+            .filter(|row| row.language.starts_with(prefix))
+            .map(|row| row.sighost_us.median())
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (javascript_us, python_us) = (best_us("TypeScript"), best_us("Python"));
     let _ = writeln!(
         text,
-        "\nsighost / bare wasmtime, worse of TypeScript and Python: **{worst:.2}×** (goal ≤ 1.3×: \
-         {}). Absolute goals, toward ≤ 150 µs (JavaScript) and ≤ 500 µs (Python) per delivery: \
-         {} and {}; the bare wasmtime column is what the runtime itself costs.",
+        "\nsighost / bare wasmtime, worst of TypeScript and Python: **{worst:.2}×** (goal ≤ 1.3×: \
+         {}). Absolute goals, toward ≤ 150 µs (JavaScript, the faster engine: {javascript_us:.0} \
+         µs) and ≤ 500 µs (Python: {python_us:.0} µs) per delivery: {} and {}; the bare wasmtime \
+         column is what the runtime itself costs.",
         goal(worst <= 1.3),
-        goal(rows[1].sighost_us.median() <= 150.0),
-        goal(rows[2].sighost_us.median() <= 500.0),
+        goal(javascript_us <= 150.0),
+        goal(python_us <= 500.0),
     );
     text
 }
