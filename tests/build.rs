@@ -86,6 +86,14 @@ fn main() {
         ],
     );
     writeln!(listing, "pub const GUESTS: &[(&str, &str)] = &[").expect("string write");
+    for (name, built) in sdk_probes(&root, &target_dir) {
+        writeln!(
+            listing,
+            "    ({name:?}, {:?}),",
+            built.display().to_string()
+        )
+        .expect("string write");
+    }
     for name in &guests {
         let built = wasm_output(&target_dir, "release", name);
         writeln!(
@@ -185,19 +193,9 @@ fn language_examples(root: &Path, built_dir: &Path) -> Vec<(&'static str, PathBu
     )
     .expect("copy the TypeScript example's manifest");
 
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                root.join(dir)
-            }
-        })
-        .unwrap_or_else(|| root.join("target"));
     let python = handlers.join("forum-summarizer-py.wasm");
     run(
-        Command::new(target.join("test-venv/bin/python"))
+        Command::new(test_python(root))
             .current_dir(root)
             .env("PYTHONPATH", root.join("sdk/python"))
             .args([
@@ -214,6 +212,60 @@ fn language_examples(root: &Path, built_dir: &Path) -> Vec<(&'static str, PathBu
         ("forum-summarizer-ts-quickjs", quickjs),
         ("forum-summarizer-py", python),
     ]
+}
+
+/// The JavaScript and Python SDKs' probe handlers (their test fixtures:
+/// every way a delivery can end), built with each SDK's default build into
+/// `built_dir`, for the host's tests to run in the real sandbox.
+fn sdk_probes(root: &Path, built_dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    for watched in ["sdk/js/test/fixture", "sdk/python/tests/fixture"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    std::fs::create_dir_all(built_dir)
+        .unwrap_or_else(|e| panic!("create {}: {e}", built_dir.display()));
+    let prepared = "run scripts/prepare.sh first";
+    let js = built_dir.join("js-probe.wasm");
+    run(
+        Command::new("node")
+            .current_dir(root)
+            .args([
+                "sdk/js/bin/build.js",
+                "sdk/js/test/fixture/handler.js",
+                "-o",
+            ])
+            .arg(&js),
+        &format!("building the JavaScript SDK's probe failed; {prepared}"),
+    );
+    let python = built_dir.join("py-probe.wasm");
+    run(
+        Command::new(test_python(root))
+            .current_dir(root)
+            .env("PYTHONPATH", root.join("sdk/python"))
+            .args([
+                "-m",
+                "sighost_handler.build",
+                "sdk/python/tests/fixture",
+                "-o",
+            ])
+            .arg(&python),
+        &format!("building the Python SDK's probe failed; {prepared}"),
+    );
+    vec![("js-probe", js), ("py-probe", python)]
+}
+
+/// The tests' virtualenv Python (scripts/prepare-languages.sh makes it).
+fn test_python(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        })
+        .unwrap_or_else(|| root.join("target"))
+        .join("test-venv/bin/python")
 }
 
 fn run(command: &mut Command, failed: &str) {

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
+use sighost::sandbox::{Manifest, Outcome};
 use sighost::store::{DeliveryFilter, DeliveryState, DirectiveFilter};
 use sighost::{HostConfig, Sighost};
 use sighost_tests::host_helpers::{Scratch, wait_for, wait_for_within};
 use sighost_tests::server::{Server, cli, loaded};
-use sighost_tests::{example_handler, test_python};
+use sighost_tests::{delivery, example_handler, guest, signal, test_python};
 
 const LOAD_PATIENCE: Duration = Duration::from_secs(180);
 
@@ -223,4 +224,82 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
         "none for org_off: {requested:?}"
     );
     server.stop();
+}
+
+/// The SDKs' probe handlers (their test fixtures), built with each SDK's
+/// default build and run in the real sandbox: every way a delivery ends is
+/// what the SDK documents, the default key is the one every SDK derives
+/// (with the name from the probe's own package manifest), the clock is live
+/// and what the handler prints is kept.
+#[test]
+fn each_sdk_ends_a_delivery_in_the_sandbox_as_it_documents() {
+    let sandbox = sighost_tests::sandbox();
+    let probes = [
+        ("js-probe", "component-fixture"),
+        ("py-probe", "component-fixture-py"),
+    ];
+    for (probe, package) in probes {
+        let bytes = std::fs::read(guest(probe)).expect("built by build.rs");
+        let manifest = Manifest::parse("directives = ['mail.send']").expect("manifest");
+        let handler = sandbox
+            .load_bytes(probe, &bytes, manifest, probe)
+            .unwrap_or_else(|e| panic!("{probe}: {e}"));
+        let run = |name: &str| {
+            let signal = signal("org_acme", name, json!({"to": "a"}));
+            let run = sandbox.invoke_blocking(&handler, &signal, &delivery(json!({}), &[]));
+            (signal, run)
+        };
+
+        let (signal, asked) = run("ask");
+        let output = &asked.report.output;
+        assert_eq!(asked.outcome, Outcome::Ok, "{probe}: {output}");
+        assert_eq!(asked.directives.len(), 1, "{probe}: {output}");
+        let key =
+            sighost_sdk::default_idempotency_key("org_acme", &signal.id, package, "mail.send");
+        assert_eq!(asked.directives[0].idempotency_key, key, "{probe}");
+        assert_eq!(asked.directives[0].payload, json!({"to": "a"}), "{probe}");
+        assert!(
+            output.contains("refused=not-permitted"),
+            "{probe}: {output}"
+        );
+        let printed_ms: i64 = output
+            .split("now=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("{probe} prints the time: {output}"));
+        let host_ms = Utc::now().timestamp_millis();
+        assert!(
+            (host_ms - printed_ms).abs() < 60_000,
+            "{probe}: the guest's clock is live ({printed_ms} against {host_ms})"
+        );
+
+        assert_eq!(
+            run("transient").1.outcome,
+            Outcome::Transient("try later".into()),
+            "{probe}"
+        );
+        assert_eq!(
+            run("permanent").1.outcome,
+            Outcome::Permanent("never for org_acme".into()),
+            "{probe}"
+        );
+        let refused = run("refused").1.outcome;
+        assert!(
+            matches!(&refused, Outcome::Permanent(m) if m.contains("not permitted")),
+            "{probe}: a refused directive that escapes is permanent: {refused:?}"
+        );
+        let (_, bug) = run("something-else");
+        assert!(
+            matches!(bug.outcome, Outcome::Trap(_)),
+            "{probe}: {:?}",
+            bug.outcome
+        );
+        assert!(
+            bug.report.output.contains("a bug: something-else"),
+            "{probe}: an unexpected exception traps, with why on stderr: {}",
+            bug.report.output
+        );
+        assert!(bug.directives.is_empty());
+    }
 }

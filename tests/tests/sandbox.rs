@@ -75,7 +75,10 @@ fn every_guest_has_a_test() {
         "forum-summarizer",
         "audit-trail",
         "signal-echo",
-        // examples in other languages: tests/languages.rs runs them
+        // the SDKs' probes and the examples in other languages:
+        // tests/languages.rs runs them
+        "js-probe",
+        "py-probe",
         "forum-summarizer-ts",
         "forum-summarizer-ts-quickjs",
         "forum-summarizer-py",
