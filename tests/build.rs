@@ -156,57 +156,19 @@ fn language_examples(root: &Path, built_dir: &Path) -> Vec<(&'static str, PathBu
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    let prepared = "run scripts/prepare.sh first: it installs the pinned node and Python packages";
     let handlers = root.join("handlers");
-
     let typescript = handlers.join("forum-summarizer-ts.wasm");
-    run(
-        Command::new("npm").current_dir(root).args([
-            "run",
-            "--silent",
-            "build",
-            "--workspace",
-            "handlers/forum-summarizer-ts",
-        ]),
-        &format!("building handlers/forum-summarizer-ts failed; {prepared}"),
-    );
-
+    let entry = "handlers/forum-summarizer-ts/src/handler.ts";
+    build_javascript(root, entry, &typescript, "starlingmonkey");
     let quickjs = built_dir.join("forum-summarizer-ts-quickjs.wasm");
-    std::fs::create_dir_all(built_dir)
-        .unwrap_or_else(|e| panic!("create {}: {e}", built_dir.display()));
-    run(
-        Command::new("node")
-            .current_dir(root)
-            .args([
-                "sdk/js/bin/build.js",
-                "handlers/forum-summarizer-ts/src/handler.ts",
-                "--backend",
-                "quickjs",
-                "-o",
-            ])
-            .arg(&quickjs),
-        &format!("building handlers/forum-summarizer-ts with QuickJS failed; {prepared}"),
-    );
+    build_javascript(root, entry, &quickjs, "quickjs");
     std::fs::copy(
         handlers.join("forum-summarizer-ts.toml"),
         quickjs.with_extension("toml"),
     )
     .expect("copy the TypeScript example's manifest");
-
     let python = handlers.join("forum-summarizer-py.wasm");
-    run(
-        Command::new(test_python(root))
-            .current_dir(root)
-            .env("PYTHONPATH", root.join("sdk/python"))
-            .args([
-                "-m",
-                "sighost_handler.build",
-                "handlers/forum-summarizer-py",
-                "-o",
-            ])
-            .arg(&python),
-        &format!("building handlers/forum-summarizer-py failed; {prepared}"),
-    );
+    build_python(root, "handlers/forum-summarizer-py", &python);
     vec![
         ("forum-summarizer-ts", typescript),
         ("forum-summarizer-ts-quickjs", quickjs),
@@ -221,36 +183,49 @@ fn sdk_probes(root: &Path, built_dir: &Path) -> Vec<(&'static str, PathBuf)> {
     for watched in ["sdk/js/test/fixture", "sdk/python/tests/fixture"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    std::fs::create_dir_all(built_dir)
-        .unwrap_or_else(|e| panic!("create {}: {e}", built_dir.display()));
-    let prepared = "run scripts/prepare.sh first";
     let js = built_dir.join("js-probe.wasm");
+    build_javascript(
+        root,
+        "sdk/js/test/fixture/handler.js",
+        &js,
+        "starlingmonkey",
+    );
+    let python = built_dir.join("py-probe.wasm");
+    build_python(root, "sdk/python/tests/fixture", &python);
+    vec![("js-probe", js), ("py-probe", python)]
+}
+
+const PREPARED: &str =
+    "run scripts/prepare.sh first: it installs the pinned node and Python packages";
+
+/// `sighost-handler-build` of the JavaScript SDK, as an author runs it.
+fn build_javascript(root: &Path, entry: &str, out: &Path, backend: &str) {
+    create_parent(out);
     run(
         Command::new("node")
             .current_dir(root)
-            .args([
-                "sdk/js/bin/build.js",
-                "sdk/js/test/fixture/handler.js",
-                "-o",
-            ])
-            .arg(&js),
-        &format!("building the JavaScript SDK's probe failed; {prepared}"),
+            .args(["sdk/js/bin/build.js", entry, "--backend", backend, "-o"])
+            .arg(out),
+        &format!("building {entry} with {backend} failed; {PREPARED}"),
     );
-    let python = built_dir.join("py-probe.wasm");
+}
+
+/// `python -m sighost_handler.build` of the Python SDK, as an author runs it.
+fn build_python(root: &Path, app: &str, out: &Path) {
+    create_parent(out);
     run(
         Command::new(test_python(root))
             .current_dir(root)
             .env("PYTHONPATH", root.join("sdk/python"))
-            .args([
-                "-m",
-                "sighost_handler.build",
-                "sdk/python/tests/fixture",
-                "-o",
-            ])
-            .arg(&python),
-        &format!("building the Python SDK's probe failed; {prepared}"),
+            .args(["-m", "sighost_handler.build", app, "-o"])
+            .arg(out),
+        &format!("building {app} failed; {PREPARED}"),
     );
-    vec![("js-probe", js), ("py-probe", python)]
+}
+
+fn create_parent(file: &Path) {
+    let dir = file.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
 }
 
 /// The tests' virtualenv Python (scripts/prepare-languages.sh makes it).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::host_helpers::{PATIENCE, wait_for, wait_for_within};
+use crate::host_helpers::{PATIENCE, wait_for_within};
 use crate::sighost_binary;
 
 /// A `sighost run` child process logging JSON lines to a file.
@@ -65,11 +65,8 @@ impl Server {
             .spawn()
             .expect("spawn sighost run");
         let server = Self { child, log };
-        wait_for_within(patience, "the host to start", |last| {
-            let log = server.log();
-            *last = format!("{} log lines", log.len());
-            log.into_iter()
-                .find(|line| message(line) == "sighost is running")
+        server.wait_for_log_within(patience, "the host to start", |line| {
+            message(line) == "sighost is running"
         });
         server
     }
@@ -84,7 +81,19 @@ impl Server {
     }
 
     pub fn wait_for_log(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        wait_for(what, |last| {
+        self.wait_for_log_within(PATIENCE, what, matches)
+    }
+
+    /// [`Server::wait_for_log`] with another patience, for waits whose size
+    /// (a large component to compile), not a promise, decides how long they
+    /// take.
+    pub fn wait_for_log_within(
+        &self,
+        patience: Duration,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for_within(patience, what, |last| {
             let log = self.log();
             *last = format!("{} log lines", log.len());
             log.into_iter().find(&matches)

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sighost::sandbox::{Manifest, Outcome};
 use sighost::store::{DeliveryFilter, DeliveryState, DirectiveFilter};
 use sighost::{HostConfig, Sighost};
-use sighost_tests::host_helpers::{Scratch, wait_for, wait_for_within};
+use sighost_tests::host_helpers::{Scratch, install, wait_for};
 use sighost_tests::server::{Server, cli, loaded};
 use sighost_tests::{delivery, example_handler, guest, signal, test_python};
 
@@ -81,13 +81,12 @@ fn the_python_sdk_and_example_pass_their_own_tests() {
 
 /// The built example `name`, installed under its own name with its own
 /// manifest, but for the package named `package`.
-fn install(handlers: &Path, name: &str, package: &str) {
+fn install_for_package(handlers: &Path, name: &str, package: &str) {
     let built = example_handler(name);
-    std::fs::copy(&built, handlers.join(format!("{name}.wasm"))).expect("copy the example");
     let manifest = std::fs::read_to_string(built.with_extension("toml")).expect("its manifest");
     assert!(manifest.contains("package = \"forum\""), "{manifest}");
     let manifest = manifest.replace("package = \"forum\"", &format!("package = \"{package}\""));
-    std::fs::write(handlers.join(format!("{name}.toml")), manifest).expect("write the manifest");
+    install(handlers, name, &built, &manifest);
 }
 
 #[test]
@@ -106,7 +105,7 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
     ];
     let host = Sighost::open(HostConfig::new(&data)).expect("open the store");
     for (name, package, tenant) in ports {
-        install(&handlers, name, package);
+        install_for_package(&handlers, name, package);
         host.store()
             .create_tenant(tenant, json!({"auto_summaries": true}), Utc::now())
             .expect("create tenant");
@@ -133,10 +132,8 @@ fn the_forum_summarizer_in_rust_typescript_and_python_asks_for_the_same_directiv
         );
         // A JavaScript or Python component is 12-18 MB to compile: its size,
         // not a promise, decides how long that takes on a busy machine.
-        wait_for_within(LOAD_PATIENCE, &format!("{name} to load"), |last| {
-            let log = server.log();
-            *last = format!("{} log lines", log.len());
-            log.into_iter().find(|l| loaded(l, name, &digest))
+        server.wait_for_log_within(LOAD_PATIENCE, &format!("{name} to load"), |l| {
+            loaded(l, name, &digest)
         });
     }
     for tenant in ["org_rs", "org_ts", "org_qjs", "org_py", "org_off"] {

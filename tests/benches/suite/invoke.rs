@@ -121,35 +121,7 @@ enum Allocation {
 
 /// The trivial guest's signal and context, as bare wasmtime passes them.
 fn trivial_call() -> BareCall {
-    BareCall {
-        signal: types::Signal {
-            id: "sig_1".into(),
-            tenant: "org_acme".into(),
-            name: "test.happened".into(),
-            payload: r#"{"n":1}"#.into(),
-            metadata: "{}".into(),
-            dedupe_key: None,
-            occurred_at: "2026-11-26T12:00:00.000000Z".into(),
-            correlation_id: Some("corr_1".into()),
-            causation_id: None,
-            actor: None,
-            subject: None,
-            source: Some("bench".into()),
-            inserted_at: "2026-11-26T12:00:00.000000Z".into(),
-        },
-        context: types::Context {
-            tenant: "org_acme".into(),
-            signal_id: "sig_1".into(),
-            signal_name: "test.happened".into(),
-            correlation_id: Some("corr_1".into()),
-            causation_id: None,
-            attempt: 1,
-            max_attempts: 10,
-            options: "{}".into(),
-            settings: "{}".into(),
-            packages: vec![],
-        },
-    }
+    BareCall::new("test.happened", r#"{"n":1}"#, "{}", "{}", &[])
 }
 
 /// What bare wasmtime passes to a `(signal, tenant, context)` handler that
@@ -157,6 +129,50 @@ fn trivial_call() -> BareCall {
 pub struct BareCall {
     pub signal: types::Signal,
     pub context: types::Context,
+}
+
+impl BareCall {
+    /// Signal `name` of tenant `org_acme` with `payload`, on its first
+    /// attempt, with the handler's `options` and the tenant's `settings` and
+    /// `packages` (JSON texts, as they cross the WIT).
+    pub fn new(
+        name: &str,
+        payload: &str,
+        options: &str,
+        settings: &str,
+        packages: &[&str],
+    ) -> Self {
+        let at = "2026-11-26T12:00:00.000000Z".to_owned();
+        BareCall {
+            signal: types::Signal {
+                id: "sig_1".into(),
+                tenant: "org_acme".into(),
+                name: name.into(),
+                payload: payload.into(),
+                metadata: "{}".into(),
+                dedupe_key: None,
+                occurred_at: at.clone(),
+                correlation_id: None,
+                causation_id: None,
+                actor: None,
+                subject: None,
+                source: None,
+                inserted_at: at,
+            },
+            context: types::Context {
+                tenant: "org_acme".into(),
+                signal_id: "sig_1".into(),
+                signal_name: name.into(),
+                correlation_id: None,
+                causation_id: None,
+                attempt: 1,
+                max_attempts: 10,
+                options: options.into(),
+                settings: settings.into(),
+                packages: packages.iter().map(|p| p.to_string()).collect(),
+            },
+        }
+    }
 }
 
 fn bare_wasmtime(bytes: &[u8], allocation: Allocation, rounds: usize) -> Runs {

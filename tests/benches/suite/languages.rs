@@ -16,9 +16,8 @@ use serde_json::json;
 use sighost::sandbox::{Handler, Manifest, Sandbox, SandboxConfig};
 use sighost_tests::{delivery, example_handler, signal};
 
-use crate::invoke::{BareCall, bare, bare_tuned, measure_async};
+use crate::invoke::{BareCall, bare_tuned, measure_async};
 use crate::stats::Runs;
-use bare::sighost::handler::types;
 
 pub const EXAMPLES: [(&str, &str); 4] = [
     ("Rust", "forum-summarizer"),
@@ -49,36 +48,13 @@ fn load(sandbox: &Sandbox, name: &str, bytes: &[u8]) -> Handler {
 }
 
 fn bare_call() -> BareCall {
-    let signal = signal("org_acme", "forum.thread.created", thread());
-    BareCall {
-        signal: types::Signal {
-            id: signal.id.clone(),
-            tenant: signal.tenant.clone(),
-            name: signal.name.clone(),
-            payload: signal.payload.to_string(),
-            metadata: "{}".into(),
-            dedupe_key: None,
-            occurred_at: "2026-11-26T12:00:00.000000Z".into(),
-            correlation_id: None,
-            causation_id: None,
-            actor: None,
-            subject: None,
-            source: None,
-            inserted_at: "2026-11-26T12:00:00.000000Z".into(),
-        },
-        context: types::Context {
-            tenant: signal.tenant.clone(),
-            signal_id: signal.id,
-            signal_name: signal.name,
-            correlation_id: None,
-            causation_id: None,
-            attempt: 1,
-            max_attempts: 10,
-            options: r#"{"max_words":120}"#.into(),
-            settings: r#"{"auto_summaries":true}"#.into(),
-            packages: vec!["forum".into()],
-        },
-    }
+    BareCall::new(
+        "forum.thread.created",
+        &thread().to_string(),
+        r#"{"max_words":120}"#,
+        r#"{"auto_summaries":true}"#,
+        &["forum"],
+    )
 }
 
 fn thread() -> serde_json::Value {
