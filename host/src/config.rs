@@ -56,6 +56,21 @@
 //! type = "log"                   # default: log to stdout as JSON lines
 //! path = "directives.jsonl"
 //!
+//! [retention]                  # finished work is deleted after (s, m, h or d):
+//! enabled = true
+//! completed = "24h"              # completed deliveries
+//! succeeded = "24h"              # succeeded directives
+//! canceled = "24h"               # canceled deliveries and directives
+//! discarded = "7d"               # discarded deliveries
+//! failed = "7d"                  # failed directives
+//! signals = "24h"                # signals, once nothing of theirs is left
+//! directive_keys = "7d"          # pruned directives' idempotency keys
+//! interval = "1m"                # between two passes
+//! batch_size = 1000              # rows a batch looks at, one transaction each
+//! pause_ms = 20                  # between two batches
+//! [retention.tenants.org_acme]   # a tenant's own; unset keys as above
+//! completed = "1h"
+//!
 //! [http]
 //! enabled = true
 //! listen = "127.0.0.1:8080"      # "" disables the API too
@@ -95,6 +110,7 @@ use serde::Deserialize;
 
 use crate::host::HostConfig;
 use crate::limits::LimitOverrides;
+use crate::retention::{Retention, RetentionPolicy, parse_duration};
 use crate::retry::RetryPolicy;
 use crate::runner::Executors;
 use crate::runner::executors::{ExecutorConfig, LogExecutor, build};
@@ -143,6 +159,7 @@ pub struct Config {
     pub sandbox: SandboxSection,
     pub workers: WorkersSection,
     pub runner: RunnerSection,
+    pub retention: RetentionSection,
     /// Directive name (or [`CATCH_ALL_EXECUTOR`]) → how it is performed.
     pub executors: BTreeMap<String, ExecutorConfig>,
     pub http: HttpSection,
@@ -165,6 +182,7 @@ impl std::fmt::Debug for Config {
             .field("sandbox", &self.sandbox)
             .field("workers", &self.workers)
             .field("runner", &self.runner)
+            .field("retention", &self.retention)
             .field("executors", &self.executors)
             .field("http", &self.http)
             .field("tokens", &self.tokens)
@@ -184,6 +202,7 @@ impl Default for Config {
             sandbox: SandboxSection::default(),
             workers: WorkersSection::default(),
             runner: RunnerSection::default(),
+            retention: RetentionSection::default(),
             executors: BTreeMap::new(),
             http: HttpSection::default(),
             tokens: TokensSection::default(),
@@ -247,6 +266,105 @@ pub struct RunnerSection {
     pub fast_retries: bool,
     #[serde(default)]
     pub lifecycle_signals: bool,
+}
+
+/// `[retention]`: what the host prunes (`crate::retention`). Times are a
+/// whole number and a unit: `"90s"`, `"30m"`, `"24h"`, `"7d"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    pub enabled: Option<bool>,
+    pub completed: Option<String>,
+    pub succeeded: Option<String>,
+    pub canceled: Option<String>,
+    pub discarded: Option<String>,
+    pub failed: Option<String>,
+    pub signals: Option<String>,
+    pub directive_keys: Option<String>,
+    pub interval: Option<String>,
+    pub batch_size: Option<u32>,
+    pub pause_ms: Option<u64>,
+    /// Tenant id → its own times; a key it leaves out is the section's.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, RetentionTimes>,
+}
+
+/// `[retention.tenants.ID]`: a tenant's own retention times.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionTimes {
+    pub completed: Option<String>,
+    pub succeeded: Option<String>,
+    pub canceled: Option<String>,
+    pub discarded: Option<String>,
+    pub failed: Option<String>,
+    pub signals: Option<String>,
+    pub directive_keys: Option<String>,
+}
+
+impl RetentionTimes {
+    /// `base` with the times set here; errors name the key under `prefix`.
+    fn apply(&self, prefix: &str, base: RetentionPolicy) -> Result<RetentionPolicy, String> {
+        let mut policy = base;
+        for (key, value, field) in [
+            ("completed", &self.completed, &mut policy.completed),
+            ("succeeded", &self.succeeded, &mut policy.succeeded),
+            ("canceled", &self.canceled, &mut policy.canceled),
+            ("discarded", &self.discarded, &mut policy.discarded),
+            ("failed", &self.failed, &mut policy.failed),
+            ("signals", &self.signals, &mut policy.signals),
+            (
+                "directive_keys",
+                &self.directive_keys,
+                &mut policy.directive_keys,
+            ),
+        ] {
+            if let Some(text) = value {
+                *field = parse_duration(text).map_err(|e| format!("`{prefix}.{key}`: {e}"))?;
+            }
+        }
+        Ok(policy)
+    }
+}
+
+impl RetentionSection {
+    /// Retention as the host runs it.
+    pub fn retention(&self) -> Result<Retention, String> {
+        let mut retention = Retention::default();
+        // The section's own times, read as a tenant's are (serde cannot
+        // flatten them into a section that refuses unknown keys).
+        let times = RetentionTimes {
+            completed: self.completed.clone(),
+            succeeded: self.succeeded.clone(),
+            canceled: self.canceled.clone(),
+            discarded: self.discarded.clone(),
+            failed: self.failed.clone(),
+            signals: self.signals.clone(),
+            directive_keys: self.directive_keys.clone(),
+        };
+        retention.policy = times.apply("retention", retention.policy)?;
+        for (tenant, times) in &self.tenants {
+            crate::store::check_tenant_id(tenant)
+                .map_err(|e| format!("`retention.tenants.{tenant}`: {e}"))?;
+            let policy = times.apply(&format!("retention.tenants.{tenant}"), retention.policy)?;
+            retention.tenants.insert(tenant.clone(), policy);
+        }
+        if let Some(enabled) = self.enabled {
+            retention.enabled = enabled;
+        }
+        if let Some(text) = &self.interval {
+            retention.interval =
+                parse_duration(text).map_err(|e| format!("`retention.interval`: {e}"))?;
+        }
+        positive("retention.batch_size", self.batch_size)?;
+        if let Some(size) = self.batch_size {
+            retention.batch_size = size;
+        }
+        if let Some(ms) = self.pause_ms {
+            retention.pause = Duration::from_millis(ms);
+        }
+        Ok(retention)
+    }
 }
 
 /// `[http]`: the HTTP API that `sighost run` serves.
@@ -484,6 +602,8 @@ impl Config {
         host.sandbox = self.sandbox_config(host.sandbox);
         self.apply_workers(&mut host);
         self.apply_runner(&mut host);
+        // Checked when the file was read (`check_values`).
+        host.retention = self.retention.retention().unwrap_or_default();
         host
     }
 
@@ -677,6 +797,7 @@ impl Config {
         positive("runner.threads", r.threads)?;
         positive("runner.lease_ms", r.lease_ms)?;
         positive("runner.max_attempts", r.max_attempts)?;
+        self.retention.retention()?;
         for name in self.executors.keys() {
             if name != CATCH_ALL_EXECUTOR {
                 crate::signal::check_name(name).map_err(|e| {
@@ -836,6 +957,52 @@ mod tests {
         );
         assert_eq!(config.logging.format, LogFormat::Text);
         assert!(config.executors().is_ok());
+    }
+
+    #[test]
+    fn reads_retention_with_tenants_inheriting_the_sections_times() {
+        let config = parse_str(
+            r#"
+            [retention]
+            completed = "2h"
+            discarded = "3d"
+            batch_size = 50
+            [retention.tenants.org_small]
+            completed = "10m"
+            "#,
+        )
+        .expect("parses");
+        let retention = config.host_config().retention;
+        assert!(retention.enabled, "on by default");
+        assert_eq!(retention.policy.completed, Duration::from_secs(2 * 3600));
+        assert_eq!(retention.policy.discarded, Duration::from_secs(3 * 86400));
+        assert_eq!(retention.policy.succeeded, Duration::from_secs(86400));
+        assert_eq!(retention.batch_size, 50);
+        let small = retention.tenants["org_small"];
+        assert_eq!(small.completed, Duration::from_secs(600));
+        assert_eq!(
+            small.discarded,
+            Duration::from_secs(3 * 86400),
+            "the section's"
+        );
+        for (text, key) in [
+            (
+                "[retention]\ncompleted = \"1 day\"",
+                "`retention.completed`",
+            ),
+            (
+                "[retention.tenants.a]\nfailed = \"0d\"",
+                "`retention.tenants.a.failed`",
+            ),
+            ("[retention]\nbatch_size = 0", "retention.batch_size"),
+            (
+                "[retention.tenants.\"bad id\"]\nfailed = \"1d\"",
+                "`retention.tenants.bad id`",
+            ),
+        ] {
+            let error = parse_str(text).expect_err(text);
+            assert!(error.contains(key), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::emit::{EmitError, Emitter};
 use crate::health::StoreHealth;
 use crate::registry::HandlerRegistry;
 use crate::reload::{HandlerFiles, HandlerLoader, Watcher};
+use crate::retention::{Pruner, Retention};
 use crate::runner::executors::LogExecutor;
 use crate::runner::{Executors, Runner, RunnerConfig, RunnerDeps};
 use crate::sandbox::{LoadError, Sandbox, SandboxConfig, SandboxError};
@@ -56,6 +57,8 @@ pub struct HostConfig {
     /// Directive name → executor; names without one go to the fallback,
     /// which by default logs the directive to stdout as a JSON line.
     pub executors: Executors,
+    /// What `start` prunes, and when (`crate::retention`).
+    pub retention: Retention,
     pub clock: fn() -> DateTime<Utc>,
 }
 
@@ -72,6 +75,7 @@ impl HostConfig {
             workers: WorkerConfig::default(),
             runner: RunnerConfig::default(),
             executors: Executors::new().with_fallback(Arc::new(LogExecutor::stdout())),
+            retention: Retention::default(),
             clock: Utc::now,
         }
     }
@@ -132,6 +136,11 @@ pub enum HostError {
     Emit(#[from] EmitError),
     #[error("no handler named {0:?} is loaded")]
     UnknownHandler(String),
+    #[error(
+        "no signal with id {0:?}: it was never stored, or retention pruned it once nothing of \
+         it was left (`[retention] signals`)"
+    )]
+    UnknownSignal(String),
     /// A bulk operator action (a filter without ids) that was not confirmed.
     #[error(
         "{action}: the filter names no ids and matches {matched}; confirm to act on all of them"
@@ -172,12 +181,16 @@ pub struct Sighost {
 pub struct Running {
     workers: Workers,
     runner: Runner,
+    pruner: Option<Pruner>,
 }
 
 impl Running {
     /// Stops claiming; finishes what is running; puts back what has not
     /// started; returns when every thread is done.
     pub fn shutdown(self) {
+        if let Some(pruner) = self.pruner {
+            pruner.stop();
+        }
         self.workers.shutdown();
         self.runner.shutdown();
     }
@@ -335,6 +348,13 @@ impl Sighost {
             return Err(HostError::UnknownHandler(name.to_owned()));
         }
         let signals = self.store.signals(filter)?;
+        if let Some(missing) = filter
+            .ids
+            .iter()
+            .find(|id| !signals.iter().any(|s| &s.id == *id))
+        {
+            return Err(HostError::UnknownSignal(missing.clone()));
+        }
         if *filter == SignalFilter::default() && !confirmed {
             return Err(HostError::Unconfirmed {
                 action: "replay signals",
@@ -369,7 +389,8 @@ impl Sighost {
     }
 
     /// Registers the handlers ([`Sighost::register`]), then starts the
-    /// delivery workers and the directive runner.
+    /// delivery workers, the directive runner and, unless
+    /// `config.retention` is off, the pruner.
     pub fn start(&self) -> Result<Running, HostError> {
         self.register()?;
         let workers = self.start_workers()?;
@@ -384,7 +405,23 @@ impl Sighost {
             },
             self.config.runner.clone(),
         )?;
-        Ok(Running { workers, runner })
+        let pruner = self
+            .config
+            .retention
+            .enabled
+            .then(|| {
+                Pruner::start(
+                    self.store.clone(),
+                    self.config.retention.clone(),
+                    self.config.clock,
+                )
+            })
+            .transpose()?;
+        Ok(Running {
+            workers,
+            runner,
+            pruner,
+        })
     }
 
     /// Starts only the delivery workers: directives are committed but not

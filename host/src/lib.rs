@@ -73,6 +73,7 @@ pub mod operations;
 mod priority;
 pub mod registry;
 pub mod reload;
+pub mod retention;
 pub mod retry;
 pub mod rules;
 pub mod runner;

@@ -81,6 +81,32 @@ pub fn match_directive(
     }
 }
 
+/// What retention keeps of a directive's payload once the directive is
+/// pruned: a digest that is equal exactly when the payloads are, as
+/// [`match_directive`] compares them (serde_json writes a value's object keys
+/// in one order, and `1` and `1.0` apart, as it compares them). 128 bits of
+/// SHA-256, in hex.
+pub fn payload_digest(payload: &serde_json::Value) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(payload.to_string().as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// [`match_directive`] against the key of a pruned directive: its name and
+/// [`payload_digest`].
+pub fn match_pruned_directive(
+    held: (&str, &str),
+    name: &str,
+    payload: &serde_json::Value,
+) -> DirectiveMatch {
+    let (held_name, held_digest) = held;
+    if held_name == name && held_digest == payload_digest(payload) {
+        DirectiveMatch::Duplicate
+    } else {
+        DirectiveMatch::Conflict
+    }
+}
+
 /// Why a delivery whose directive conflicts is discarded.
 pub fn conflict_error(key: &str) -> String {
     format!(
@@ -188,6 +214,31 @@ mod tests {
         );
         assert_eq!(
             match_directive(Some(("x.z", &json!({"a": 1}))), "x.y", &payload),
+            DirectiveMatch::Conflict,
+            "another name under the key"
+        );
+    }
+
+    #[test]
+    fn a_pruned_directives_digest_matches_exactly_the_payloads_that_match() {
+        let held = payload_digest(&json!({"a": 1, "b": [true, null]}));
+        let same_other_order = json!({"b": [true, null], "a": 1});
+        assert_eq!(
+            match_pruned_directive(("x.y", &held), "x.y", &same_other_order),
+            DirectiveMatch::Duplicate
+        );
+        for other in [
+            json!({"a": 1.0, "b": [true, null]}),
+            json!({"a": 1, "b": [true]}),
+        ] {
+            assert_eq!(
+                match_pruned_directive(("x.y", &held), "x.y", &other),
+                DirectiveMatch::Conflict,
+                "{other}"
+            );
+        }
+        assert_eq!(
+            match_pruned_directive(("x.z", &held), "x.y", &same_other_order),
             DirectiveMatch::Conflict,
             "another name under the key"
         );

@@ -36,8 +36,10 @@ use sighost::store::{
 
 mod fair_share;
 mod handler_registry;
+mod retention;
 pub use fair_share::*;
 pub use handler_registry::*;
+pub use retention::*;
 
 /// A database under test. Opening it twice gives two independent handles on
 /// the same data, like two host processes.
@@ -124,6 +126,16 @@ macro_rules! store_conformance_tests {
             refuses_to_register_for_another_host,
             forgets_a_handler_on_every_host_when_an_operator_removes_it,
             registers_the_same_handlers_twice_without_a_conflict,
+        );
+        $crate::store_conformance_tests!(@store $database;
+            prunes_finished_deliveries_past_their_retention_and_never_pending_work,
+            keeps_a_signal_while_anything_of_its_is_left_then_prunes_it,
+            keeps_a_pruned_directives_key_so_a_repeat_is_a_duplicate_or_a_conflict,
+            prunes_a_tenants_work_by_its_own_retention,
+            prunes_in_batches_walking_past_the_rows_it_keeps,
+            counts_what_a_pass_would_prune_without_deleting,
+            never_gives_the_id_of_a_pruned_delivery_again,
+            levels_off_over_simulated_days_and_never_prunes_pending_work,
         );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,

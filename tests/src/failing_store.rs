@@ -223,6 +223,24 @@ impl Store for FailingStore {
     fn stats(&self) -> StoreResult<QueueStats> {
         self.inner.stats()
     }
+    fn prune_batch(
+        &self,
+        rule: &PruneRule,
+        cursor: PruneCursor,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PruneBatch>> {
+        self.inner.prune_batch(rule, cursor, limit, now)
+    }
+    fn count_prunable(&self, rule: &PruneRule) -> StoreResult<u64> {
+        self.inner.count_prunable(rule)
+    }
+    fn reclaim_space(&self, max_pages: u32) -> StoreResult<u64> {
+        self.inner.reclaim_space(max_pages)
+    }
+    fn vacuum(&self) -> StoreResult<bool> {
+        self.inner.vacuum()
+    }
     fn watch(&self, deliveries: Arc<Wake>, directives: Arc<Wake>) -> StoreResult<()> {
         self.inner.watch(deliveries, directives)
     }

@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod failing_store;
 pub mod host_helpers;
 pub mod server;
+pub mod soak;
 
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));

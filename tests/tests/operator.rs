@@ -44,6 +44,30 @@ fn host_with_pending(scratch: &Scratch) -> Sighost {
     host
 }
 
+/// Claims every pending delivery of `host` now and finishes each at
+/// `finished_at`: discarded for org_a if `discard_org_a`, else completed.
+fn finish_all(host: &Sighost, finished_at: chrono::DateTime<Utc>, discard_org_a: bool) {
+    let claimed = host
+        .store()
+        .claim_deliveries(&Claim::new("w", 10, Duration::from_secs(60)), Utc::now())
+        .expect("claim");
+    assert_eq!(claimed.len(), 6);
+    let results: Vec<_> = claimed
+        .iter()
+        .map(|c| {
+            let decision = if discard_org_a && c.delivery.tenant == "org_a" {
+                Decision::Discard
+            } else {
+                Decision::Complete(vec![])
+            };
+            result(c, "w", decision, finished_at)
+        })
+        .collect();
+    host.store()
+        .finish_deliveries(&results, finished_at)
+        .expect("finish");
+}
+
 #[test]
 fn a_bulk_cancel_says_what_it_matches_and_needs_confirmation() {
     let scratch = Scratch::new("operator-lib");
@@ -139,26 +163,7 @@ fn the_cli_lists_retries_and_replays_what_it_is_asked_to() {
     let data = scratch.path().join("data");
     let emitted_by = Utc::now();
     // A worker ran all six: org_a's were discarded, org_b's completed.
-    let now = Utc::now();
-    let claimed = host
-        .store()
-        .claim_deliveries(&Claim::new("w", 10, Duration::from_secs(60)), now)
-        .expect("claim");
-    assert_eq!(claimed.len(), 6);
-    let results: Vec<_> = claimed
-        .iter()
-        .map(|c| {
-            let decision = if c.delivery.tenant == "org_a" {
-                Decision::Discard
-            } else {
-                Decision::Complete(vec![])
-            };
-            result(c, "w", decision, now)
-        })
-        .collect();
-    host.store()
-        .finish_deliveries(&results, now)
-        .expect("finish");
+    finish_all(&host, Utc::now(), true);
 
     let listed = cli(&data, &["deliveries", "--state", "discarded", "--json"]);
     assert!(listed.status.success(), "{listed:?}");
@@ -404,4 +409,75 @@ fn emits_a_file_checked_line_by_line_first_and_safe_to_run_again() {
         .expect("signals")
         .len();
     assert_eq!(after, before + 2_500, "the bad file stored nothing");
+}
+
+#[test]
+fn the_cli_shows_what_retention_would_prune_then_prunes_only_that() {
+    let scratch = Scratch::new("operator-cli-prune");
+    let host = host_with_pending(&scratch);
+    let data = scratch.path().join("data");
+    // Two days ago, org_a's three were discarded and org_b's completed.
+    finish_all(&host, Utc::now() - chrono::Duration::days(2), true);
+    let counted = |stdout: &[u8], kind: &str| -> u64 {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .find_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some(kind)).then(|| words.next()?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no {kind} line in {}", String::from_utf8_lossy(stdout)))
+    };
+
+    // org_b's three, but the newest of all, kept until a newer one exists.
+    let dry = cli(&data, &["prune", "--dry-run"]);
+    assert!(dry.status.success(), "{dry:?}");
+    assert_eq!(counted(&dry.stdout, "deliveries.completed"), 2);
+    assert_eq!(
+        counted(&dry.stdout, "deliveries.discarded"),
+        0,
+        "kept 7 days"
+    );
+    assert_eq!(
+        deliveries_in(&host, DeliveryState::Completed),
+        3,
+        "a dry run deletes nothing"
+    );
+
+    let pruned = cli(&data, &["prune"]);
+    assert!(pruned.status.success(), "{pruned:?}");
+    assert_eq!(counted(&pruned.stdout, "deliveries.completed"), 2);
+    assert_eq!(deliveries_in(&host, DeliveryState::Completed), 1);
+    assert_eq!(deliveries_in(&host, DeliveryState::Discarded), 3);
+
+    let again = cli(&data, &["prune"]);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("\n0 rows"),
+        "{again:?}"
+    );
+
+    let gone = cli(
+        &data,
+        &["replay", "--id", "0190b3c2-0000-7000-8000-000000000000"],
+    );
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("never stored, or retention pruned it"),
+        "{gone:?}"
+    );
+}
+
+#[test]
+fn a_running_host_prunes_what_is_past_its_retention() {
+    let scratch = Scratch::new("operator-pruner");
+    let host = host_with_pending(&scratch);
+    finish_all(&host, Utc::now() - chrono::Duration::days(2), false);
+    // The newest delivery stays until a newer one exists (README, Retention).
+    let running = host.start().expect("start");
+    sighost_tests::host_helpers::wait_for("the pruner's first pass", |seen| {
+        let left = deliveries_in(&host, DeliveryState::Completed);
+        *seen = format!("{left} completed deliveries left");
+        (left == 1).then_some(())
+    });
+    running.shutdown();
 }

@@ -187,8 +187,9 @@ fn migrates_once_when_several_processes_start_together() {
         )
         .expect("count");
     let (rows, versions): (i64, i64) = (row.get(0), row.get(1));
-    // schema.sql, fair_share.sql and handler_registry.sql, each applied once.
-    assert_eq!((rows, versions), (3, 3));
+    // schema.sql, fair_share.sql, handler_registry.sql and retention.sql,
+    // each applied once.
+    assert_eq!((rows, versions), (4, 4));
 }
 
 fn admin_of(database: &PostgresDatabase) -> postgres::Client {
@@ -289,4 +290,33 @@ fn replaces_the_database_of_a_url() {
         "postgres://u@h:5432/t1?sslmode=disable"
     );
     assert_eq!(with_database("postgres://u@h", "t1"), "postgres://u@h/t1");
+}
+
+#[test]
+fn prunes_from_one_process_at_a_time() {
+    use sighost::store::{PruneCursor, PruneKind, PruneRule, TenantScope};
+    let database = PostgresDatabase::fresh();
+    let store = database.open();
+    let rule = PruneRule {
+        kind: PruneKind::Signals,
+        older_than: at(1),
+        tenants: TenantScope::AllBut(Vec::new()),
+    };
+    let mut other = admin_of(&database);
+    let mut pruning = other.transaction().expect("begin");
+    pruning
+        .execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&sighost::store::postgres::PRUNE_LOCK],
+        )
+        .expect("take the prune lock");
+    let batch = store
+        .prune_batch(&rule, PruneCursor::START, 10, at(1))
+        .expect("a batch");
+    assert_eq!(batch, None, "another process holds the turn");
+    pruning.rollback().expect("end the other prune");
+    let batch = store
+        .prune_batch(&rule, PruneCursor::START, 10, at(1))
+        .expect("a batch");
+    assert!(batch.is_some(), "the turn is free again: {batch:?}");
 }

@@ -45,3 +45,40 @@ impl Drop for SqliteDatabase {
 }
 
 sighost_tests::store_conformance_tests!(SqliteDatabase::fresh());
+
+/// The small soak of the retention tests, watching the file: with retention
+/// on, the database stops growing once the longest retention has passed,
+/// and pruning gives space back to the file system.
+#[test]
+fn the_database_file_levels_off_under_retention() {
+    use sighost::retention::Retention;
+    use sighost_tests::soak;
+    let database = SqliteDatabase::fresh();
+    let store = database.open();
+    let file = database.dir.join("sighost.db");
+    let size = || std::fs::metadata(&file).expect("the database file").len();
+    soak::prepare(&*store);
+    let retention = Retention::default();
+    let mut sizes = Vec::new();
+    let mut reclaimed = 0;
+    for day in 0..12 {
+        let figures = soak::run_day(&*store, &retention, day, 2_000);
+        reclaimed += figures.pruned.reclaimed_bytes;
+        // What the checkpointer has not copied yet is in the WAL.
+        store
+            .reclaim_space(0)
+            .expect("a write, for the checkpoint to follow");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        sizes.push(size());
+    }
+    let kib: Vec<u64> = sizes.iter().map(|s| s / 1024).collect();
+    assert!(
+        reclaimed > 0,
+        "pruning gave nothing back; sizes in KiB: {kib:?}"
+    );
+    let (week, last) = (sizes[8], sizes[11]);
+    assert!(
+        last <= week + week / 10,
+        "still growing after the longest retention; sizes in KiB by day: {kib:?}"
+    );
+}

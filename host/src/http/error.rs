@@ -133,7 +133,9 @@ impl From<HostError> for ApiError {
         match error {
             HostError::Store(error) => error.into(),
             HostError::Emit(error) => error.into(),
-            HostError::UnknownHandler(_) => Self::not_found(error.to_string()),
+            HostError::UnknownHandler(_) | HostError::UnknownSignal(_) => {
+                Self::not_found(error.to_string())
+            }
             HostError::Unconfirmed { action, matched } => Self::bad_request(format!(
                 "{action}: the filter names no ids and matches {matched}; \
                  send \"confirm\": true to act on all of them"

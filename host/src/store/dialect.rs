@@ -41,6 +41,10 @@ pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
         rescue: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<()>,
         claim: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<T>,
     ) -> StoreResult<T>;
+    /// See [`Store::vacuum`]; nothing to do by default.
+    fn vacuum(&self) -> StoreResult<bool> {
+        Ok(false)
+    }
     /// See [`Store::watch`]; a database that cannot hear other processes
     /// does nothing.
     fn watch(&self, deliveries: Arc<Wake>, directives: Arc<Wake>) -> StoreResult<()> {
@@ -148,6 +152,13 @@ pub trait Verbs {
     ) -> StoreResult<u64>;
 
     fn stats(&mut self) -> StoreResult<QueueStats>;
+
+    // Retention.
+    /// Whether this transaction may prune: false while another process of
+    /// the cluster's holds the turn (held until the transaction ends).
+    fn take_prune_turn(&mut self) -> StoreResult<bool>;
+    /// See [`Store::reclaim_space`].
+    fn reclaim_space(&mut self, max_pages: u32) -> StoreResult<u64>;
 }
 
 /// A record a listing reads, as each dialect maps its rows.
@@ -386,6 +397,75 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     fn stats(&self) -> StoreResult<QueueStats> {
         self.dialect.read(|c| c.stats())
+    }
+
+    fn prune_batch(
+        &self,
+        rule: &PruneRule,
+        cursor: PruneCursor,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PruneBatch>> {
+        self.dialect.write(|c| {
+            if !c.take_prune_turn()? {
+                return Ok(None);
+            }
+            let candidates: Vec<sql::PruneCandidate> =
+                c.read(sql::prune_candidates::<D::Sql>(rule, cursor, limit))?;
+            let Some(last) = candidates.last() else {
+                return Ok(Some(PruneBatch {
+                    examined: 0,
+                    deleted: 0,
+                    next: cursor,
+                }));
+            };
+            let next = PruneCursor {
+                at: last.at,
+                key: last.key,
+            };
+            let keys: Vec<i64> = candidates.iter().map(|c| c.key).collect();
+            let deleted = match rule.kind {
+                PruneKind::Deliveries(_) => {
+                    let deleted = c.change(sql::prune_delete::<D::Sql>(rule, &keys))?;
+                    c.change(sql::prune_orphan_attempts::<D::Sql>(&keys))?;
+                    deleted
+                }
+                PruneKind::Directives(_) => {
+                    let going: Vec<Directive> =
+                        c.read(sql::directives_to_prune::<D::Sql>(rule, &keys))?;
+                    if !going.is_empty() {
+                        c.change(sql::keep_directive_keys::<D::Sql>(&going, now))?;
+                    }
+                    c.change(sql::prune_delete::<D::Sql>(rule, &keys))?
+                }
+                PruneKind::Signals => {
+                    let _locked: Vec<sql::PruneCandidate> =
+                        c.read(sql::lock_signals::<D::Sql>(&keys))?;
+                    c.change(sql::prune_delete::<D::Sql>(rule, &keys))?
+                }
+                PruneKind::DirectiveKeys => c.change(sql::prune_delete::<D::Sql>(rule, &keys))?,
+            };
+            Ok(Some(PruneBatch {
+                examined: candidates.len() as u64,
+                deleted,
+                next,
+            }))
+        })
+    }
+
+    fn count_prunable(&self, rule: &PruneRule) -> StoreResult<u64> {
+        let counted: Vec<sql::Count> = self
+            .dialect
+            .read(|c| c.read(sql::count_prunable::<D::Sql>(rule)))?;
+        Ok(counted.first().map_or(0, |n| n.0))
+    }
+
+    fn reclaim_space(&self, max_pages: u32) -> StoreResult<u64> {
+        self.dialect.write(|c| c.reclaim_space(max_pages))
+    }
+
+    fn vacuum(&self) -> StoreResult<bool> {
+        self.dialect.vacuum()
     }
 
     fn watch(&self, deliveries: Arc<Wake>, directives: Arc<Wake>) -> StoreResult<()> {

@@ -612,6 +612,90 @@ pub struct TenantStats {
     pub recent_duration_us: u64,
 }
 
+/// What retention prunes (`crate::retention`): finished work of one state,
+/// signals that nothing of theirs holds any more, or the idempotency keys
+/// kept after their directives went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PruneKind {
+    /// Deliveries of a finished state, with their attempts, by `finished_at`.
+    Deliveries(DeliveryState),
+    /// Directives of a finished state, by when they finished; each leaves
+    /// its idempotency key behind ([`PruneKind::DirectiveKeys`]).
+    Directives(DirectiveState),
+    /// Signals by `inserted_at`, once no delivery or directive of theirs is
+    /// left.
+    Signals,
+    /// The keys of pruned directives, by when their directive was pruned.
+    DirectiveKeys,
+}
+
+impl PruneKind {
+    /// The states retention may prune: never pending work.
+    pub const FINISHED_DELIVERIES: [DeliveryState; 3] = [
+        DeliveryState::Completed,
+        DeliveryState::Discarded,
+        DeliveryState::Canceled,
+    ];
+    pub const FINISHED_DIRECTIVES: [DirectiveState; 3] = [
+        DirectiveState::Succeeded,
+        DirectiveState::Failed,
+        DirectiveState::Canceled,
+    ];
+
+    /// As `sighost prune` prints it: `deliveries.completed`, `signals`.
+    pub fn name(self) -> String {
+        match self {
+            Self::Deliveries(state) => format!("deliveries.{}", state.as_str()),
+            Self::Directives(state) => format!("directives.{}", state.as_str()),
+            Self::Signals => "signals".into(),
+            Self::DirectiveKeys => "directive_keys".into(),
+        }
+    }
+}
+
+/// Which tenants a prune rule covers: every tenant but those with
+/// retention of their own, or one of those.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantScope {
+    AllBut(Vec<String>),
+    Only(String),
+}
+
+/// Rows of `kind` in `tenants` whose time is before `older_than`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneRule {
+    pub kind: PruneKind,
+    pub older_than: DateTime<Utc>,
+    pub tenants: TenantScope,
+}
+
+/// How far a pass through a rule's rows has got: the time and key of the
+/// last row it looked at. Rows are looked at in (time, key) order, so a pass
+/// is one walk however many rows it keeps (a signal still held, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneCursor {
+    pub at: DateTime<Utc>,
+    pub key: i64,
+}
+
+impl PruneCursor {
+    /// Before every row.
+    pub const START: PruneCursor = PruneCursor {
+        at: DateTime::<Utc>::UNIX_EPOCH,
+        key: i64::MIN,
+    };
+}
+
+/// What one batch of a rule did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneBatch {
+    /// Rows looked at: the pass is over when fewer than the limit.
+    pub examined: u64,
+    pub deleted: u64,
+    /// Where the next batch starts.
+    pub next: PruneCursor,
+}
+
 /// Deliveries of one handler and tenant in one state: a row of the stores'
 /// `GROUP BY handler, tenant, state`.
 pub type StateCount = (String, String, DeliveryState, u64);
@@ -861,6 +945,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64>;
 
     fn stats(&self) -> StoreResult<QueueStats>;
+
+    // Retention (`crate::retention`).
+    /// Deletes, in one transaction, the rows of `rule` among the next
+    /// `limit` past `cursor`, with what goes with them (a delivery's attempts;
+    /// a directive leaves its key behind). `None` when another process of
+    /// the cluster is pruning: one prunes at a time.
+    fn prune_batch(
+        &self,
+        rule: &PruneRule,
+        cursor: PruneCursor,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PruneBatch>>;
+    /// How many rows `rule` would delete now (`sighost prune --dry-run`).
+    fn count_prunable(&self, rule: &PruneRule) -> StoreResult<u64>;
+    /// Gives up to `max_pages` free pages of the database back to the file
+    /// system; returns how many bytes. SQLite keeps what deletes free for
+    /// reuse unless asked; PostgreSQL's autovacuum does this itself (0).
+    fn reclaim_space(&self, max_pages: u32) -> StoreResult<u64>;
+    /// Rewrites the whole database so that it gives freed pages back from
+    /// now on (SQLite files created before retention); false where there is
+    /// nothing to do. Blocks every writer while it runs: for a stopped host.
+    fn vacuum(&self) -> StoreResult<bool>;
 
     /// Rings `deliveries` when another process may have made deliveries due,
     /// and `directives` likewise for directives (PostgreSQL: LISTEN/NOTIFY),

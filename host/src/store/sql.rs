@@ -49,6 +49,9 @@ pub trait Placeholders {
     fn param(n: usize) -> String;
     /// "`column` is in the list bound as the `n`th parameter".
     fn in_list(column: &str, n: usize) -> String;
+    /// What a SELECT ends with to lock its rows until the transaction ends,
+    /// where the database locks rows (SQLite's writer holds the database).
+    const LOCK_ROWS: &'static str;
 }
 
 /// A statement and its parameters, in order.
@@ -326,6 +329,229 @@ pub fn subscriptions_from_column(text: &str) -> StoreResult<Vec<String>> {
     })
 }
 
+// ---------------------------------------------------------------------------
+// Retention (`crate::retention`).
+
+/// A row a prune looked at: its key and time, the cursor's next start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneCandidate {
+    pub key: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// The one number a `SELECT COUNT(*)` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub u64);
+
+/// Where the rows of a [`PruneKind`] are: table, key and time columns, and
+/// the condition that picks them (with the terms of their partial index
+/// written out, since SQLite uses such an index only for a query that
+/// repeats its `WHERE`).
+struct PruneTable {
+    table: &'static str,
+    key: &'static str,
+    time: &'static str,
+    condition: String,
+}
+
+impl PruneTable {
+    fn of(kind: PruneKind) -> Self {
+        match kind {
+            PruneKind::Deliveries(state) => Self {
+                table: "deliveries",
+                key: "id",
+                time: "finished_at",
+                condition: format!(
+                    "state IN ({}) AND state = '{}'",
+                    rules::sql_list(&PruneKind::FINISHED_DELIVERIES, DeliveryState::as_str),
+                    state.as_str()
+                ),
+            },
+            PruneKind::Directives(state) => Self {
+                table: "directives",
+                key: "seq",
+                time: "updated_at",
+                condition: format!(
+                    "state IN ({}) AND state = '{}'",
+                    rules::sql_list(&PruneKind::FINISHED_DIRECTIVES, DirectiveState::as_str),
+                    state.as_str()
+                ),
+            },
+            PruneKind::Signals => Self {
+                table: "signals",
+                key: "seq",
+                time: "inserted_at",
+                condition: "1 = 1".into(),
+            },
+            PruneKind::DirectiveKeys => Self {
+                table: "pruned_directive_keys",
+                key: "seq",
+                time: "pruned_at",
+                condition: "1 = 1".into(),
+            },
+        }
+    }
+
+    /// The rule's rows: its condition, time and tenants.
+    fn conditions<P: Placeholders>(&self, rule: &PruneRule) -> Conditions<P> {
+        let mut conditions = Conditions::<P>::new();
+        conditions.clauses.push(self.condition.clone());
+        conditions.compare(self.time, "<", Some(Param::Time(rule.older_than)));
+        if let PruneKind::Deliveries(_) = rule.kind {
+            // A delivery's id is shown to operators and kept by its
+            // directives. SQLite numbers a new row one past the highest
+            // left, so the newest delivery stays until a newer one exists:
+            // no id is ever given twice.
+            conditions
+                .clauses
+                .push("id < (SELECT MAX(id) FROM deliveries)".into());
+        }
+        match &rule.tenants {
+            TenantScope::Only(tenant) => conditions.eq("tenant", Some(tenant)),
+            TenantScope::AllBut(others) if others.is_empty() => {}
+            TenantScope::AllBut(others) => {
+                conditions.params.push(Param::Texts(others.clone()));
+                let n = conditions.params.len();
+                conditions
+                    .clauses
+                    .push(format!("NOT ({})", P::in_list("tenant", n)));
+            }
+        }
+        conditions
+    }
+}
+
+/// The next `limit` rows of `rule` past `cursor`, in (time, key) order.
+pub fn prune_candidates<P: Placeholders>(
+    rule: &PruneRule,
+    cursor: PruneCursor,
+    limit: u32,
+) -> Statement {
+    let table = PruneTable::of(rule.kind);
+    let mut conditions = table.conditions::<P>(rule);
+    let (time, key) = (table.time, table.key);
+    let at = conditions.bind(Param::Time(cursor.at));
+    let after = conditions.bind(Param::Int(cursor.key));
+    conditions.clauses.push(format!(
+        "({time} > {at} OR ({time} = {at} AND {key} > {after}))"
+    ));
+    Statement {
+        sql: format!(
+            "SELECT {key}, {time} FROM {}{} ORDER BY {time}, {key} LIMIT {limit}",
+            table.table,
+            conditions.sql()
+        ),
+        params: conditions.params,
+    }
+}
+
+/// How many rows `rule` would delete now: for signals, those nothing holds.
+pub fn count_prunable<P: Placeholders>(rule: &PruneRule) -> Statement {
+    let table = PruneTable::of(rule.kind);
+    let mut conditions = table.conditions::<P>(rule);
+    if rule.kind == PruneKind::Signals {
+        conditions.clauses.push(SIGNAL_NOT_HELD.into());
+    }
+    Statement {
+        sql: format!("SELECT COUNT(*) FROM {}{}", table.table, conditions.sql()),
+        params: conditions.params,
+    }
+}
+
+/// A signal no delivery or directive refers to any more.
+const SIGNAL_NOT_HELD: &str = "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.signal_id = signals.id) \
+     AND NOT EXISTS (SELECT 1 FROM directives x WHERE x.signal_id = signals.id)";
+
+/// Deletes the rows of `keys` that `rule` still matches (a delivery an
+/// operator retried meanwhile is not finished any more); signals only if
+/// nothing holds them.
+pub fn prune_delete<P: Placeholders>(rule: &PruneRule, keys: &[i64]) -> Statement {
+    let table = PruneTable::of(rule.kind);
+    let mut conditions = table.conditions::<P>(rule);
+    conditions.one_of(table.key, Param::Ints(keys.to_vec()));
+    if rule.kind == PruneKind::Signals {
+        conditions.clauses.push(SIGNAL_NOT_HELD.into());
+    }
+    Statement {
+        sql: format!("DELETE FROM {}{}", table.table, conditions.sql()),
+        params: conditions.params,
+    }
+}
+
+/// Locks the signals of `keys` for the rest of the transaction, so that a
+/// replay adding deliveries to one of them waits for the prune or makes it
+/// keep the signal.
+pub fn lock_signals<P: Placeholders>(keys: &[i64]) -> Statement {
+    let mut conditions = Conditions::<P>::new();
+    conditions.one_of("seq", Param::Ints(keys.to_vec()));
+    Statement {
+        sql: format!(
+            "SELECT seq, inserted_at FROM signals{}{}",
+            conditions.sql(),
+            P::LOCK_ROWS
+        ),
+        params: conditions.params,
+    }
+}
+
+/// The attempts of deliveries (among `delivery_ids`) that are gone.
+pub fn prune_orphan_attempts<P: Placeholders>(delivery_ids: &[i64]) -> Statement {
+    let mut conditions = Conditions::<P>::new();
+    conditions.one_of("delivery_id", Param::Ints(delivery_ids.to_vec()));
+    conditions
+        .clauses
+        .push("NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = attempts.delivery_id)".into());
+    Statement {
+        sql: format!("DELETE FROM attempts{}", conditions.sql()),
+        params: conditions.params,
+    }
+}
+
+/// The directives of `keys` that `rule` still matches, to keep their keys.
+pub fn directives_to_prune<P: Placeholders>(rule: &PruneRule, keys: &[i64]) -> Statement {
+    let table = PruneTable::of(rule.kind);
+    let mut conditions = table.conditions::<P>(rule);
+    conditions.one_of(table.key, Param::Ints(keys.to_vec()));
+    Statement {
+        sql: format!(
+            "SELECT {DIRECTIVE_COLUMNS} FROM directives{}",
+            conditions.sql()
+        ),
+        params: conditions.params,
+    }
+}
+
+/// Keeps the idempotency keys of `directives`, with their name and payload
+/// digest ([`rules::payload_digest`]), so that a request of a pruned key is
+/// still told a duplicate from a conflict.
+pub fn keep_directive_keys<P: Placeholders>(
+    directives: &[Directive],
+    now: DateTime<Utc>,
+) -> Statement {
+    let mut params = Vec::with_capacity(directives.len() * 5);
+    let mut rows = Vec::with_capacity(directives.len());
+    for d in directives {
+        let first = params.len();
+        params.extend([
+            Param::Text(d.tenant.clone()),
+            Param::Text(d.idempotency_key.clone()),
+            Param::Text(d.name.clone()),
+            Param::Text(rules::payload_digest(&d.payload)),
+            Param::Time(now),
+        ]);
+        let placeholders: Vec<String> = (first + 1..=first + 5).map(P::param).collect();
+        rows.push(format!("({})", placeholders.join(", ")));
+    }
+    Statement {
+        sql: format!(
+            "INSERT INTO pruned_directive_keys (tenant, idempotency_key, name, payload_digest, pruned_at) \
+             VALUES {} ON CONFLICT (tenant, idempotency_key) DO NOTHING",
+            rows.join(", ")
+        ),
+        params,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +565,7 @@ mod tests {
         fn in_list(column: &str, n: usize) -> String {
             format!("{column} = ANY(${n})")
         }
+        const LOCK_ROWS: &'static str = " FOR UPDATE";
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Sections: `invoke`, `sqlite`, `postgres`, `latency`, `fanout`, `restart`,
-//! `sleepers`, `compile`, `fairness`, `ingest`. Progress
+//! `sleepers`, `compile`, `fairness`, `ingest`, `languages`, `soak`. Progress
 //! goes to stderr; the report (Markdown) to stdout, and to BENCHMARKS.md at
 //! the workspace root when every section ran (or to `--out <file>`).
 
@@ -23,6 +23,7 @@ mod machine;
 mod peers;
 mod restart;
 mod sleepers;
+mod soak;
 mod stats;
 
 use std::fmt::Write as _;
@@ -33,7 +34,7 @@ use durable::{Backend, DRAIN};
 use sighost_tests::postgres::FreshDatabase;
 use stats::{Runs, number};
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "invoke",
     "sqlite",
     "postgres",
@@ -45,6 +46,7 @@ const SECTIONS: [&str; 11] = [
     "fairness",
     "ingest",
     "languages",
+    "soak",
 ];
 /// How long a peer may drain before its rate is taken over that window.
 const PEER_WINDOW_SECS: u64 = 20;
@@ -143,6 +145,7 @@ fn main() {
             "fairness" => fairness_section(options.runs),
             "ingest" => ingest::ingest_section(options.runs),
             "languages" => languages_section(options.runs),
+            "soak" => soak::soak_section(),
             _ => unreachable!("checked in options()"),
         };
         print!("{text}");

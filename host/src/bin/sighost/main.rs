@@ -141,6 +141,19 @@ enum Command {
     /// Cancel deliveries or directives that have not run yet.
     #[command(subcommand)]
     Cancel(CancelCommand),
+    /// Delete the finished work past its retention now (`[retention]` of the
+    /// configuration), as `run` does every `retention.interval`. Pending work
+    /// is never deleted.
+    Prune {
+        /// Show how many rows of each kind would go, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// SQLite: rewrite a database created before retention so that it
+        /// gives the space pruning frees back to the file system. Stop the
+        /// host first; needs free disk the size of the database.
+        #[arg(long, conflicts_with = "dry_run")]
+        vacuum: bool,
+    },
     /// Queue depth by state.
     Status {
         #[arg(long)]
@@ -385,6 +398,55 @@ fn open_host(config: &Config, mut host: HostConfig) -> anyhow::Result<Sighost> {
         place = "named by `store` (or --store)".into();
     }
     Sighost::open(host).with_context(|| format!("opening the store {place}"))
+}
+
+/// `sighost prune`: one pass now, or what it would delete, or a vacuum.
+fn prune(config: &Config, dry_run: bool, vacuum: bool) -> anyhow::Result<()> {
+    let host = open(config)?;
+    let store = host.store();
+    if vacuum {
+        eprintln!("vacuuming: the database is rewritten whole, which takes a while");
+        if store.vacuum()? {
+            println!("vacuumed: freed space now goes back to the file system after each prune");
+        } else {
+            println!("nothing to do: this store gives space back by itself");
+        }
+        return Ok(());
+    }
+    let retention = &host.config().retention;
+    let now = (host.config().clock)();
+    if dry_run {
+        let counts = sighost::retention::dry_run(&**store, retention, now)?;
+        println!("would delete (signals: those nothing holds now):");
+        for (kind, count) in &counts {
+            println!("  {kind:<22} {count}");
+        }
+        return Ok(());
+    }
+    let report = sighost::retention::run_pass(
+        &**store,
+        retention,
+        now,
+        || {
+            std::thread::sleep(retention.pause);
+            true
+        },
+        |kind, deleted| eprint!("\rpruning {}: {deleted} deleted   ", kind.name()),
+    )?;
+    eprintln!();
+    if report.skipped {
+        bail!("another process of the cluster is pruning now; try again when it is done");
+    }
+    println!("deleted:");
+    for (kind, count) in &report.deleted {
+        println!("  {kind:<22} {count}");
+    }
+    println!(
+        "{} rows; {} bytes given back to the file system",
+        report.total(),
+        report.reclaimed_bytes
+    );
+    Ok(())
 }
 
 /// The handlers directory: the flag's, else the configuration's.
@@ -859,6 +921,7 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             println!("{count} directives canceled");
             Ok(())
         }
+        Command::Prune { dry_run, vacuum } => prune(&config, dry_run, vacuum),
         Command::Status { json } => {
             let host = open(&config)?;
             let stats = host.store().stats()?;

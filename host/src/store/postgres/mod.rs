@@ -86,11 +86,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("fair_share.sql"),
     include_str!("handler_registry.sql"),
+    include_str!("retention.sql"),
 ];
 
 /// The key of the advisory lock that every sighost process takes while it
 /// migrates, so that several starting at once apply each migration once.
 const MIGRATION_LOCK: i64 = 0x0073_6967_686f_7374; // "sighost" in ASCII
+
+/// The key of the advisory lock a prune batch's transaction takes, so that
+/// one process of a cluster prunes at a time (`crate::retention`).
+pub const PRUNE_LOCK: i64 = 0x7072_756e_6520_7368; // "prune sh"
 
 /// NOTIFY channels: deliveries became due (emit, replay, operator retry);
 /// directives were written (completions).

@@ -266,7 +266,9 @@ fn depths(db: &mut Db<'_>, batch: &[(NewSignal, Vec<DeliveryTarget>)]) -> StoreR
     let mut known: HashMap<String, (String, u32)> = HashMap::new();
     if !causes.is_empty() {
         for row in db.query(
-            "SELECT id, tenant, depth FROM signals WHERE id = ANY($1)",
+            // Shared locks: a prune deleting one of them waits for this
+            // transaction, then sees its deliveries and keeps the signal.
+            "SELECT id, tenant, depth FROM signals WHERE id = ANY($1) FOR SHARE",
             &[&causes],
         )? {
             known.insert(row.try_get(0)?, (row.try_get(1)?, count(&row, 2)?));
@@ -918,6 +920,8 @@ impl NewDirectives {
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], \
                          $8::text[], $9::timestamptz[], $10::int[]) WITH ORDINALITY \
                   AS r(id, tenant, name, payload, key, signal_id, delivery_id, handler, scheduled_at, depth, ord) \
+             WHERE NOT EXISTS (SELECT 1 FROM pruned_directive_keys p \
+                               WHERE p.tenant = r.tenant AND p.idempotency_key = r.key) \
              ORDER BY ord \
              ON CONFLICT (tenant, idempotency_key) DO NOTHING \
              RETURNING id",
@@ -1012,18 +1016,34 @@ fn write_one_delivery(
         if inserted.contains(&d.id) {
             continue;
         }
-        let row = db
-            .query_opt(
-                "SELECT name, payload FROM directives WHERE tenant = $1 AND idempotency_key = $2",
-                &[&completion.holder.tenant, key],
-            )?
-            .ok_or_else(|| {
-                StoreError::Database(format!("directive {key:?} was neither inserted nor found"))
-            })?;
-        let (name, payload): (String, serde_json::Value) = (row.try_get(0)?, row.try_get(1)?);
-        if rules::match_directive(Some((&name, &payload)), &d.name, &d.payload)
-            == rules::DirectiveMatch::Duplicate
-        {
+        let held = db.query_opt(
+            "SELECT name, payload FROM directives WHERE tenant = $1 AND idempotency_key = $2",
+            &[&completion.holder.tenant, key],
+        )?;
+        let verdict = match held {
+            Some(row) => {
+                let (name, payload): (String, serde_json::Value) =
+                    (row.try_get(0)?, row.try_get(1)?);
+                rules::match_directive(Some((&name, &payload)), &d.name, &d.payload)
+            }
+            // Its directive was pruned; the key stays taken.
+            None => {
+                let row = db
+                    .query_opt(
+                        "SELECT name, payload_digest FROM pruned_directive_keys \
+                         WHERE tenant = $1 AND idempotency_key = $2",
+                        &[&completion.holder.tenant, key],
+                    )?
+                    .ok_or_else(|| {
+                        StoreError::Database(format!(
+                            "directive {key:?} was neither inserted nor found"
+                        ))
+                    })?;
+                let (name, digest): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                rules::match_pruned_directive((&name, &digest), &d.name, &d.payload)
+            }
+        };
+        if verdict == rules::DirectiveMatch::Duplicate {
             duplicates += 1;
         } else {
             let written: Vec<&String> =
@@ -1139,6 +1159,23 @@ impl Placeholders for Db<'_> {
 
     fn in_list(column: &str, n: usize) -> String {
         format!("{column} = ANY(${n})")
+    }
+
+    const LOCK_ROWS: &'static str = " FOR UPDATE";
+}
+
+impl FromPgRow for sql::PruneCandidate {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        Ok(Self {
+            key: row.try_get(0)?,
+            at: row.try_get(1)?,
+        })
+    }
+}
+
+impl FromPgRow for sql::Count {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        Ok(Self(row.try_get::<_, i64>(0)?.max(0) as u64))
     }
 }
 
@@ -1601,7 +1638,9 @@ impl Verbs for Db<'_> {
         let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
         let mut signals: HashMap<String, (String, u32)> = HashMap::new();
         for row in db.query(
-            "SELECT id, tenant, depth FROM signals WHERE id = ANY($1)",
+            // Shared locks: a prune deleting one of them waits for this
+            // transaction, then sees its deliveries and keeps the signal.
+            "SELECT id, tenant, depth FROM signals WHERE id = ANY($1) FOR SHARE",
             &[&ids],
         )? {
             signals.insert(row.try_get(0)?, (row.try_get(1)?, count(&row, 2)?));
@@ -1677,6 +1716,22 @@ impl Verbs for Db<'_> {
             ],
         )?;
         Ok(changed == 1)
+    }
+
+    /// The cluster-wide prune lock, for this transaction only: a pooled
+    /// connection never keeps it.
+    fn take_prune_turn(&mut self) -> StoreResult<bool> {
+        let db = self;
+        let row = db.query_opt(
+            "SELECT pg_try_advisory_xact_lock($1)",
+            &[&super::PRUNE_LOCK],
+        )?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(false))
+    }
+
+    /// Autovacuum makes the space of deleted rows reusable by itself.
+    fn reclaim_space(&mut self, _max_pages: u32) -> StoreResult<u64> {
+        Ok(0)
     }
 
     fn stats(&mut self) -> StoreResult<QueueStats> {

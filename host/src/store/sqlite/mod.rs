@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("fair_share.sql"),
     include_str!("handler_registry.sql"),
+    include_str!("retention.sql"),
 ];
 
 /// How to open the database.
@@ -219,7 +220,14 @@ fn open_connection(options: &SqliteOptions) -> StoreResult<Connection> {
         ))
     })?;
     connection.busy_timeout(Duration::from_secs(10))?;
+    // Pages that retention frees go back to the file system in steps
+    // (`Store::reclaim_space`). Takes effect only on a new database, before
+    // its first table; an older one is converted by `sighost prune --vacuum`.
+    connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
+    // The WAL is reused from its start once checkpointed; past this size it
+    // is also truncated back, so a burst does not leave a large file behind.
+    connection.pragma_update(None, "journal_size_limit", 64 << 20)?;
     connection.pragma_update(
         None,
         "synchronous",
@@ -307,6 +315,14 @@ impl SqliteStore {
         }
         let mut writer = open_connection(&options)?;
         migrate(&mut writer, now)?;
+        let auto_vacuum: i64 = writer.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+        if auto_vacuum == 0 {
+            tracing::info!(
+                database = %options.path.display(),
+                "this database predates retention: the space pruning frees is reused, not \
+                 given back to the file system, until `sighost prune --vacuum` (host stopped)"
+            );
+        }
         let reader = open_connection(&options)?;
         let checkpointer = Checkpointer::start(open_connection(&options)?)?;
         Ok(SqlStore {
@@ -343,6 +359,13 @@ impl Dialect for Sqlite {
     /// Every write goes through the one writer, a statement alone too.
     fn alone<T>(&self, f: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<T>) -> StoreResult<T> {
         self.write(f)
+    }
+
+    /// `auto_vacuum` changes only with a VACUUM, which cannot run in a
+    /// transaction.
+    fn vacuum(&self) -> StoreResult<bool> {
+        lock(&self.writer).execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+        Ok(true)
     }
 
     /// Rescue and claim in one transaction: the writer is taken once.

@@ -618,7 +618,8 @@ fn insert_directives(
     let mut insert = c.prepare_cached(
         "INSERT INTO directives (id, tenant, name, payload, idempotency_key, state, signal_id, delivery_id, \
          handler, scheduled_at, depth, inserted_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 'requested', ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+         SELECT ?1, ?2, ?3, ?4, ?5, 'requested', ?6, ?7, ?8, ?9, ?10, ?11, ?11 \
+         WHERE NOT EXISTS (SELECT 1 FROM pruned_directive_keys WHERE tenant = ?2 AND idempotency_key = ?5) \
          ON CONFLICT (tenant, idempotency_key) DO NOTHING",
     )?;
     let mut written = Vec::with_capacity(directives.len());
@@ -641,14 +642,32 @@ fn insert_directives(
             written.push(d.id.clone());
             continue;
         }
-        let (name, payload): (String, serde_json::Value) = c
+        let held: Option<(String, serde_json::Value)> = c
             .prepare_cached(
                 "SELECT name, payload FROM directives WHERE tenant = ?1 AND idempotency_key = ?2",
             )?
             .query_row(params![holder.tenant, d.idempotency_key], |row| {
                 Ok((row.get(0)?, json_column(row, 1)?))
-            })?;
-        match rules::match_directive(Some((&name, &payload)), &d.name, &d.payload) {
+            })
+            .optional()?;
+        let verdict = match held {
+            Some((name, payload)) => {
+                rules::match_directive(Some((&name, &payload)), &d.name, &d.payload)
+            }
+            // Its directive was pruned; the key stays taken.
+            None => {
+                let (name, digest): (String, String) = c
+                    .prepare_cached(
+                        "SELECT name, payload_digest FROM pruned_directive_keys \
+                         WHERE tenant = ?1 AND idempotency_key = ?2",
+                    )?
+                    .query_row(params![holder.tenant, d.idempotency_key], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?;
+                rules::match_pruned_directive((&name, &digest), &d.name, &d.payload)
+            }
+        };
+        match verdict {
             rules::DirectiveMatch::Duplicate => duplicates += 1,
             _ => {
                 return Ok(Written::Conflict {
@@ -773,6 +792,24 @@ impl Placeholders for SqliteConn<'_> {
 
     fn in_list(column: &str, n: usize) -> String {
         format!("{column} IN (SELECT value FROM json_each(?{n}))")
+    }
+
+    /// The writer's transaction holds the whole database.
+    const LOCK_ROWS: &'static str = "";
+}
+
+impl FromSqliteRow for sql::PruneCandidate {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            key: row.get(0)?,
+            at: from_micros(row.get(1)?),
+        })
+    }
+}
+
+impl FromSqliteRow for sql::Count {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self(row.get::<_, i64>(0)?.max(0) as u64))
     }
 }
 
@@ -1268,6 +1305,21 @@ impl Verbs for SqliteConn<'_> {
             )?
             .execute(params![id, attempt, worker, state, scheduled_at, error, result, micros(now)])?;
         Ok(changed == 1)
+    }
+
+    /// One writer at a time: the transaction is the turn.
+    fn take_prune_turn(&mut self) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    fn reclaim_space(&mut self, max_pages: u32) -> StoreResult<u64> {
+        let c = self.0;
+        let free_pages =
+            || -> StoreResult<i64> { Ok(c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?) };
+        let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let before = free_pages()?;
+        c.execute_batch(&format!("PRAGMA incremental_vacuum({max_pages})"))?;
+        Ok(((before - free_pages()?).max(0) * page_size) as u64)
     }
 
     fn stats(&mut self) -> StoreResult<QueueStats> {
