@@ -223,6 +223,7 @@ pub fn run_pass(
         }
     }
     report.deleted.retain(|_, n| *n > 0);
+    store.fold_counts()?;
     if report.total() > 0 {
         loop {
             let reclaimed = store.reclaim_space(retention.reclaim_pages)?;

@@ -29,14 +29,16 @@ use serde_json::{Value, json};
 use sighost::sandbox::RequestedDirective;
 use sighost::signal::EntityRef;
 use sighost::store::{
-    AttemptOutcome, ClaimedDelivery, Decision, Delivery, DeliveryFilter, DeliveryResult,
-    DeliveryState, DeliveryTarget, Directive, DirectiveDecision, DirectiveFilter, DirectiveState,
-    EmitStatus, Emitted, FinishOutcome, NewSignal, SignalFilter, Store, StoreError,
+    AttemptDetails, AttemptOutcome, ClaimedDelivery, Decision, Delivery, DeliveryFilter,
+    DeliveryResult, DeliveryState, DeliveryTarget, Directive, DirectiveDecision, DirectiveFilter,
+    DirectiveState, EmitStatus, Emitted, FinishOutcome, NewSignal, SignalFilter, Store, StoreError,
 };
 
+mod counts;
 mod fair_share;
 mod handler_registry;
 mod retention;
+pub use counts::*;
 pub use fair_share::*;
 pub use handler_registry::*;
 pub use retention::*;
@@ -136,6 +138,7 @@ macro_rules! store_conformance_tests {
             counts_what_a_pass_would_prune_without_deleting,
             never_gives_the_id_of_a_pruned_delivery_again,
             levels_off_over_simulated_days_and_never_prunes_pending_work,
+            keeps_its_counts_right_through_every_change,
         );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,
@@ -283,6 +286,7 @@ pub fn result(
         fuel: Some(4321),
         directive_count,
         output: "ran\n".to_owned(),
+        details: AttemptDetails::default(),
     }
 }
 
@@ -1308,6 +1312,14 @@ pub fn completes_a_delivery_and_writes_its_directives_with_the_deliverys_tenant(
         fuel: Some(98_765),
         directive_count: 2,
         output: "hello from the guest\n".into(),
+        details: AttemptDetails {
+            output_truncated: true,
+            peak_memory_bytes: Some(1_179_648),
+            refused_directives: vec![
+                "not-permitted: the handler's manifest does not allow directive pay.out".into(),
+                "too-large: payload of mail.send is 70000 bytes, the limit is 65536".into(),
+            ],
+        },
     };
     let outcome = finish(store, report, finished_at);
     assert_eq!(
@@ -1346,6 +1358,10 @@ pub fn completes_a_delivery_and_writes_its_directives_with_the_deliverys_tenant(
         (1_234, Some(98_765), 2)
     );
     assert_eq!(attempt.output, "hello from the guest\n");
+    assert!(attempt.details.output_truncated);
+    assert_eq!(attempt.details.peak_memory_bytes, Some(1_179_648));
+    assert_eq!(attempt.details.refused_directives.len(), 2);
+    assert!(attempt.details.refused_directives[0].starts_with("not-permitted: "));
 
     let written = all_directives(store);
     assert_eq!(written.len(), 2);

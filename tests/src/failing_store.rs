@@ -238,6 +238,9 @@ impl Store for FailingStore {
     fn reclaim_space(&self, max_pages: u32) -> StoreResult<u64> {
         self.inner.reclaim_space(max_pages)
     }
+    fn fold_counts(&self) -> StoreResult<()> {
+        self.inner.fold_counts()
+    }
     fn vacuum(&self) -> StoreResult<bool> {
         self.inner.vacuum()
     }

@@ -1446,7 +1446,12 @@ fn an_attempt_keeps_the_guests_output_bounded_and_redacted() {
         DeliveryState::Completed,
         |_| {},
     );
-    let output = &one(attempts, "attempt").output;
+    let attempt = one(attempts, "attempt");
+    assert!(
+        attempt.details.output_truncated,
+        "the record says it was cut"
+    );
+    let output = &attempt.output;
     assert!(output.starts_with("hello from chatty\n"), "{output:.80}");
     assert!(output.len() <= 4 << 10, "{} bytes kept", output.len());
     assert!(output.contains("chatty filler"), "{output:.200}");
@@ -1454,6 +1459,32 @@ fn an_attempt_keeps_the_guests_output_bounded_and_redacted() {
         output.contains("[REDACTED]") && !output.contains("abcdefghijklmnop"),
         "the token is redacted in the stored attempt: {output:.200}"
     );
+}
+
+#[test]
+fn an_attempt_records_the_requests_refused_with_why_and_the_memory_reached() {
+    let attempts = attempts_of_one_delivery(
+        "fanout-refusals",
+        &guest("directive-flood"),
+        "directives = ['flood.item']",
+        DeliveryState::Completed,
+        |_| {},
+    );
+    let attempt = one(attempts, "attempt");
+    assert_eq!(attempt.directive_count, 64, "the per-invocation limit");
+    let refused = &attempt.details.refused_directives;
+    assert_eq!(
+        refused.len(),
+        16,
+        "the first 16 of 936 refusals: {refused:?}"
+    );
+    assert!(
+        refused.iter().all(|r| r.starts_with("limit-exceeded: ")),
+        "{refused:?}"
+    );
+    let peak = attempt.details.peak_memory_bytes.expect("it ran");
+    assert!(peak >= 64 << 10, "at least one wasm page: {peak}");
+    assert!(!attempt.details.output_truncated);
 }
 
 /// Installs `wasm` as the only handler, with `manifest`, on a host with

@@ -78,6 +78,7 @@ fn completion(
         duration: Duration::from_millis(1),
         fuel: None,
         output: output.into(),
+        details: Default::default(),
     }
 }
 
@@ -187,9 +188,9 @@ fn migrates_once_when_several_processes_start_together() {
         )
         .expect("count");
     let (rows, versions): (i64, i64) = (row.get(0), row.get(1));
-    // schema.sql, fair_share.sql, handler_registry.sql and retention.sql,
-    // each applied once.
-    assert_eq!((rows, versions), (4, 4));
+    // schema.sql, fair_share.sql, handler_registry.sql, retention.sql,
+    // counts.sql and attempt_details.sql, each applied once.
+    assert_eq!((rows, versions), (6, 6));
 }
 
 fn admin_of(database: &PostgresDatabase) -> postgres::Client {
@@ -319,4 +320,50 @@ fn prunes_from_one_process_at_a_time() {
         .prune_batch(&rule, PruneCursor::START, 10, at(1))
         .expect("a batch");
     assert!(batch.is_some(), "the turn is free again: {batch:?}");
+}
+
+#[test]
+fn folds_the_counts_of_connections_gone_and_keeps_them_right() {
+    let database = PostgresDatabase::fresh();
+    {
+        let gone = database.open();
+        gone.create_tenant("acme", json!({}), at(0))
+            .expect("tenant");
+        let batch: Vec<_> = (0..3)
+            .map(|_| (signal("acme"), vec![target("h")]))
+            .collect();
+        gone.emit(&batch, at(1)).expect("emit");
+    }
+    let mut admin = admin_of(&database);
+    let slots = |admin: &mut postgres::Client| -> Vec<i32> {
+        admin
+            .query("SELECT DISTINCT slot FROM queue_counts ORDER BY slot", &[])
+            .expect("slots")
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    let written = slots(&mut admin);
+    assert!(written.iter().all(|slot| *slot != 0), "{written:?}");
+    // Its connections close as the store drops; wait until they are gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: i64 = admin
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                &[&written],
+            )
+            .expect("activity")
+            .get(0);
+        if alive == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old connections stay open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let store = database.open();
+    let before = store.stats().expect("stats").deliveries;
+    store.fold_counts().expect("fold");
+    assert_eq!(slots(&mut admin), [0], "folded into slot 0");
+    assert_eq!(store.stats().expect("stats").deliveries, before);
 }

@@ -26,6 +26,34 @@ pub(crate) struct DirectiveBuffer {
     max_payload_bytes: usize,
     pub accepted: Vec<RequestedDirective>,
     pub refused: u32,
+    /// Why the first [`MAX_REFUSALS_KEPT`] refused requests were refused.
+    pub refusals: Vec<String>,
+}
+
+/// How many refusals an attempt's record keeps, each cut to
+/// [`MAX_REFUSAL_BYTES`]: a guest looping on bad requests must not fill it.
+pub const MAX_REFUSALS_KEPT: usize = 16;
+pub const MAX_REFUSAL_BYTES: usize = 256;
+
+/// A refusal as the attempt's record keeps it: `kind: message`.
+fn describe(error: &DirectiveError) -> String {
+    let (kind, message) = match error {
+        DirectiveError::NotPermitted(m) => ("not-permitted", m),
+        DirectiveError::Invalid(m) => ("invalid", m),
+        DirectiveError::TooLarge(m) => ("too-large", m),
+        DirectiveError::SecretDetected(m) => ("secret-detected", m),
+        DirectiveError::LimitExceeded(m) => ("limit-exceeded", m),
+        DirectiveError::Conflict(m) => ("conflict", m),
+    };
+    let mut text = format!("{kind}: {message}");
+    if text.len() > MAX_REFUSAL_BYTES {
+        let mut cut = MAX_REFUSAL_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
 }
 
 impl DirectiveBuffer {
@@ -42,13 +70,17 @@ impl DirectiveBuffer {
             max_payload_bytes,
             accepted: Vec::new(),
             refused: 0,
+            refusals: Vec::new(),
         }
     }
 
     pub fn request(&mut self, request: DirectiveRequest) -> Result<Receipt, DirectiveError> {
         let answer = self.check_and_buffer(request);
-        if answer.is_err() {
+        if let Err(error) = &answer {
             self.refused += 1;
+            if self.refusals.len() < MAX_REFUSALS_KEPT {
+                self.refusals.push(describe(error));
+            }
         }
         answer
     }
@@ -245,6 +277,49 @@ mod tests {
         ));
         assert_eq!(b.refused, 7);
         assert!(b.accepted.is_empty());
+        let kinds: Vec<&str> = b
+            .refusals
+            .iter()
+            .map(|r| r.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "not-permitted",
+                "invalid",
+                "invalid",
+                "invalid",
+                "invalid",
+                "too-large",
+                "secret-detected"
+            ],
+            "{:?}",
+            b.refusals
+        );
+    }
+
+    #[test]
+    fn keeps_the_first_refusals_each_bounded() {
+        let mut b = buffer();
+        // The guest's own text in the reason: a schedule that is no time.
+        let unparseable = DirectiveRequest {
+            scheduled_at: Some("é".repeat(1000)),
+            ..request("mail.send", "{}", "k")
+        };
+        for _ in 0..40 {
+            let _ = b.request(unparseable.clone());
+        }
+        assert_eq!(b.refused, 40);
+        assert_eq!(b.refusals.len(), MAX_REFUSALS_KEPT);
+        assert!(
+            b.refusals
+                .iter()
+                .all(|r| r.starts_with("invalid: scheduled-at")
+                    && r.len() <= MAX_REFUSAL_BYTES
+                    && r.len() > MAX_REFUSAL_BYTES - 4),
+            "{:?}",
+            b.refusals[0]
+        );
     }
 
     #[test]

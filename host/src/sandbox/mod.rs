@@ -377,6 +377,7 @@ impl Sandbox {
                 peak_memory_bytes: state.memory.peak as u64,
                 directive_count: state.directives.accepted.len() as u32,
                 refused_directives: state.directives.refused,
+                refusals: state.directives.refusals,
                 output,
                 output_truncated,
             },

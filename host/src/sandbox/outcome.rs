@@ -64,6 +64,8 @@ pub struct Report {
     pub directive_count: u32,
     /// Refused directive requests.
     pub refused_directives: u32,
+    /// Why, for the first 16 (`directives::MAX_REFUSALS_KEPT`).
+    pub refusals: Vec<String>,
     /// Guest stdout and stderr, interleaved, bounded and redacted.
     pub output: String,
     pub output_truncated: bool,

@@ -151,14 +151,14 @@ pub trait Verbs {
         until: DateTime<Utc>,
     ) -> StoreResult<u64>;
 
-    fn stats(&mut self) -> StoreResult<QueueStats>;
-
     // Retention.
     /// Whether this transaction may prune: false while another process of
     /// the cluster's holds the turn (held until the transaction ends).
     fn take_prune_turn(&mut self) -> StoreResult<bool>;
     /// See [`Store::reclaim_space`].
     fn reclaim_space(&mut self, max_pages: u32) -> StoreResult<u64>;
+    /// See [`Store::fold_counts`]; runs in a transaction holding the turn.
+    fn fold_counts(&mut self) -> StoreResult<()>;
 }
 
 /// A record a listing reads, as each dialect maps its rows.
@@ -395,8 +395,24 @@ impl<D: Dialect> Store for SqlStore<D> {
             .write(|c| c.change(sql::cancel_directives::<D::Sql>(filter, now)))
     }
 
+    /// Reads the kept counts, never the queue itself: the same cost at ten
+    /// million rows as at a thousand.
     fn stats(&self) -> StoreResult<QueueStats> {
-        self.dialect.read(|c| c.stats())
+        self.dialect.read(|c| {
+            let mut stats = QueueStats::default();
+            let counts = stats.add_counts(c.read(sql::queue_counts())?)?;
+            let recent: Vec<sql::RecentRow> = c.read(sql::recent_attempts())?;
+            let recent = recent
+                .into_iter()
+                .map(|r| {
+                    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                    (r.handler, r.tenant, n(r.attempts), n(r.sum_us), n(r.max_us))
+                })
+                .collect();
+            stats.add_breakdowns(counts, recent);
+            stats.recent_failures = c.read(sql::recent_failures())?;
+            Ok(stats)
+        })
     }
 
     fn prune_batch(
@@ -462,6 +478,15 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     fn reclaim_space(&self, max_pages: u32) -> StoreResult<u64> {
         self.dialect.write(|c| c.reclaim_space(max_pages))
+    }
+
+    fn fold_counts(&self) -> StoreResult<()> {
+        self.dialect.write(|c| {
+            if c.take_prune_turn()? {
+                c.fold_counts()?;
+            }
+            Ok(())
+        })
     }
 
     fn vacuum(&self) -> StoreResult<bool> {

@@ -366,6 +366,23 @@ pub struct HandlerRegistration {
     pub registered_at: DateTime<Utc>,
 }
 
+/// What an attempt's record keeps of the sandbox's report beyond its
+/// outcome and timings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptDetails {
+    /// Whether the guest's output was cut at the output limit.
+    #[serde(default)]
+    pub output_truncated: bool,
+    /// The largest linear memory the guest reached, in bytes; `None` when
+    /// it did not run.
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
+    /// The directive requests the sandbox refused, each with why
+    /// (`kind: message`), the first 16 of them.
+    #[serde(default)]
+    pub refused_directives: Vec<String>,
+}
+
 /// One attempt of a delivery, kept whatever its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -380,6 +397,8 @@ pub struct Attempt {
     pub fuel: Option<u64>,
     pub directive_count: u32,
     pub output: String,
+    #[serde(flatten)]
+    pub details: AttemptDetails,
     pub finished_at: DateTime<Utc>,
 }
 
@@ -450,6 +469,7 @@ pub struct DeliveryResult {
     pub fuel: Option<u64>,
     pub directive_count: u32,
     pub output: String,
+    pub details: AttemptDetails,
 }
 
 /// What became of one result.
@@ -705,6 +725,44 @@ pub type StateCount = (String, String, DeliveryState, u64);
 pub type RecentAttempts = (String, String, u64, u64, u64);
 
 impl QueueStats {
+    /// Takes the kept counts (`sql::queue_counts`): the totals of both
+    /// queues by state, and returns the deliveries' per-(handler, tenant,
+    /// state) counts for [`QueueStats::add_breakdowns`].
+    pub fn add_counts(&mut self, rows: Vec<sql::CountRow>) -> StoreResult<Vec<StateCount>> {
+        fn add<S: PartialEq>(totals: &mut Vec<(S, u64)>, state: S, n: u64) {
+            match totals.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, total)) => *total += n,
+                None => totals.push((state, n)),
+            }
+        }
+        let mut breakdown = Vec::new();
+        for row in rows {
+            // A count back at zero is a state with no rows: not listed.
+            let n = u64::try_from(row.n).unwrap_or(0);
+            if n == 0 {
+                continue;
+            }
+            match row.queue.as_str() {
+                "deliveries" => {
+                    let state = DeliveryState::parse(&row.state)?;
+                    add(&mut self.deliveries, state, n);
+                    breakdown.push((row.group, row.tenant, state, n));
+                }
+                "directives" => {
+                    add(&mut self.directives, DirectiveState::parse(&row.state)?, n);
+                }
+                other => {
+                    return Err(StoreError::Database(format!(
+                        "a count of an unknown queue {other:?}"
+                    )));
+                }
+            }
+        }
+        self.deliveries.sort_by_key(|(s, _)| *s as u8);
+        self.directives.sort_by_key(|(s, _)| *s as u8);
+        Ok(breakdown)
+    }
+
     /// Folds per-(handler, tenant, state) counts and per-(handler, tenant)
     /// recent attempts into [`QueueStats::handlers`] and
     /// [`QueueStats::tenants`]; shared by the stores' `stats`.
@@ -944,6 +1002,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Cancels directives not yet running or finished. Returns how many.
     fn cancel_directives(&self, filter: &DirectiveFilter, now: DateTime<Utc>) -> StoreResult<u64>;
 
+    /// Queue depth and the recent attempts, read from counts kept as rows
+    /// change (`counts.sql`), never from a scan of the queue.
     fn stats(&self) -> StoreResult<QueueStats>;
 
     // Retention (`crate::retention`).
@@ -964,6 +1024,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// system; returns how many bytes. SQLite keeps what deletes free for
     /// reuse unless asked; PostgreSQL's autovacuum does this itself (0).
     fn reclaim_space(&self, max_pages: u32) -> StoreResult<u64>;
+    /// Folds the counts `stats` reads into as few rows as they can be (the
+    /// slots of PostgreSQL connections gone, counts back at zero), if no
+    /// other process of the cluster is pruning; retention runs it.
+    fn fold_counts(&self) -> StoreResult<()>;
     /// Rewrites the whole database so that it gives freed pages back from
     /// now on (SQLite files created before retention); false where there is
     /// nothing to do. Blocks every writer while it runs: for a stopped host.

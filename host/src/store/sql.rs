@@ -23,7 +23,22 @@ pub const DIRECTIVE_COLUMNS: &str = "id, tenant, name, payload, idempotency_key,
 
 /// The columns of an [`Attempt`], in the order the dialects read them.
 pub const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, worker, handler_digest, outcome, error, \
-     started_at, duration_us, fuel, directive_count, output, finished_at";
+     started_at, duration_us, fuel, directive_count, output, finished_at, output_truncated, \
+     peak_memory_bytes, refused_directives";
+
+/// An attempt's refused directive requests as their column holds them.
+pub fn refusals_column(refused: &[String]) -> String {
+    serde_json::json!(refused).to_string()
+}
+
+/// The refused directive requests of an attempt's column.
+pub fn refusals_from_column(text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| {
+        StoreError::Database(format!(
+            "an attempt's refused directives are not a JSON list: {e}"
+        ))
+    })
+}
 
 /// The columns of a [`HandlerRegistration`], in the order the dialects read
 /// them (`subscriptions` is a JSON array as text).
@@ -327,6 +342,69 @@ pub fn subscriptions_from_column(text: &str) -> StoreResult<Vec<String>> {
             "a registration's subscriptions are not a JSON list: {e}"
         ))
     })
+}
+
+// ---------------------------------------------------------------------------
+// Counts (`Store::stats`).
+
+/// A count the triggers of `counts.sql` keep: rows of one `queue`
+/// (`deliveries` or `directives`), `group` (a handler, or a directive's
+/// name), tenant and state; summed over the writers' slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountRow {
+    pub queue: String,
+    pub group: String,
+    pub tenant: String,
+    pub state: String,
+    pub n: i64,
+}
+
+/// Every kept count: a row per queue, group, tenant and state, however many
+/// rows they count.
+pub fn queue_counts() -> Statement {
+    Statement {
+        sql: "SELECT queue, grp, tenant, state, CAST(SUM(n) AS BIGINT) FROM queue_counts \
+              GROUP BY queue, grp, tenant, state"
+            .into(),
+        params: Vec::new(),
+    }
+}
+
+/// The newest attempts of one handler and tenant: their count, summed and
+/// longest duration (µs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentRow {
+    pub handler: String,
+    pub tenant: String,
+    pub attempts: i64,
+    pub sum_us: i64,
+    pub max_us: i64,
+}
+
+/// The newest [`RECENT_ATTEMPTS`] attempts by handler and tenant
+/// (deliveries are numbered in insertion order).
+pub fn recent_attempts() -> Statement {
+    Statement {
+        sql: format!(
+            "SELECT d.handler, d.tenant, COUNT(*), CAST(SUM(a.duration_us) AS BIGINT), \
+             MAX(a.duration_us) FROM (SELECT delivery_id, duration_us FROM attempts \
+             ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
+             JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler, d.tenant"
+        ),
+        params: Vec::new(),
+    }
+}
+
+/// The newest failed attempts, newest first (by the `attempts_failed`
+/// index, not a walk past the successful ones).
+pub fn recent_failures() -> Statement {
+    Statement {
+        sql: format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
+             ORDER BY delivery_id DESC, attempt DESC LIMIT {RECENT_FAILURES}"
+        ),
+        params: Vec::new(),
+    }
 }
 
 // ---------------------------------------------------------------------------

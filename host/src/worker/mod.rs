@@ -42,7 +42,7 @@ use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
 use crate::sandbox::{DeliveryContext, Invocation, Outcome, Sandbox};
 use crate::store::{
-    AttemptOutcome, ClaimedDelivery, Decision, DeliveryResult, FinishOutcome, Store,
+    AttemptDetails, AttemptOutcome, ClaimedDelivery, Decision, DeliveryResult, FinishOutcome, Store,
 };
 use crate::threads::ThreadGroup;
 use crate::wake::Wake;
@@ -437,6 +437,7 @@ impl ClaimedKey {
             fuel: None,
             directive_count: 0,
             output: String::new(),
+            details: AttemptDetails::default(),
         }
     }
 }
@@ -474,6 +475,7 @@ fn release(claimed: &ClaimedDelivery, worker: &str, at: DateTime<Utc>) -> Delive
         fuel: None,
         directive_count: 0,
         output: String::new(),
+        details: AttemptDetails::default(),
     }
 }
 
@@ -555,6 +557,11 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
         fuel: invocation.report.fuel_consumed,
         directive_count: invocation.report.directive_count,
         output: invocation.report.output,
+        details: AttemptDetails {
+            output_truncated: invocation.report.output_truncated,
+            peak_memory_bytes: Some(invocation.report.peak_memory_bytes),
+            refused_directives: invocation.report.refusals,
+        },
     }
 }
 

@@ -8,11 +8,12 @@
 //! ```
 //!
 //! Sections: `invoke`, `sqlite`, `postgres`, `latency`, `fanout`, `restart`,
-//! `sleepers`, `compile`, `fairness`, `ingest`, `languages`, `soak`. Progress
+//! `sleepers`, `compile`, `fairness`, `ingest`, `languages`, `soak`, `counts`. Progress
 //! goes to stderr; the report (Markdown) to stdout, and to BENCHMARKS.md at
 //! the workspace root when every section ran (or to `--out <file>`).
 
 mod compile;
+mod counts;
 mod durable;
 mod fairness;
 mod fanout;
@@ -34,7 +35,7 @@ use durable::{Backend, DRAIN};
 use sighost_tests::postgres::FreshDatabase;
 use stats::{Runs, number};
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "invoke",
     "sqlite",
     "postgres",
@@ -47,6 +48,7 @@ const SECTIONS: [&str; 12] = [
     "ingest",
     "languages",
     "soak",
+    "counts",
 ];
 /// How long a peer may drain before its rate is taken over that window.
 const PEER_WINDOW_SECS: u64 = 20;
@@ -146,6 +148,7 @@ fn main() {
             "ingest" => ingest::ingest_section(options.runs),
             "languages" => languages_section(options.runs),
             "soak" => soak::soak_section(),
+            "counts" => counts::counts_section(options.runs),
             _ => unreachable!("checked in options()"),
         };
         print!("{text}");

@@ -788,22 +788,42 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                         "outcome",
                         "duration",
                         "fuel",
+                        "memory",
                         "directives",
+                        "refused",
+                        "output",
                         "digest",
                         "error",
                     ],
                     |a| {
+                        let d = &a.details;
                         vec![
                             a.attempt.to_string(),
                             a.outcome.to_string(),
                             format!("{:.3} ms", a.duration_us as f64 / 1000.0),
                             a.fuel.map(|f| f.to_string()).unwrap_or_default(),
+                            d.peak_memory_bytes
+                                .map(|b| format!("{:.1} MiB", b as f64 / f64::from(1 << 20)))
+                                .unwrap_or_default(),
                             a.directive_count.to_string(),
+                            d.refused_directives.len().to_string(),
+                            if d.output_truncated { "cut" } else { "whole" }.into(),
                             output::cut(&a.handler_digest, 12),
                             output::cut(a.error.as_deref().unwrap_or(""), 60),
                         ]
                     },
                 );
+                if !json {
+                    for a in attempts
+                        .iter()
+                        .filter(|a| !a.details.refused_directives.is_empty())
+                    {
+                        println!("\nattempt {} refused directive requests:", a.attempt);
+                        for why in &a.details.refused_directives {
+                            println!("  {why}");
+                        }
+                    }
+                }
             }
             Ok(())
         }

@@ -87,6 +87,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("fair_share.sql"),
     include_str!("handler_registry.sql"),
     include_str!("retention.sql"),
+    include_str!("counts.sql"),
+    include_str!("attempt_details.sql"),
 ];
 
 /// The key of the advisory lock that every sighost process takes while it

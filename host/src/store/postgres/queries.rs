@@ -1110,19 +1110,37 @@ fn record_attempts(
         .iter()
         .map(|(r, ..)| pg_text(&r.output).into_owned())
         .collect();
+    let truncated: Vec<bool> = attempts
+        .iter()
+        .map(|(r, ..)| r.details.output_truncated)
+        .collect();
+    let peaks: Vec<Option<i64>> = attempts
+        .iter()
+        .map(|(r, ..)| {
+            r.details
+                .peak_memory_bytes
+                .map(|b| i64::try_from(b).unwrap_or(i64::MAX))
+        })
+        .collect();
+    let refusals: Vec<String> = attempts
+        .iter()
+        .map(|(r, ..)| pg_text(&sql::refusals_column(&r.details.refused_directives)).into_owned())
+        .collect();
     db.execute(
         "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
-             duration_us, fuel, directive_count, output, finished_at) \
+             duration_us, fuel, directive_count, output, finished_at, output_truncated, \
+             peak_memory_bytes, refused_directives) \
          SELECT delivery_id, attempt, worker, handler_digest, outcome, error, started_at, duration_us, fuel, \
-             directive_count, output, $12 \
+             directive_count, output, $12, truncated, peak, refused \
          FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::timestamptz[], $8::bigint[], $9::bigint[], $10::int[], $11::text[]) \
+                     $7::timestamptz[], $8::bigint[], $9::bigint[], $10::int[], $11::text[], \
+                     $13::bool[], $14::bigint[], $15::text[]) \
               AS r(delivery_id, attempt, worker, handler_digest, outcome, error, started_at, duration_us, fuel, \
-                   directive_count, output) \
+                   directive_count, output, truncated, peak, refused) \
          ON CONFLICT DO NOTHING",
         &[
             &ids, &numbers, &workers, &digests, &outcomes, &errors, &started, &durations, &fuel,
-            &counts, &outputs, &now,
+            &counts, &outputs, &now, &truncated, &peaks, &refusals,
         ],
     )?;
     Ok(())
@@ -1145,6 +1163,11 @@ fn attempt_from_row(r: &::postgres::Row) -> StoreResult<Attempt> {
         directive_count: count(r, 9)?,
         output: r.try_get(10)?,
         finished_at: r.try_get(11)?,
+        details: AttemptDetails {
+            output_truncated: r.try_get(12)?,
+            peak_memory_bytes: r.try_get::<_, Option<i64>>(13)?.map(|b| b.max(0) as u64),
+            refused_directives: sql::refusals_from_column(r.try_get(14)?)?,
+        },
     })
 }
 
@@ -1170,6 +1193,36 @@ impl FromPgRow for sql::PruneCandidate {
             key: row.try_get(0)?,
             at: row.try_get(1)?,
         })
+    }
+}
+
+impl FromPgRow for sql::CountRow {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        Ok(Self {
+            queue: row.try_get(0)?,
+            group: row.try_get(1)?,
+            tenant: row.try_get(2)?,
+            state: row.try_get(3)?,
+            n: row.try_get(4)?,
+        })
+    }
+}
+
+impl FromPgRow for sql::RecentRow {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        Ok(Self {
+            handler: row.try_get(0)?,
+            tenant: row.try_get(1)?,
+            attempts: row.try_get(2)?,
+            sum_us: row.try_get(3)?,
+            max_us: row.try_get::<_, i64>(4)?,
+        })
+    }
+}
+
+impl FromPgRow for Attempt {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        attempt_from_row(row)
     }
 }
 
@@ -1734,59 +1787,21 @@ impl Verbs for Db<'_> {
         Ok(0)
     }
 
-    fn stats(&mut self) -> StoreResult<QueueStats> {
+    /// Folds the slots of connections gone into slot 0, which only this
+    /// (under the prune turn) writes, and drops counts back at zero there.
+    fn fold_counts(&mut self) -> StoreResult<()> {
         let db = self;
-        let mut stats = QueueStats::default();
-        for row in db.query("SELECT state, COUNT(*) FROM deliveries GROUP BY state", &[])? {
-            let count: i64 = row.try_get(1)?;
-            stats
-                .deliveries
-                .push((DeliveryState::parse(row.try_get(0)?)?, count as u64));
-        }
-        for row in db.query("SELECT state, COUNT(*) FROM directives GROUP BY state", &[])? {
-            let count: i64 = row.try_get(1)?;
-            stats
-                .directives
-                .push((DirectiveState::parse(row.try_get(0)?)?, count as u64));
-        }
-        let mut counts = Vec::new();
-        for row in db.query(
-            "SELECT handler, tenant, state, COUNT(*) FROM deliveries GROUP BY handler, tenant, state",
+        db.execute(
+            "WITH gone AS ( \
+                 DELETE FROM queue_counts WHERE slot <> 0 \
+                 AND slot NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL) \
+                 RETURNING queue, grp, tenant, state, n) \
+             INSERT INTO queue_counts AS c (queue, grp, tenant, state, slot, n) \
+             SELECT queue, grp, tenant, state, 0, SUM(n) FROM gone GROUP BY queue, grp, tenant, state \
+             ON CONFLICT (queue, grp, tenant, state, slot) DO UPDATE SET n = c.n + excluded.n",
             &[],
-        )? {
-            let count: i64 = row.try_get(3)?;
-            counts.push((
-                row.try_get(0)?,
-                row.try_get(1)?,
-                DeliveryState::parse(row.try_get(2)?)?,
-                count as u64,
-            ));
-        }
-        // The newest attempts: deliveries are numbered in insertion order.
-        let mut recent = Vec::new();
-        for row in db.query(
-            &format!(
-                "SELECT d.handler, d.tenant, COUNT(*), SUM(a.duration_us)::BIGINT, MAX(a.duration_us) \
-                 FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
-                 JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler, d.tenant"
-            ),
-            &[],
-        )? {
-            let number = |i: usize| -> StoreResult<u64> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
-            recent.push((row.try_get(0)?, row.try_get(1)?, number(2)?, number(3)?, number(4)?));
-        }
-        stats.add_breakdowns(counts, recent);
-        stats.recent_failures = db
-            .query(
-                &format!(
-                    "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
-                     ORDER BY delivery_id DESC, attempt DESC LIMIT {RECENT_FAILURES}"
-                ),
-                &[],
-            )?
-            .iter()
-            .map(attempt_from_row)
-            .collect::<StoreResult<_>>()?;
-        Ok(stats)
+        )?;
+        db.execute("DELETE FROM queue_counts WHERE slot = 0 AND n = 0", &[])?;
+        Ok(())
     }
 }

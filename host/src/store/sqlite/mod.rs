@@ -39,6 +39,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("fair_share.sql"),
     include_str!("handler_registry.sql"),
     include_str!("retention.sql"),
+    include_str!("counts.sql"),
+    include_str!("attempt_details.sql"),
 ];
 
 /// How to open the database.

@@ -519,8 +519,9 @@ const FENCE: &str = "WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 
 fn record_attempt(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> StoreResult<()> {
     c.prepare_cached(
         "INSERT INTO attempts (delivery_id, attempt, worker, handler_digest, outcome, error, started_at, \
-         duration_us, fuel, directive_count, output, finished_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         duration_us, fuel, directive_count, output, finished_at, output_truncated, \
+         peak_memory_bytes, refused_directives) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
          ON CONFLICT DO NOTHING",
     )?
     .execute(params![
@@ -536,6 +537,11 @@ fn record_attempt(c: &Connection, r: &DeliveryResult, now: DateTime<Utc>) -> Sto
         r.directive_count,
         r.output,
         micros(now),
+        r.details.output_truncated,
+        r.details
+            .peak_memory_bytes
+            .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        sql::refusals_column(&r.details.refused_directives),
     ])?;
     Ok(())
 }
@@ -781,6 +787,19 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         directive_count: r.get(9)?,
         output: r.get(10)?,
         finished_at: from_micros(r.get(11)?),
+        details: AttemptDetails {
+            output_truncated: r.get(12)?,
+            peak_memory_bytes: r.get::<_, Option<i64>>(13)?.map(|b| b.max(0) as u64),
+            refused_directives: sql::refusals_from_column(&r.get::<_, String>(14)?).map_err(
+                |e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        14,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                },
+            )?,
+        },
     })
 }
 
@@ -804,6 +823,36 @@ impl FromSqliteRow for sql::PruneCandidate {
             key: row.get(0)?,
             at: from_micros(row.get(1)?),
         })
+    }
+}
+
+impl FromSqliteRow for sql::CountRow {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            queue: row.get(0)?,
+            group: row.get(1)?,
+            tenant: row.get(2)?,
+            state: row.get(3)?,
+            n: row.get(4)?,
+        })
+    }
+}
+
+impl FromSqliteRow for sql::RecentRow {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            handler: row.get(0)?,
+            tenant: row.get(1)?,
+            attempts: row.get(2)?,
+            sum_us: row.get(3)?,
+            max_us: row.get(4)?,
+        })
+    }
+}
+
+impl FromSqliteRow for Attempt {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        attempt_from_row(row)
     }
 }
 
@@ -1322,69 +1371,8 @@ impl Verbs for SqliteConn<'_> {
         Ok(((before - free_pages()?).max(0) * page_size) as u64)
     }
 
-    fn stats(&mut self) -> StoreResult<QueueStats> {
-        let c = self.0;
-        let mut stats = QueueStats::default();
-        let mut deliveries =
-            c.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
-        for row in
-            deliveries.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-        {
-            let (state, count) = row?;
-            stats
-                .deliveries
-                .push((DeliveryState::parse(&state)?, count as u64));
-        }
-        let mut directives =
-            c.prepare_cached("SELECT state, COUNT(*) FROM directives GROUP BY state")?;
-        for row in
-            directives.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-        {
-            let (state, count) = row?;
-            stats
-                .directives
-                .push((DirectiveState::parse(&state)?, count as u64));
-        }
-        let mut counts = Vec::new();
-        let mut breakdown = c.prepare_cached(
-            "SELECT handler, tenant, state, COUNT(*) FROM deliveries GROUP BY handler, tenant, state",
-        )?;
-        for row in breakdown.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })? {
-            let (handler, tenant, state, count) = row?;
-            counts.push((handler, tenant, DeliveryState::parse(&state)?, count as u64));
-        }
-        // The newest attempts: deliveries are numbered in insertion order.
-        let recent = c
-            .prepare_cached(&format!(
-                "SELECT d.handler, d.tenant, COUNT(*), SUM(a.duration_us), MAX(a.duration_us) \
-                 FROM (SELECT delivery_id, duration_us FROM attempts ORDER BY delivery_id DESC LIMIT {RECENT_ATTEMPTS}) a \
-                 JOIN deliveries d ON d.id = a.delivery_id GROUP BY d.handler, d.tenant"
-            ))?
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?.max(0) as u64,
-                    r.get::<_, i64>(3)?.max(0) as u64,
-                    r.get::<_, i64>(4)?.max(0) as u64,
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
-        stats.add_breakdowns(counts, recent);
-        stats.recent_failures = c
-            .prepare_cached(&format!(
-                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE error IS NOT NULL \
-                 ORDER BY delivery_id DESC, attempt DESC LIMIT {RECENT_FAILURES}"
-            ))?
-            .query_map([], attempt_from_row)?
-            .collect::<Result<_, _>>()?;
-        Ok(stats)
+    fn fold_counts(&mut self) -> StoreResult<()> {
+        self.0.execute("DELETE FROM queue_counts WHERE n = 0", [])?;
+        Ok(())
     }
 }
