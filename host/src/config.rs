@@ -268,6 +268,9 @@ pub struct RunnerSection {
     pub lifecycle_signals: bool,
 }
 
+/// The most rows a prune batch may look at (`retention.batch_size`).
+pub const MAX_PRUNE_BATCH: u32 = 5_000;
+
 /// `[retention]`: what the host prunes (`crate::retention`). Times are a
 /// whole number and a unit: `"90s"`, `"30m"`, `"24h"`, `"7d"`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -357,6 +360,13 @@ impl RetentionSection {
                 parse_duration(text).map_err(|e| format!("`retention.interval`: {e}"))?;
         }
         positive("retention.batch_size", self.batch_size)?;
+        // A batch of directives binds five parameters a key kept; SQLite
+        // takes 32,766 parameters a statement.
+        if let Some(size) = self.batch_size.filter(|size| *size > MAX_PRUNE_BATCH) {
+            return Err(format!(
+                "`retention.batch_size` is {size}, above the {MAX_PRUNE_BATCH} a batch may hold"
+            ));
+        }
         if let Some(size) = self.batch_size {
             retention.batch_size = size;
         }
@@ -995,6 +1005,10 @@ mod tests {
                 "`retention.tenants.a.failed`",
             ),
             ("[retention]\nbatch_size = 0", "retention.batch_size"),
+            (
+                "[retention]\nbatch_size = 5001",
+                "`retention.batch_size` is 5001",
+            ),
             (
                 "[retention.tenants.\"bad id\"]\nfailed = \"1d\"",
                 "`retention.tenants.bad id`",

@@ -45,7 +45,8 @@ fn describe(error: &DirectiveError) -> String {
         DirectiveError::LimitExceeded(m) => ("limit-exceeded", m),
         DirectiveError::Conflict(m) => ("conflict", m),
     };
-    let mut text = format!("{kind}: {message}");
+    // A message may quote the guest's own text (a schedule, a key).
+    let mut text = crate::secrets::redact(&format!("{kind}: {message}")).into_owned();
     if text.len() > MAX_REFUSAL_BYTES {
         let mut cut = MAX_REFUSAL_BYTES;
         while !text.is_char_boundary(cut) {

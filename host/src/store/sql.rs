@@ -510,9 +510,10 @@ pub fn prune_candidates<P: Placeholders>(
     let (time, key) = (table.time, table.key);
     let at = conditions.bind(Param::Time(cursor.at));
     let after = conditions.bind(Param::Int(cursor.key));
-    conditions.clauses.push(format!(
-        "({time} > {at} OR ({time} = {at} AND {key} > {after}))"
-    ));
+    // A row value, which both databases read as a range of the index.
+    conditions
+        .clauses
+        .push(format!("({time}, {key}) > ({at}, {after})"));
     Statement {
         sql: format!(
             "SELECT {key}, {time} FROM {}{} ORDER BY {time}, {key} LIMIT {limit}",
@@ -563,8 +564,9 @@ pub fn lock_signals<P: Placeholders>(keys: &[i64]) -> Statement {
     let mut conditions = Conditions::<P>::new();
     conditions.one_of("seq", Param::Ints(keys.to_vec()));
     Statement {
+        // In `seq` order, as a replay locks them: no deadlock between the two.
         sql: format!(
-            "SELECT seq, inserted_at FROM signals{}{}",
+            "SELECT seq, inserted_at FROM signals{} ORDER BY seq{}",
             conditions.sql(),
             P::LOCK_ROWS
         ),

@@ -7,6 +7,10 @@
 -- reads sum the slots, and retention folds the slots of connections gone
 -- into slot 0.
 
+-- No writer may slip between the seeding below and the triggers: hosts of
+-- an older version may be running while this one migrates.
+LOCK TABLE deliveries, directives IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE queue_counts (
     queue   TEXT NOT NULL,
     -- A delivery's handler; a directive's name.

@@ -268,7 +268,7 @@ fn depths(db: &mut Db<'_>, batch: &[(NewSignal, Vec<DeliveryTarget>)]) -> StoreR
         for row in db.query(
             // Shared locks: a prune deleting one of them waits for this
             // transaction, then sees its deliveries and keeps the signal.
-            "SELECT id, tenant, depth FROM signals WHERE id = ANY($1) FOR SHARE",
+            "SELECT id, tenant, depth FROM signals WHERE id = ANY($1) ORDER BY seq FOR SHARE",
             &[&causes],
         )? {
             known.insert(row.try_get(0)?, (row.try_get(1)?, count(&row, 2)?));
@@ -987,7 +987,7 @@ fn write_directives(
     }
     db.c.batch_execute("SAVEPOINT directives")?;
     let inserted = all.insert(db, now)?;
-    if inserted.len() == all.ids.len() {
+    if inserted.len() == all.ids.len() && !keys_pruned_meanwhile(db, &all)? {
         db.c.batch_execute("RELEASE SAVEPOINT directives")?;
         return Ok(all_new(completions));
     }
@@ -996,6 +996,20 @@ fn write_directives(
         .iter()
         .map(|c| write_one_delivery(db, c, now))
         .collect()
+}
+
+/// Whether a prune that committed while `all` was inserted kept one of its
+/// keys: its `NOT EXISTS` could not see that prune, and its `ON CONFLICT`
+/// waited for the directive the prune deleted. A new statement sees it.
+fn keys_pruned_meanwhile(db: &mut Db<'_>, all: &NewDirectives) -> StoreResult<bool> {
+    let rows = db.query(
+        "SELECT 1 FROM pruned_directive_keys p \
+         JOIN unnest($1::text[], $2::text[]) AS k(tenant, key) \
+             ON p.tenant = k.tenant AND p.idempotency_key = k.key \
+         LIMIT 1",
+        &[&all.tenants, &all.keys],
+    )?;
+    Ok(!rows.is_empty())
 }
 
 fn write_one_delivery(

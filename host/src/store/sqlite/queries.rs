@@ -1367,7 +1367,10 @@ impl Verbs for SqliteConn<'_> {
             || -> StoreResult<i64> { Ok(c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?) };
         let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let before = free_pages()?;
-        c.execute_batch(&format!("PRAGMA incremental_vacuum({max_pages})"))?;
+        // The pragma frees one page per step: step it to the end.
+        let mut vacuum = c.prepare(&format!("PRAGMA incremental_vacuum({max_pages})"))?;
+        let mut rows = vacuum.query([])?;
+        while rows.next()?.is_some() {}
         Ok(((before - free_pages()?).max(0) * page_size) as u64)
     }
 
