@@ -71,6 +71,9 @@
 //! [retention.tenants.org_acme]   # a tenant's own; unset keys as above
 //! completed = "1h"
 //!
+//! [metrics]                      # GET /metrics
+//! tenant_labels = false          # label per-handler series by tenant too
+//!
 //! [http]
 //! enabled = true
 //! listen = "127.0.0.1:8080"      # "" disables the API too
@@ -110,6 +113,7 @@ use serde::Deserialize;
 
 use crate::host::HostConfig;
 use crate::limits::LimitOverrides;
+use crate::metrics::MetricsConfig;
 use crate::retention::{Retention, RetentionPolicy, parse_duration};
 use crate::retry::RetryPolicy;
 use crate::runner::Executors;
@@ -160,6 +164,7 @@ pub struct Config {
     pub workers: WorkersSection,
     pub runner: RunnerSection,
     pub retention: RetentionSection,
+    pub metrics: MetricsConfig,
     /// Directive name (or [`CATCH_ALL_EXECUTOR`]) → how it is performed.
     pub executors: BTreeMap<String, ExecutorConfig>,
     pub http: HttpSection,
@@ -183,6 +188,7 @@ impl std::fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("runner", &self.runner)
             .field("retention", &self.retention)
+            .field("metrics", &self.metrics)
             .field("executors", &self.executors)
             .field("http", &self.http)
             .field("tokens", &self.tokens)
@@ -203,6 +209,7 @@ impl Default for Config {
             workers: WorkersSection::default(),
             runner: RunnerSection::default(),
             retention: RetentionSection::default(),
+            metrics: MetricsConfig::default(),
             executors: BTreeMap::new(),
             http: HttpSection::default(),
             tokens: TokensSection::default(),
@@ -614,6 +621,7 @@ impl Config {
         self.apply_runner(&mut host);
         // Checked when the file was read (`check_values`).
         host.retention = self.retention.retention().unwrap_or_default();
+        host.metrics = self.metrics.clone();
         host
     }
 

@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 
 use crate::emit::{EmitError, Emitter};
 use crate::health::StoreHealth;
+use crate::metrics::{Metrics, MetricsConfig};
 use crate::registry::HandlerRegistry;
 use crate::reload::{HandlerFiles, HandlerLoader, Watcher};
 use crate::retention::{Pruner, Retention};
@@ -59,6 +60,8 @@ pub struct HostConfig {
     pub executors: Executors,
     /// What `start` prunes, and when (`crate::retention`).
     pub retention: Retention,
+    /// How `/metrics` labels its series (`crate::metrics`).
+    pub metrics: MetricsConfig,
     pub clock: fn() -> DateTime<Utc>,
 }
 
@@ -76,6 +79,7 @@ impl HostConfig {
             runner: RunnerConfig::default(),
             executors: Executors::new().with_fallback(Arc::new(LogExecutor::stdout())),
             retention: Retention::default(),
+            metrics: MetricsConfig::default(),
             clock: Utc::now,
         }
     }
@@ -168,6 +172,8 @@ pub struct Sighost {
     directive_wake: Arc<Wake>,
     /// Failed result writes, for `/readyz` and the log.
     health: Arc<StoreHealth>,
+    /// What this process did, for `/metrics`.
+    metrics: Arc<Metrics>,
     /// This host's id in the store's handler registry, once it registers
     /// ([`Sighost::register`]).
     host_id: Arc<OnceLock<String>>,
@@ -228,6 +234,7 @@ impl Sighost {
             wake,
             directive_wake,
             health: Arc::default(),
+            metrics: Arc::new(Metrics::new(&config.metrics)),
             host_id,
             registering: Arc::default(),
             config,
@@ -245,6 +252,11 @@ impl Sighost {
     /// Whether the store takes this process's result writes.
     pub fn store_health(&self) -> &Arc<StoreHealth> {
         &self.health
+    }
+
+    /// What this process's workers, runner, pruner and API have done.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Tells this process's delivery workers that work may be due.
@@ -401,6 +413,7 @@ impl Sighost {
                 executors: Arc::new(self.config.executors.clone()),
                 wake: self.directive_wake.clone(),
                 health: self.health.clone(),
+                metrics: self.metrics.clone(),
                 clock: self.config.clock,
             },
             self.config.runner.clone(),
@@ -413,6 +426,7 @@ impl Sighost {
                 Pruner::start(
                     self.store.clone(),
                     self.config.retention.clone(),
+                    self.metrics.clone(),
                     self.config.clock,
                 )
             })
@@ -436,6 +450,7 @@ impl Sighost {
                 wake: self.wake.clone(),
                 directive_wake: self.directive_wake.clone(),
                 health: self.health.clone(),
+                metrics: self.metrics.clone(),
                 clock: self.config.clock,
             },
             self.config.workers.clone(),

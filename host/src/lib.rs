@@ -69,6 +69,7 @@ pub mod heartbeat;
 mod host;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod operations;
 mod priority;
 pub mod registry;

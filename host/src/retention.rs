@@ -295,6 +295,7 @@ impl Pruner {
     pub fn start(
         store: Arc<dyn Store>,
         retention: Retention,
+        metrics: Arc<crate::metrics::Metrics>,
         clock: fn() -> DateTime<Utc>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -314,13 +315,19 @@ impl Pruner {
                     };
                     loop {
                         let started = std::time::Instant::now();
-                        match run_pass(
+                        let pass = run_pass(
                             &*store,
                             &retention,
                             clock(),
                             || wait(retention.pause),
                             |_, _| {},
-                        ) {
+                        );
+                        if let Ok(report) = &pass {
+                            for (kind, deleted) in &report.deleted {
+                                metrics.pruned(kind, *deleted);
+                            }
+                        }
+                        match pass {
                             Ok(report) if report.total() > 0 => tracing::info!(
                                 deleted = ?report.deleted,
                                 reclaimed_bytes = report.reclaimed_bytes,

@@ -139,6 +139,7 @@ macro_rules! store_conformance_tests {
             never_gives_the_id_of_a_pruned_delivery_again,
             levels_off_over_simulated_days_and_never_prunes_pending_work,
             keeps_its_counts_right_through_every_change,
+            reads_each_handlers_oldest_waiting_delivery,
         );
         $crate::store_conformance_tests!(@database $database;
             emits_one_signal_per_dedupe_key_when_two_processes_race,

@@ -223,6 +223,9 @@ impl Store for FailingStore {
     fn stats(&self) -> StoreResult<QueueStats> {
         self.inner.stats()
     }
+    fn leases_rescued(&self) -> LeasesRescued {
+        self.inner.leases_rescued()
+    }
     fn prune_batch(
         &self,
         rule: &PruneRule,

@@ -4,6 +4,7 @@
 //! tokens; bad requests refused with nothing stored; operator endpoints for
 //! the admin token only; metrics, health and readiness.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -46,10 +47,24 @@ impl Host {
 
     /// [`Host::start`] with more `[http]` settings (TOML lines).
     fn start_with(name: &str, http_settings: &str) -> Self {
+        Self::start_with_guests(name, http_settings, &[])
+    }
+
+    /// [`Host::start_with`], with test guests loaded beside audit-trail:
+    /// (guest, subscription).
+    fn start_with_guests(name: &str, http_settings: &str, guests: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(format!("sighost-http-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let handlers = dir.join("handlers");
         std::fs::create_dir_all(&handlers).expect("handlers dir");
+        for (name, subscription) in guests {
+            std::fs::copy(guest(name), handlers.join(format!("{name}.wasm"))).expect("copy guest");
+            std::fs::write(
+                handlers.join(format!("{name}.toml")),
+                format!("subscriptions = [\"{subscription}\"]\n"),
+            )
+            .expect("guest manifest");
+        }
         let wasm = example_handler("audit-trail");
         std::fs::copy(&wasm, handlers.join("audit-trail.wasm")).expect("copy handler");
         std::fs::copy(
@@ -466,8 +481,13 @@ fn emits_over_http_and_the_cli_and_the_runner_executes_the_directives() {
         text.contains("sighost_http_signals_total{status=\"existing\"} 2"),
         "{text}"
     );
-    assert!(
-        text.contains("sighost_http_requests_total{code=\"201\"} 2"),
+    assert_eq!(
+        sample(
+            &text,
+            "sighost_http_request_duration_seconds_count",
+            &[("route", "/v1/signals"), ("code", "201")]
+        ),
+        Some(2.0),
         "{text}"
     );
     let health = host.call("GET", "/healthz", None, None);
@@ -1509,4 +1529,184 @@ fn takes_cloudevents_in_batch_mode_and_in_binary_mode_from_the_sdk() {
     let again = send_with_the_sdk();
     assert_eq!(again["status"], 200, "{again}");
     assert_eq!(again["body"]["status"], "existing");
+}
+
+/// The samples of a `/metrics` answer: (name, labels, value) a line.
+fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a value");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (key, value) = pair.split_once('=').expect("key=value");
+                    (key.to_owned(), value.trim_matches('"').to_owned())
+                })
+                .collect();
+            (name.to_owned(), labels, value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// The value of the one sample named `name` whose labels include `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = samples(text)
+        .into_iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, value)| value)
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name} {labels:?} matches {matching:?}"
+    );
+    matching.first().copied()
+}
+
+#[test]
+fn metrics_break_the_work_down_by_handler_directive_route_and_tenant() {
+    // Tenant labels on; failed work pruned a second after it is discarded.
+    let host = Host::start_with_guests(
+        "metrics",
+        "[metrics]\ntenant_labels = true\n\
+         [retention]\ninterval = \"1s\"\ndiscarded = \"1s\"\n",
+        &[("permanent-failure", "job.failed")],
+    );
+    // The failing first: retention never prunes the newest delivery.
+    let mut failing = Vec::new();
+    for i in 0..2 {
+        let created = host.emit(BETA, json!({"name": "job.failed", "payload": {"i": i}}));
+        assert_eq!(created.status, 201, "{created:?}");
+        failing.push(
+            created.body["signal"]["id"]
+                .as_str()
+                .expect("an id")
+                .to_owned(),
+        );
+    }
+    for i in 0..3 {
+        let created = host.emit(
+            ACME,
+            json!({"name": "forum.thread.created", "payload": {"thread_id": format!("t{i}")}}),
+        );
+        assert_eq!(created.status, 201, "{created:?}");
+    }
+    let one = host.get(&format!("/v1/signals/{}", failing[0]), BETA);
+    assert_eq!(one.status, 200, "{one:?}");
+    host.wait_for("directives", ACME, |d| {
+        d.len() == 3 && d.iter().all(|d| d["state"] == "succeeded")
+    });
+    // The discarded deliveries are counted, then pruned.
+    let deadline = Instant::now() + PATIENCE;
+    let text = loop {
+        let answer = host.call("GET", "/metrics", None, None);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let text = answer.body.as_str().expect("text").to_owned();
+        let pruned = sample(
+            &text,
+            "sighost_pruned_rows_total",
+            &[("kind", "deliveries.discarded")],
+        );
+        if pruned == Some(2.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "nothing pruned: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(text.ends_with("# EOF\n"), "{text}");
+
+    let acme_audit = [("handler", "audit-trail"), ("tenant", "org_acme")];
+    let finished = |handler: &str, tenant: &str, outcome: &str| {
+        sample(
+            &text,
+            "sighost_deliveries_finished_total",
+            &[
+                ("handler", handler),
+                ("tenant", tenant),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(finished("audit-trail", "org_acme", "completed"), Some(3.0));
+    assert_eq!(
+        finished("permanent-failure", "org_beta", "discarded"),
+        Some(2.0)
+    );
+    assert_eq!(finished("audit-trail", "org_acme", "retried"), None);
+    // Each histogram counts every attempt, its buckets end at the count,
+    // and what it measured is there.
+    for family in [
+        "sighost_attempt_duration_seconds",
+        "sighost_attempt_peak_memory_bytes",
+    ] {
+        let count = sample(&text, &format!("{family}_count"), &acme_audit);
+        assert_eq!(count, Some(3.0), "{family}: {text}");
+        let all = [acme_audit[0], acme_audit[1], ("le", "+Inf")];
+        assert_eq!(sample(&text, &format!("{family}_bucket"), &all), Some(3.0));
+        let sum = sample(&text, &format!("{family}_sum"), &acme_audit).expect("a sum");
+        assert!(sum > 0.0, "{family}_sum {sum}");
+    }
+    let executions = sample(
+        &text,
+        "sighost_directive_execution_duration_seconds_count",
+        &[
+            ("name", "audit.record"),
+            ("executor", "log"),
+            ("outcome", "succeeded"),
+            ("tenant", "org_acme"),
+        ],
+    );
+    assert_eq!(executions, Some(3.0), "{text}");
+    // Requests by route pattern, never by path (a path holds an id).
+    let requests = |method: &str, route: &str, code: &str| {
+        sample(
+            &text,
+            "sighost_http_request_duration_seconds_count",
+            &[("method", method), ("route", route), ("code", code)],
+        )
+    };
+    assert_eq!(requests("POST", "/v1/signals", "201"), Some(5.0));
+    assert_eq!(requests("GET", "/v1/signals/{id}", "200"), Some(1.0));
+    assert!(!text.contains(&failing[0]), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "sighost_http_signals_total",
+            &[("status", "created")]
+        ),
+        Some(5.0)
+    );
+    // The queue: nothing waits, nothing was rescued.
+    assert_eq!(
+        sample(
+            &text,
+            "sighost_queue_lag_seconds",
+            &[("handler", "audit-trail")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "sighost_leases_rescued_total",
+            &[("queue", "deliveries")]
+        ),
+        Some(0.0)
+    );
+    // audit-trail takes every signal: org_beta's two as well.
+    assert_eq!(
+        sample(&text, "sighost_deliveries", &[("state", "completed")]),
+        Some(5.0)
+    );
+    assert_eq!(finished("audit-trail", "org_beta", "completed"), Some(2.0));
 }

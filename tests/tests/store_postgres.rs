@@ -189,8 +189,8 @@ fn migrates_once_when_several_processes_start_together() {
         .expect("count");
     let (rows, versions): (i64, i64) = (row.get(0), row.get(1));
     // schema.sql, fair_share.sql, handler_registry.sql, retention.sql,
-    // counts.sql and attempt_details.sql, each applied once.
-    assert_eq!((rows, versions), (6, 6));
+    // counts.sql, attempt_details.sql and queue_lag.sql, each applied once.
+    assert_eq!((rows, versions), (7, 7));
 }
 
 fn admin_of(database: &PostgresDatabase) -> postgres::Client {

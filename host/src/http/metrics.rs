@@ -1,160 +1,133 @@
-//! `/metrics` (Prometheus text format), `/healthz` and `/readyz`.
+//! `/metrics` (Prometheus, in the OpenMetrics text format), `/healthz` and
+//! `/readyz`.
 //!
-//! Queue gauges come from [`Store::stats`](crate::store::Store::stats) at
-//! scrape time, so every host process on one database reports the same
-//! queue; it reads counts the store keeps as the data changes, so a scrape
-//! costs the same at ten million deliveries as at a thousand. Counters are
-//! this process's own, kept in memory since start:
+//! The queue's families are read from the store at scrape time
+//! ([`Store::stats`](crate::store::Store::stats)), so every host process on
+//! one database reports the same queue; it reads counts the store keeps as
+//! the data changes, and one index step per handler for the lag, so a
+//! scrape costs the same at ten million deliveries as at a thousand:
 //!
-//! - `sighost_deliveries{state}`, `sighost_directives{state}`: gauges.
-//! - `sighost_handlers_loaded`: gauge.
-//! - `sighost_http_signals_total{status="created"|"existing"}`: signals
-//!   emitted through this process's API.
-//! - `sighost_http_requests_total{code}`: requests answered, by status code.
+//! - `sighost_deliveries{state}`, `sighost_directives{state}`: gauges, every
+//!   state listed, zero or not.
+//! - `sighost_queue_lag_seconds{handler}`: how long the handler's oldest
+//!   due delivery has waited (0 when none is due).
+//! - `sighost_handlers_loaded`: this process's.
+//! - `sighost_leases_rescued_total{queue}`: expired leases this process's
+//!   claims took back.
+//!
+//! Then what this process measured as it worked ([`crate::metrics`]).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{ApiState, blocking};
-use crate::store::{DeliveryState, DirectiveState, EmitStatus};
+use crate::metrics::Labels;
+use crate::store::{DeliveryState, DirectiveState, LeasesRescued, QueueStats};
 
 /// How long `/readyz` waits for the store before calling it unreachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// In-process counters.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    signals_created: AtomicU64,
-    signals_existing: AtomicU64,
-    /// Status code → requests; a handful of codes, so a map under a lock is
-    /// cheap next to a request.
-    requests: Mutex<BTreeMap<u16, u64>>,
-}
+/// What OpenMetrics text is served as.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-impl Metrics {
-    pub fn count_signal(&self, status: EmitStatus) {
-        let counter = match status {
-            EmitStatus::Created => &self.signals_created,
-            EmitStatus::Existing => &self.signals_existing,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count_request(&self, status: StatusCode) {
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        *requests.entry(status.as_u16()).or_default() += 1;
-    }
-
-    fn requests(&self) -> BTreeMap<u16, u64> {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-/// One metric family: its help and type lines, then its samples.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
-}
-
-/// One labelled count per state. Every state is listed, zero or not, so a
-/// series never vanishes.
+/// One gauge a state, every state listed, zero or not, so that a series
+/// never vanishes.
 fn by_state<S: PartialEq>(
     all: &[S],
     counts: &[(S, u64)],
     name: fn(&S) -> &'static str,
-) -> Vec<(String, u64)> {
-    all.iter()
-        .map(|state| {
-            let count = counts
-                .iter()
-                .find(|(s, _)| s == state)
-                .map_or(0, |(_, n)| *n);
-            (format!("{{state=\"{}\"}}", name(state)), count)
-        })
-        .collect()
+) -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    for state in all {
+        let count = counts
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n);
+        family
+            .get_or_create(&vec![("state", name(state).to_owned())])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    family
+}
+
+/// The queue's families, as the store and this process's registry say now.
+fn queue_registry(stats: &QueueStats, handlers_loaded: usize, rescued: LeasesRescued) -> Registry {
+    let mut registry = Registry::default();
+    registry.register(
+        "sighost_deliveries",
+        "Deliveries in the store, by state",
+        by_state(&DeliveryState::ALL, &stats.deliveries, |s| s.as_str()),
+    );
+    registry.register(
+        "sighost_directives",
+        "Directives in the store, by state",
+        by_state(&DirectiveState::ALL, &stats.directives, |s| s.as_str()),
+    );
+    let lag = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let now = chrono::Utc::now();
+    for handler in &stats.handlers {
+        lag.get_or_create(&vec![("handler", handler.handler.clone())])
+            .set(handler.lag(now).as_secs_f64());
+    }
+    registry.register(
+        "sighost_queue_lag_seconds",
+        "How long each handler's oldest due delivery has waited (0 when none is due)",
+        lag,
+    );
+    let loaded = Gauge::<i64>::default();
+    loaded.set(i64::try_from(handlers_loaded).unwrap_or(i64::MAX));
+    registry.register(
+        "sighost_handlers_loaded",
+        "Handlers loaded in this process",
+        loaded,
+    );
+    let leases = Family::<Labels, Counter>::default();
+    for (queue, n) in [
+        ("deliveries", rescued.deliveries),
+        ("directives", rescued.directives),
+    ] {
+        leases
+            .get_or_create(&vec![("queue", queue.to_owned())])
+            .inc_by(n);
+    }
+    registry.register(
+        "sighost_leases_rescued",
+        "Expired leases this process's claims took back, by queue: work of a host that \
+         stopped or stalled, run again",
+        leases,
+    );
+    registry
 }
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<Arc<ApiState>>) -> Result<impl IntoResponse, ApiError> {
     let host = state.host.clone();
     let stats = blocking(move || Ok(host.store().stats()?)).await?;
+    let host = &state.host;
+    let queue = queue_registry(
+        &stats,
+        host.registry().all().len(),
+        host.store().leases_rescued(),
+    );
     let mut out = String::new();
-    let deliveries = by_state(&DeliveryState::ALL, &stats.deliveries, |s| s.as_str());
-    family(
-        &mut out,
-        "sighost_deliveries",
-        "gauge",
-        "Deliveries in the store, by state.",
-        &deliveries,
-    );
-    let directives = by_state(&DirectiveState::ALL, &stats.directives, |s| s.as_str());
-    family(
-        &mut out,
-        "sighost_directives",
-        "gauge",
-        "Directives in the store, by state.",
-        &directives,
-    );
-    let handlers = state.host.registry().all().len() as u64;
-    family(
-        &mut out,
-        "sighost_handlers_loaded",
-        "gauge",
-        "Handlers loaded in this process.",
-        &[(String::new(), handlers)],
-    );
-    let metrics = &state.metrics;
-    family(
-        &mut out,
-        "sighost_http_signals_total",
-        "counter",
-        "Signals emitted through this process's HTTP API, by status.",
-        &[
-            (
-                "{status=\"created\"}".into(),
-                metrics.signals_created.load(Ordering::Relaxed),
-            ),
-            (
-                "{status=\"existing\"}".into(),
-                metrics.signals_existing.load(Ordering::Relaxed),
-            ),
-        ],
-    );
-    let requests: Vec<(String, u64)> = metrics
-        .requests()
-        .into_iter()
-        .map(|(code, n)| (format!("{{code=\"{code}\"}}"), n))
-        .collect();
-    family(
-        &mut out,
-        "sighost_http_requests_total",
-        "counter",
-        "HTTP requests answered by this process, by status code.",
-        &requests,
-    );
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    ))
+    encode_registry(&mut out, &queue)
+        .and_then(|()| host.metrics().encode(&mut out))
+        .and_then(|()| encode_eof(&mut out))
+        .map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS)], out))
 }
 
 /// `GET /healthz`: the process is up and answering.

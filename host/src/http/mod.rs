@@ -68,7 +68,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -76,7 +76,6 @@ use axum::routing::{get, post, put};
 
 pub use auth::{Role, Tokens};
 pub use error::ApiError;
-use metrics::Metrics;
 
 use crate::Sighost;
 
@@ -128,8 +127,6 @@ pub struct ApiState {
     /// Emit, replay, and the store behind them.
     host: Arc<Sighost>,
     tokens: Tokens,
-    /// Counters kept in this process for `/metrics`.
-    metrics: Metrics,
     /// Single-signal emits, written together when they arrive together;
     /// `None` if its thread could not start (each emit is then written on
     /// its own).
@@ -156,7 +153,6 @@ impl Api {
                     .ok(),
                 host,
                 tokens,
-                metrics: Metrics::default(),
             }),
             body_limit,
             limits: HttpLimits::default(),
@@ -363,10 +359,19 @@ pub(crate) async fn blocking<T: Send + 'static>(
 async fn log_request(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The route's pattern, not the path: a path holds ids, a series each.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |matched| matched.as_str())
+        .to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status();
-    state.metrics.count_request(status);
+    state
+        .host
+        .metrics()
+        .http_request(method.as_str(), &route, status.as_u16(), started.elapsed());
     // Microsecond precision is plenty, and keeps the field short.
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     if status.is_server_error() {

@@ -204,7 +204,7 @@ pub async fn emit(
                     blocking(move || Ok(host.emit(*signal)?)).await?
                 }
             };
-            state.metrics.count_signal(emitted.status);
+            state.host.metrics().http_signal(emitted.status);
             tracing::debug!(
                 %tenant,
                 signal = %emitted.signal.id,
@@ -233,7 +233,7 @@ pub async fn emit(
     match results {
         Ok(emitted) => {
             for e in &emitted {
-                state.metrics.count_signal(e.status);
+                state.host.metrics().http_signal(e.status);
             }
             tracing::debug!(%tenant, signals = emitted.len(), "batch emitted over HTTP");
             Ok((StatusCode::OK, Json(json!({ "results": emitted }))).into_response())

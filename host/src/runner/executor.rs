@@ -22,6 +22,12 @@ pub enum ExecutorError {
 pub trait Executor: Send + Sync {
     /// Returns the result to record on the directive (a JSON value).
     fn execute(&self, directive: &Directive) -> Result<serde_json::Value, ExecutorError>;
+
+    /// What kind of executor this is, for the `executor` label of
+    /// `/metrics` (`webhook`, `command`, `log`).
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// The JSON document executors hand to the outside world: the directive as

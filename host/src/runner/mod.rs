@@ -31,6 +31,7 @@ use crate::emit::{EmitError, Emitter};
 use crate::fair::{Claim, ClaimOrder, CostLedger};
 use crate::health::Refused;
 use crate::heartbeat::Held;
+use crate::metrics::ExecutionMeasure;
 use crate::retry::RetryPolicy;
 use crate::store::{Directive, DirectiveDecision, NewSignal, Store};
 use crate::threads::ThreadGroup;
@@ -118,6 +119,8 @@ pub struct RunnerDeps {
     pub wake: Arc<Wake>,
     /// Where failed result writes are counted (for `/readyz` and the log).
     pub health: Arc<crate::health::StoreHealth>,
+    /// Where each execution is counted, for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub clock: fn() -> DateTime<Utc>,
 }
 
@@ -266,7 +269,9 @@ fn run_one(
             json!({"attempt": directive.attempt}),
         );
     }
-    let result = match deps.executors.get(&directive.name) {
+    let executor = deps.executors.get(&directive.name);
+    let started = Instant::now();
+    let result = match executor {
         Some(executor) => {
             std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(directive)))
                 .unwrap_or_else(|_| Err(ExecutorError::Retryable("the executor panicked".into())))
@@ -276,6 +281,7 @@ fn run_one(
             directive.name
         ))),
     };
+    let took = started.elapsed();
     // The lease stays alive until the result is written, or given up at
     // shutdown: a directive whose result the store refuses is not run again
     // while this host runs.
@@ -296,6 +302,17 @@ fn run_one(
             }
         }
     };
+    deps.metrics.execution(&ExecutionMeasure {
+        name: &directive.name,
+        tenant: &directive.tenant,
+        executor: executor.map_or("none", |e| e.kind()),
+        outcome: match decision {
+            DirectiveDecision::Succeeded(_) => "succeeded",
+            DirectiveDecision::Retry { .. } => "retried",
+            DirectiveDecision::Failed(_) => "failed",
+        },
+        duration: took,
+    });
     match &decision {
         DirectiveDecision::Succeeded(_) => {}
         DirectiveDecision::Retry { error, .. } | DirectiveDecision::Failed(error) => {

@@ -9,6 +9,7 @@
 //! are decided in `rules.rs` and `fair.rs`, never in a dialect.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 
@@ -38,9 +39,9 @@ pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
     /// its rows claimable again.
     fn claim<T>(
         &self,
-        rescue: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<()>,
+        rescue: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<u64>,
         claim: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<T>,
-    ) -> StoreResult<T>;
+    ) -> StoreResult<(u64, T)>;
     /// See [`Store::vacuum`]; nothing to do by default.
     fn vacuum(&self) -> StoreResult<bool> {
         Ok(false)
@@ -102,7 +103,8 @@ pub trait Verbs {
     // Deliveries.
     /// Makes expired delivery leases retryable (or discarded), recording the
     /// lost attempt, as `rules::AFTER_LOST_LEASE` says.
-    fn rescue_deliveries(&mut self, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Returns how many it rescued.
+    fn rescue_deliveries(&mut self, now: DateTime<Utc>) -> StoreResult<u64>;
     /// The claim [`crate::fair::claim`] decides, over this dialect's
     /// [`crate::fair::ClaimVerbs`].
     fn claim_deliveries(
@@ -130,7 +132,8 @@ pub trait Verbs {
 
     // Directives.
     /// Makes directives whose runner stopped mid-directive requested again.
-    fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Returns how many it rescued.
+    fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<u64>;
     fn claim_directives(
         &mut self,
         claim: &Claim<'_>,
@@ -171,6 +174,17 @@ impl<T: super::sqlite::FromSqliteRow + super::postgres::FromPgRow> Record for T 
 #[derive(Debug)]
 pub struct SqlStore<D> {
     pub(super) dialect: D,
+    /// Leases this object's claims rescued: `deliveries`, `directives`.
+    rescued: [AtomicU64; 2],
+}
+
+impl<D> SqlStore<D> {
+    pub(super) fn new(dialect: D) -> Self {
+        Self {
+            dialect,
+            rescued: Default::default(),
+        }
+    }
 }
 
 impl<D: Dialect> Store for SqlStore<D> {
@@ -296,10 +310,12 @@ impl<D: Dialect> Store for SqlStore<D> {
         claim: &Claim<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        self.dialect.claim(
+        let (rescued, claimed) = self.dialect.claim(
             |c| c.rescue_deliveries(now),
             |c| c.claim_deliveries(claim, now),
-        )
+        )?;
+        self.rescued[0].fetch_add(rescued, Ordering::Relaxed);
+        Ok(claimed)
     }
 
     fn finish_deliveries(
@@ -357,10 +373,12 @@ impl<D: Dialect> Store for SqlStore<D> {
         claim: &Claim<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ClaimedDirective>> {
-        self.dialect.claim(
+        let (rescued, claimed) = self.dialect.claim(
             |c| c.rescue_directives(now),
             |c| c.claim_directives(claim, now),
-        )
+        )?;
+        self.rescued[1].fetch_add(rescued, Ordering::Relaxed);
+        Ok(claimed)
     }
 
     fn finish_directive(
@@ -410,9 +428,23 @@ impl<D: Dialect> Store for SqlStore<D> {
                 })
                 .collect();
             stats.add_breakdowns(counts, recent);
+            let waiting: Vec<sql::WaitingRow> = c.read(sql::oldest_waiting())?;
+            for handler in &mut stats.handlers {
+                handler.oldest_waiting = waiting
+                    .iter()
+                    .find(|w| w.handler == handler.handler)
+                    .and_then(|w| w.oldest);
+            }
             stats.recent_failures = c.read(sql::recent_failures())?;
             Ok(stats)
         })
+    }
+
+    fn leases_rescued(&self) -> LeasesRescued {
+        LeasesRescued {
+            deliveries: self.rescued[0].load(Ordering::Relaxed),
+            directives: self.rescued[1].load(Ordering::Relaxed),
+        }
     }
 
     fn prune_batch(

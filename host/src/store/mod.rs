@@ -604,6 +604,13 @@ pub struct QueueStats {
     pub recent_failures: Vec<Attempt>,
 }
 
+/// See [`Store::leases_rescued`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeasesRescued {
+    pub deliveries: u64,
+    pub directives: u64,
+}
+
 /// How many failed attempts [`QueueStats::recent_failures`] keeps.
 pub const RECENT_FAILURES: u32 = 10;
 /// How many of the newest attempts the per-handler durations and the
@@ -619,6 +626,20 @@ pub struct HandlerStats {
     pub recent_attempts: u64,
     pub mean_duration_us: u64,
     pub max_duration_us: u64,
+    /// When its oldest available or retryable delivery was due: how far
+    /// behind the handler is (its queue lag) once that is past.
+    #[serde(default)]
+    pub oldest_waiting: Option<DateTime<Utc>>,
+}
+
+impl HandlerStats {
+    /// How long its oldest due delivery has waited at `now`: zero when
+    /// nothing waits or nothing is due yet.
+    pub fn lag(&self, now: DateTime<Utc>) -> Duration {
+        self.oldest_waiting
+            .and_then(|oldest| (now - oldest).to_std().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// One tenant's deliveries by state, and its part of the recent worker time.
@@ -1005,6 +1026,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Queue depth and the recent attempts, read from counts kept as rows
     /// change (`counts.sql`), never from a scan of the queue.
     fn stats(&self) -> StoreResult<QueueStats>;
+    /// Expired leases the claims made through this store object took back
+    /// since it was opened (a counter of this process, for `/metrics`).
+    fn leases_rescued(&self) -> LeasesRescued;
 
     // Retention (`crate::retention`).
     /// Deletes, in one transaction, the rows of `rule` among the next

@@ -370,6 +370,27 @@ pub fn queue_counts() -> Statement {
     }
 }
 
+/// A handler with waiting deliveries, and the scheduled time of its
+/// oldest (none if the counts ran ahead of the rows a moment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingRow {
+    pub handler: String,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// The oldest waiting delivery of each handler the kept counts say has
+/// any: one step of `deliveries_waiting_by_handler` a handler.
+pub fn oldest_waiting() -> Statement {
+    Statement {
+        sql: "SELECT w.grp, (SELECT MIN(d.scheduled_at) FROM deliveries d \
+              WHERE d.handler = w.grp AND d.state IN ('available', 'retryable')) \
+              FROM (SELECT grp FROM queue_counts WHERE queue = 'deliveries' \
+              AND state IN ('available', 'retryable') GROUP BY grp HAVING SUM(n) > 0) w"
+            .into(),
+        params: Vec::new(),
+    }
+}
+
 /// The newest attempts of one handler and tenant: their count, summed and
 /// longest duration (µs).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 use crate::fair::{Claim, ClaimOrder, CostLedger};
 use crate::health::Refused;
 use crate::heartbeat::Held;
+use crate::metrics::{AttemptMeasure, DeliveryFate, Metrics};
 use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
 use crate::sandbox::{DeliveryContext, Invocation, Outcome, Sandbox};
@@ -105,6 +106,8 @@ pub struct WorkerDeps {
     pub directive_wake: Arc<Wake>,
     /// Where failed result writes are counted (for `/readyz` and the log).
     pub health: Arc<crate::health::StoreHealth>,
+    /// Where each attempt is counted, for `/metrics`.
+    pub metrics: Arc<Metrics>,
     pub clock: fn() -> DateTime<Utc>,
 }
 
@@ -537,18 +540,29 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
         );
     }
     let outcome = attempt_outcome(&invocation.outcome);
+    let decision = decide(
+        &config.retry,
+        delivery.attempt,
+        delivery.max_attempts,
+        invocation.outcome,
+        invocation.directives,
+        now,
+    );
+    if let Some(fate) = DeliveryFate::of(&decision) {
+        deps.metrics.attempt(&AttemptMeasure {
+            handler: &handler.name,
+            tenant,
+            fate,
+            duration: invocation.report.wall_time,
+            fuel: invocation.report.fuel_consumed,
+            peak_memory_bytes: invocation.report.peak_memory_bytes,
+        });
+    }
     DeliveryResult {
         delivery_id: delivery.id,
         attempt: delivery.attempt,
         worker: worker.to_owned(),
-        decision: decide(
-            &config.retry,
-            delivery.attempt,
-            delivery.max_attempts,
-            invocation.outcome,
-            invocation.directives,
-            now,
-        ),
+        decision,
         handler_digest: handler.digest.clone(),
         outcome,
         error,

@@ -8,7 +8,8 @@ use chrono::TimeDelta;
 use serde_json::json;
 use sighost::retention::{self, Retention};
 use sighost::store::{
-    Decision, DeliveryFilter, DeliveryState, DirectiveDecision, DirectiveFilter, QueueStats, Store,
+    Decision, DeliveryFilter, DeliveryState, DirectiveDecision, DirectiveFilter, LeasesRescued,
+    QueueStats, Store,
 };
 
 use super::*;
@@ -141,8 +142,16 @@ pub fn keeps_its_counts_right_through_every_change(store: &dyn Store) {
         .expect("cancel directives");
     check(store, "directives canceled");
     // The running directive's runner dies: rescued at the next claim.
+    assert_eq!(store.leases_rescued(), LeasesRescued::default());
     claim_directives(store, "r2", at(4) + TimeDelta::seconds(LEASE_SECONDS + 1));
     check(store, "a directive's lease rescued");
+    assert_eq!(
+        store.leases_rescued(),
+        LeasesRescued {
+            deliveries: 0,
+            directives: 1
+        }
+    );
 
     // A conflicting directive: the delivery's completion is undone to
     // discarded in the same transaction.
@@ -154,8 +163,23 @@ pub fn keeps_its_counts_right_through_every_change(store: &dyn Store) {
         .expect("retry");
     check(store, "an operator's retry");
     // The running delivery's worker dies: rescued at the next claim.
+    let running = store
+        .deliveries(&DeliveryFilter {
+            state: Some(DeliveryState::Running),
+            ..DeliveryFilter::default()
+        })
+        .expect("running deliveries")
+        .len() as u64;
+    assert!(running > 0);
     claim(store, "w2", at(5) + TimeDelta::seconds(LEASE_SECONDS + 1));
     check(store, "a delivery's lease rescued and a claim");
+    assert_eq!(
+        store.leases_rescued(),
+        LeasesRescued {
+            deliveries: running,
+            directives: 1
+        }
+    );
 
     let signal = all_signals(store).remove(0);
     store
@@ -199,4 +223,55 @@ fn complete_conflicting(store: &dyn Store) {
         matches!(outcome, FinishOutcome::Conflict { .. }),
         "{outcome:?}"
     );
+}
+
+/// Each handler's oldest waiting delivery, which the queue lag of
+/// `/metrics` and status is taken from: due or not, available or
+/// retryable; none once nothing of the handler waits.
+pub fn reads_each_handlers_oldest_waiting_delivery(store: &dyn Store) {
+    create_tenant(store, "acme");
+    for (handler, seconds) in [("h.a", 2), ("h.a", 1), ("h.b", 3)] {
+        emit(
+            store,
+            new_signal("acme", "test.happened"),
+            vec![target(handler)],
+            at(seconds),
+        );
+    }
+    let oldest = |store: &dyn Store| -> Vec<(String, Option<DateTime<Utc>>)> {
+        let stats = store.stats().expect("stats");
+        stats
+            .handlers
+            .into_iter()
+            .map(|h| (h.handler, h.oldest_waiting))
+            .collect()
+    };
+    assert_eq!(
+        oldest(store),
+        [("h.a".into(), Some(at(1))), ("h.b".into(), Some(at(3)))]
+    );
+    let stats = store.stats().expect("stats");
+    assert_eq!(
+        stats.handlers[0].lag(at(11)),
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(
+        stats.handlers[1].lag(at(0)),
+        std::time::Duration::ZERO,
+        "not due yet"
+    );
+
+    // h.a's oldest runs and fails: a retry in an hour is its oldest now.
+    let claimed = claim(store, "w", at(1));
+    assert_eq!(claimed.len(), 1, "only the delivery due at 1 s");
+    let retry = Decision::Retry { at: at(3600) };
+    finish(store, result(&claimed[0], "w", retry, at(1)), at(1));
+    assert_eq!(
+        oldest(store),
+        [("h.a".into(), Some(at(2))), ("h.b".into(), Some(at(3)))]
+    );
+    // Everything runs: nothing of either waits.
+    let claimed = claim(store, "w", at(4000));
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(oldest(store), [("h.a".into(), None), ("h.b".into(), None)]);
 }

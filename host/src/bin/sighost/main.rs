@@ -956,11 +956,15 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                 for (state, count) in &stats.directives {
                     println!("  {:<10} {count}", state.as_str());
                 }
-                println!("\nhandlers (durations over the newest attempts):");
+                println!(
+                    "\nhandlers (lag: how long the oldest due delivery has waited; durations \
+                     over the newest attempts):"
+                );
+                let now = chrono::Utc::now();
                 output::print(
                     false,
                     &stats.handlers,
-                    &["handler", "deliveries", "attempts", "mean", "max"],
+                    &["handler", "deliveries", "lag", "attempts", "mean", "max"],
                     |h| {
                         let states: Vec<String> = h
                             .deliveries
@@ -970,6 +974,7 @@ fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                         vec![
                             h.handler.clone(),
                             states.join(" "),
+                            format!("{:.1} s", h.lag(now).as_secs_f64()),
                             h.recent_attempts.to_string(),
                             format!("{:.2} ms", h.mean_duration_us as f64 / 1000.0),
                             format!("{:.2} ms", h.max_duration_us as f64 / 1000.0),

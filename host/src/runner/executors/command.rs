@@ -125,6 +125,10 @@ impl CommandExecutor {
 }
 
 impl Executor for CommandExecutor {
+    fn kind(&self) -> &'static str {
+        "command"
+    }
+
     fn execute(&self, directive: &Directive) -> Result<Value, ExecutorError> {
         // Every failure is worth another attempt: a program that is missing
         // or failing today may be installed or fixed before the next one.

@@ -56,6 +56,10 @@ impl LogExecutor {
 }
 
 impl Executor for LogExecutor {
+    fn kind(&self) -> &'static str {
+        "log"
+    }
+
     fn execute(&self, directive: &Directive) -> Result<Value, ExecutorError> {
         let mut document = directive_document(directive);
         document["logged_at"] = json!(crate::signal::format_timestamp(chrono::Utc::now()));

@@ -104,6 +104,10 @@ impl WebhookExecutor {
 }
 
 impl Executor for WebhookExecutor {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
     fn execute(&self, directive: &Directive) -> Result<Value, ExecutorError> {
         let url = &self.url;
         let about = describe(directive);

@@ -89,6 +89,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("retention.sql"),
     include_str!("counts.sql"),
     include_str!("attempt_details.sql"),
+    include_str!("queue_lag.sql"),
 ];
 
 /// The key of the advisory lock that every sighost process takes while it
@@ -327,12 +328,10 @@ impl PostgresStore {
         }
         let pool = Arc::new(Pool::new(config, options.pool_size));
         migrate(&mut pool.get()?.client, now)?;
-        Ok(SqlStore {
-            dialect: Postgres {
-                pool,
-                listener: Mutex::new(None),
-            },
-        })
+        Ok(SqlStore::new(Postgres {
+            pool,
+            listener: Mutex::new(None),
+        }))
     }
 }
 
@@ -413,11 +412,12 @@ impl Dialect for Postgres {
     /// start (emit→start p99 under load: see the note on issue 5).
     fn claim<T>(
         &self,
-        rescue: impl FnOnce(&mut Db<'_>) -> StoreResult<()>,
+        rescue: impl FnOnce(&mut Db<'_>) -> StoreResult<u64>,
         claim: impl FnOnce(&mut Db<'_>) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        self.read(rescue)?;
-        self.transaction("BEGIN; SET LOCAL synchronous_commit TO OFF", claim)
+    ) -> StoreResult<(u64, T)> {
+        let rescued = self.read(rescue)?;
+        let claimed = self.transaction("BEGIN; SET LOCAL synchronous_commit TO OFF", claim)?;
+        Ok((rescued, claimed))
     }
 
     /// LISTENs on its own connection in a thread of its own (started by the

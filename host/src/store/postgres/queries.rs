@@ -1222,6 +1222,15 @@ impl FromPgRow for sql::CountRow {
     }
 }
 
+impl FromPgRow for sql::WaitingRow {
+    fn from_pg(row: &Row) -> StoreResult<Self> {
+        Ok(Self {
+            handler: row.try_get(0)?,
+            oldest: row.try_get(1)?,
+        })
+    }
+}
+
 impl FromPgRow for sql::RecentRow {
     fn from_pg(row: &Row) -> StoreResult<Self> {
         Ok(Self {
@@ -1525,10 +1534,10 @@ impl Verbs for Db<'_> {
     /// `rules::AFTER_LOST_LEASE`, applied in the statement. One statement; rows
     /// another transaction holds (a late completion, another rescuer) are
     /// skipped, not waited for.
-    fn rescue_deliveries(&mut self, now: DateTime<Utc>) -> StoreResult<()> {
+    fn rescue_deliveries(&mut self, now: DateTime<Utc>) -> StoreResult<u64> {
         let db = self;
         let (retried, discarded) = rules::AFTER_LOST_LEASE;
-        db.execute(
+        let rescued = db.execute(
             "WITH expired AS ( \
                  SELECT id, attempt, worker, handler_digest FROM deliveries \
                  WHERE state = 'running' AND leased_until < $1 \
@@ -1555,7 +1564,7 @@ impl Verbs for Db<'_> {
                 &rules::LEASE_EXPIRED_DELIVERY_ERROR,
             ],
         )?;
-        Ok(())
+        Ok(rescued)
     }
 
     /// Makes the claim [`fair::claim`] decides (the rescue runs before, on its
@@ -1729,16 +1738,16 @@ impl Verbs for Db<'_> {
 
     /// A runner that stopped mid-directive: run it again (executors are told to
     /// expect at-least-once calls).
-    fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<()> {
+    fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<u64> {
         let db = self;
-        db.execute(
+        let rescued = db.execute(
             "UPDATE directives SET state = 'requested', scheduled_at = $1, updated_at = $1, worker = NULL, \
                  leased_until = NULL, last_error = $2 \
              WHERE seq IN (SELECT seq FROM directives WHERE state = 'running' AND leased_until < $1 \
                            FOR UPDATE SKIP LOCKED)",
             &[&now, &rules::LEASE_EXPIRED_DIRECTIVE_ERROR],
         )?;
-        Ok(())
+        Ok(rescued)
     }
 
     /// Makes the claim [`fair::claim`] decides (the rescue runs before, on its

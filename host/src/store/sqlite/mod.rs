@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("retention.sql"),
     include_str!("counts.sql"),
     include_str!("attempt_details.sql"),
+    include_str!("queue_lag.sql"),
 ];
 
 /// How to open the database.
@@ -327,14 +328,12 @@ impl SqliteStore {
         }
         let reader = open_connection(&options)?;
         let checkpointer = Checkpointer::start(open_connection(&options)?)?;
-        Ok(SqlStore {
-            dialect: Sqlite {
-                path: options.path,
-                writer: Mutex::new(writer),
-                reader: Mutex::new(reader),
-                _checkpointer: checkpointer,
-            },
-        })
+        Ok(SqlStore::new(Sqlite {
+            path: options.path,
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            _checkpointer: checkpointer,
+        }))
     }
 
     pub fn path(&self) -> &Path {
@@ -373,13 +372,10 @@ impl Dialect for Sqlite {
     /// Rescue and claim in one transaction: the writer is taken once.
     fn claim<T>(
         &self,
-        rescue: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<()>,
+        rescue: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<u64>,
         claim: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        self.write(|c| {
-            rescue(c)?;
-            claim(c)
-        })
+    ) -> StoreResult<(u64, T)> {
+        self.write(|c| Ok((rescue(c)?, claim(c)?)))
     }
 }
 

@@ -838,6 +838,15 @@ impl FromSqliteRow for sql::CountRow {
     }
 }
 
+impl FromSqliteRow for sql::WaitingRow {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            handler: row.get(0)?,
+            oldest: row.get::<_, Option<i64>>(1)?.map(from_micros),
+        })
+    }
+}
+
 impl FromSqliteRow for sql::RecentRow {
     fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
@@ -1190,7 +1199,7 @@ impl Verbs for SqliteConn<'_> {
     /// the delivery retryable (or discarded, if that was its last attempt).
     /// What becomes of them is `rules::AFTER_LOST_LEASE`, applied in the
     /// statement.
-    fn rescue_deliveries(&mut self, now: DateTime<Utc>) -> StoreResult<()> {
+    fn rescue_deliveries(&mut self, now: DateTime<Utc>) -> StoreResult<u64> {
         let c = self.0;
         let expired = "state = 'running' AND leased_until < ?1";
         c.prepare_cached(&format!(
@@ -1205,20 +1214,21 @@ impl Verbs for SqliteConn<'_> {
             rules::LEASE_EXPIRED_ATTEMPT_ERROR
         ])?;
         let (retried, discarded) = rules::AFTER_LOST_LEASE;
-        c.prepare_cached(&format!(
-            "UPDATE deliveries SET \
+        let rescued = c
+            .prepare_cached(&format!(
+                "UPDATE deliveries SET \
              state = CASE WHEN attempt >= max_attempts THEN ?3 ELSE ?2 END, \
              finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END, \
              last_error = ?4, worker = NULL, leased_until = NULL, scheduled_at = ?1 \
              WHERE {expired}"
-        ))?
-        .execute(params![
-            micros(now),
-            retried.as_str(),
-            discarded.as_str(),
-            rules::LEASE_EXPIRED_DELIVERY_ERROR
-        ])?;
-        Ok(())
+            ))?
+            .execute(params![
+                micros(now),
+                retried.as_str(),
+                discarded.as_str(),
+                rules::LEASE_EXPIRED_DELIVERY_ERROR
+            ])?;
+        Ok(rescued as u64)
     }
 
     /// Makes the claim [`fair::claim`] decides (the rescue runs before it,
@@ -1309,15 +1319,16 @@ impl Verbs for SqliteConn<'_> {
 
     /// Makes directives whose runner stopped mid-directive requested again
     /// (they run again: executors are told to expect at-least-once calls).
-    fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<()> {
-        self.0
+    fn rescue_directives(&mut self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let rescued = self
+            .0
             .prepare_cached(
                 "UPDATE directives SET state = 'requested', scheduled_at = ?1, updated_at = ?1, worker = NULL, \
                  leased_until = NULL, last_error = ?2 \
                  WHERE state = 'running' AND leased_until < ?1",
             )?
             .execute(params![micros(now), rules::LEASE_EXPIRED_DIRECTIVE_ERROR])?;
-        Ok(())
+        Ok(rescued as u64)
     }
 
     fn claim_directives(
