@@ -18,16 +18,17 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use crate::store::{Decision, EmitStatus};
+use crate::store::{AttemptOutcome, EmitStatus};
 
 /// A sample's labels, in the order they are written.
 pub type Labels = Vec<(&'static str, String)>;
 
 /// Seconds, from a tenth of a millisecond (a trivial handler) to a minute
-/// (past every default timeout).
-const SECONDS: [f64; 16] = [
+/// (past every default timeout; 10 s and 30 s are the webhook's and the
+/// command's).
+const SECONDS: [f64; 18] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    10.0, 60.0,
+    5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Which histogram buckets a family's samples get.
@@ -62,43 +63,15 @@ pub struct MetricsConfig {
     pub tenant_labels: bool,
 }
 
-/// How an attempt ended, for `sighost_deliveries_finished_total`: what
-/// became of its delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryFate {
-    Completed,
-    /// Another attempt is scheduled.
-    Retried,
-    Discarded,
-}
-
-impl DeliveryFate {
-    /// What an attempt's decision makes of its delivery; `None` for a
-    /// snooze, which is no attempt.
-    pub fn of(decision: &Decision) -> Option<Self> {
-        match decision {
-            Decision::Complete(_) => Some(DeliveryFate::Completed),
-            Decision::Retry { .. } => Some(DeliveryFate::Retried),
-            Decision::Discard => Some(DeliveryFate::Discarded),
-            Decision::Snooze { .. } => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            DeliveryFate::Completed => "completed",
-            DeliveryFate::Retried => "retried",
-            DeliveryFate::Discarded => "discarded",
-        }
-    }
-}
-
 /// One delivery attempt, as the worker saw it end.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptMeasure<'a> {
     pub handler: &'a str,
     pub tenant: &'a str,
-    pub fate: DeliveryFate,
+    /// How the handler's run ended (`ok`, `transient`, `trap`, …): what
+    /// the attempt record keeps. What the store then makes of the delivery
+    /// (a lost lease, a conflict) is the queue gauges' to show.
+    pub outcome: AttemptOutcome,
     pub duration: Duration,
     pub fuel: Option<u64>,
     pub peak_memory_bytes: u64,
@@ -122,7 +95,7 @@ pub struct ExecutionMeasure<'a> {
 pub struct Metrics {
     tenant_labels: bool,
     registry: Registry,
-    deliveries_finished: Family<Labels, Counter>,
+    attempts: Family<Labels, Counter>,
     attempt_duration: Histograms,
     attempt_fuel: Histograms,
     attempt_memory: Histograms,
@@ -154,11 +127,11 @@ impl Metrics {
         Self {
             tenant_labels: config.tenant_labels,
             // Counters get `_total` from the encoder.
-            deliveries_finished: counter(
+            attempts: counter(
                 &mut registry,
-                "sighost_deliveries_finished",
-                "Delivery attempts ended by this process, by handler and what became of the \
-                 delivery (completed, retried, discarded)",
+                "sighost_attempts",
+                "Delivery attempts this process ran, by handler and how the run ended (ok, \
+                 transient, permanent, trap, timeout, memory_exceeded, fuel_exhausted, host_error)",
             ),
             attempt_duration: histogram(
                 &mut registry,
@@ -218,9 +191,9 @@ impl Metrics {
             vec![("handler", attempt.handler.to_owned())],
             attempt.tenant,
         );
-        let mut finished = handler.clone();
-        finished.push(("outcome", attempt.fate.as_str().to_owned()));
-        self.deliveries_finished.get_or_create(&finished).inc();
+        let mut ended = handler.clone();
+        ended.push(("outcome", attempt.outcome.as_str().to_owned()));
+        self.attempts.get_or_create(&ended).inc();
         self.attempt_duration
             .get_or_create(&handler)
             .observe(attempt.duration.as_secs_f64());
@@ -250,7 +223,17 @@ impl Metrics {
 
     /// `route` is the matched route's pattern (`/v1/signals/{id}`), never
     /// the path itself: paths carry ids, which would make a series each.
+    /// A method outside HTTP's own is `other`: a client may send any, and
+    /// each would be a series.
     pub fn http_request(&self, method: &str, route: &str, code: u16, duration: Duration) {
+        const METHODS: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        let method = if METHODS.contains(&method) {
+            method
+        } else {
+            "other"
+        };
         let labels = vec![
             ("method", method.to_owned()),
             ("route", route.to_owned()),
@@ -294,7 +277,7 @@ mod tests {
         AttemptMeasure {
             handler,
             tenant,
-            fate: DeliveryFate::Completed,
+            outcome: AttemptOutcome::Ok,
             duration: Duration::from_millis(3),
             fuel: None,
             peak_memory_bytes: 1 << 20,
@@ -315,9 +298,7 @@ mod tests {
         let text = encoded(&off);
         assert!(!text.contains("tenant="), "{text}");
         assert!(
-            text.contains(
-                "sighost_deliveries_finished_total{handler=\"h\",outcome=\"completed\"} 2"
-            ),
+            text.contains("sighost_attempts_total{handler=\"h\",outcome=\"ok\"} 2"),
             "{text}"
         );
         let on = Metrics::new(&MetricsConfig {
@@ -328,10 +309,26 @@ mod tests {
         let text = encoded(&on);
         for tenant in ["org_a", "org_b"] {
             let series = format!(
-                "sighost_deliveries_finished_total{{handler=\"h\",tenant=\"{tenant}\",outcome=\"completed\"}} 1"
+                "sighost_attempts_total{{handler=\"h\",tenant=\"{tenant}\",outcome=\"ok\"}} 1"
             );
             assert!(text.contains(&series), "{text}");
         }
+    }
+
+    #[test]
+    fn folds_methods_outside_http_into_one_series() {
+        let metrics = Metrics::default();
+        for method in ["BREW", "FOO1", "FOO2"] {
+            metrics.http_request(method, "unmatched", 405, Duration::from_millis(1));
+        }
+        let text = encoded(&metrics);
+        assert!(
+            text.contains(
+                "sighost_http_request_duration_seconds_count{method=\"other\",route=\"unmatched\",code=\"405\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("FOO"), "{text}");
     }
 
     #[test]

@@ -315,18 +315,20 @@ impl Pruner {
                     };
                     loop {
                         let started = std::time::Instant::now();
+                        // Counted batch by batch, as each commits: a pass
+                        // that fails later has still deleted these.
+                        let mut counted: BTreeMap<String, u64> = BTreeMap::new();
                         let pass = run_pass(
                             &*store,
                             &retention,
                             clock(),
                             || wait(retention.pause),
-                            |_, _| {},
+                            |kind, deleted_so_far| {
+                                let counted = counted.entry(kind.name()).or_default();
+                                metrics.pruned(&kind.name(), deleted_so_far - *counted);
+                                *counted = deleted_so_far;
+                            },
                         );
-                        if let Ok(report) = &pass {
-                            for (kind, deleted) in &report.deleted {
-                                metrics.pruned(kind, *deleted);
-                            }
-                        }
                         match pass {
                             Ok(report) if report.total() > 0 => tracing::info!(
                                 deleted = ?report.deleted,

@@ -1626,10 +1626,10 @@ fn metrics_break_the_work_down_by_handler_directive_route_and_tenant() {
     assert!(text.ends_with("# EOF\n"), "{text}");
 
     let acme_audit = [("handler", "audit-trail"), ("tenant", "org_acme")];
-    let finished = |handler: &str, tenant: &str, outcome: &str| {
+    let attempts = |handler: &str, tenant: &str, outcome: &str| {
         sample(
             &text,
-            "sighost_deliveries_finished_total",
+            "sighost_attempts_total",
             &[
                 ("handler", handler),
                 ("tenant", tenant),
@@ -1637,12 +1637,12 @@ fn metrics_break_the_work_down_by_handler_directive_route_and_tenant() {
             ],
         )
     };
-    assert_eq!(finished("audit-trail", "org_acme", "completed"), Some(3.0));
+    assert_eq!(attempts("audit-trail", "org_acme", "ok"), Some(3.0));
     assert_eq!(
-        finished("permanent-failure", "org_beta", "discarded"),
+        attempts("permanent-failure", "org_beta", "permanent"),
         Some(2.0)
     );
-    assert_eq!(finished("audit-trail", "org_acme", "retried"), None);
+    assert_eq!(attempts("audit-trail", "org_acme", "transient"), None);
     // Each histogram counts every attempt, its buckets end at the count,
     // and what it measured is there.
     for family in [
@@ -1708,5 +1708,5 @@ fn metrics_break_the_work_down_by_handler_directive_route_and_tenant() {
         sample(&text, "sighost_deliveries", &[("state", "completed")]),
         Some(5.0)
     );
-    assert_eq!(finished("audit-trail", "org_beta", "completed"), Some(2.0));
+    assert_eq!(attempts("audit-trail", "org_beta", "ok"), Some(2.0));
 }

@@ -64,7 +64,12 @@ fn by_state<S: PartialEq>(
 }
 
 /// The queue's families, as the store and this process's registry say now.
-fn queue_registry(stats: &QueueStats, handlers_loaded: usize, rescued: LeasesRescued) -> Registry {
+fn queue_registry(
+    stats: &QueueStats,
+    now: chrono::DateTime<chrono::Utc>,
+    handlers_loaded: usize,
+    rescued: LeasesRescued,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register(
         "sighost_deliveries",
@@ -77,7 +82,6 @@ fn queue_registry(stats: &QueueStats, handlers_loaded: usize, rescued: LeasesRes
         by_state(&DirectiveState::ALL, &stats.directives, |s| s.as_str()),
     );
     let lag = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    let now = chrono::Utc::now();
     for handler in &stats.handlers {
         lag.get_or_create(&vec![("handler", handler.handler.clone())])
             .set(handler.lag(now).as_secs_f64());
@@ -119,6 +123,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> Result<impl IntoResp
     let host = &state.host;
     let queue = queue_registry(
         &stats,
+        (host.config().clock)(),
         host.registry().all().len(),
         host.store().leases_rescued(),
     );

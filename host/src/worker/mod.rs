@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 use crate::fair::{Claim, ClaimOrder, CostLedger};
 use crate::health::Refused;
 use crate::heartbeat::Held;
-use crate::metrics::{AttemptMeasure, DeliveryFate, Metrics};
+use crate::metrics::{AttemptMeasure, Metrics};
 use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
 use crate::sandbox::{DeliveryContext, Invocation, Outcome, Sandbox};
@@ -548,16 +548,14 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
         invocation.directives,
         now,
     );
-    if let Some(fate) = DeliveryFate::of(&decision) {
-        deps.metrics.attempt(&AttemptMeasure {
-            handler: &handler.name,
-            tenant,
-            fate,
-            duration: invocation.report.wall_time,
-            fuel: invocation.report.fuel_consumed,
-            peak_memory_bytes: invocation.report.peak_memory_bytes,
-        });
-    }
+    deps.metrics.attempt(&AttemptMeasure {
+        handler: &handler.name,
+        tenant,
+        outcome,
+        duration: invocation.report.wall_time,
+        fuel: invocation.report.fuel_consumed,
+        peak_memory_bytes: invocation.report.peak_memory_bytes,
+    });
     DeliveryResult {
         delivery_id: delivery.id,
         attempt: delivery.attempt,
