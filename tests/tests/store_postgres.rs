@@ -189,8 +189,9 @@ fn migrates_once_when_several_processes_start_together() {
         .expect("count");
     let (rows, versions): (i64, i64) = (row.get(0), row.get(1));
     // schema.sql, fair_share.sql, handler_registry.sql, retention.sql,
-    // counts.sql, attempt_details.sql and queue_lag.sql, each applied once.
-    assert_eq!((rows, versions), (7, 7));
+    // counts.sql, attempt_details.sql, queue_lag.sql and counts_summed.sql,
+    // each applied once.
+    assert_eq!((rows, versions), (8, 8));
 }
 
 fn admin_of(database: &PostgresDatabase) -> postgres::Client {

@@ -90,6 +90,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("counts.sql"),
     include_str!("attempt_details.sql"),
     include_str!("queue_lag.sql"),
+    include_str!("counts_summed.sql"),
 ];
 
 /// The key of the advisory lock that every sighost process takes while it
