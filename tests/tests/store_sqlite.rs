@@ -82,3 +82,64 @@ fn the_database_file_levels_off_under_retention() {
         "still growing after the longest retention; sizes in KiB by day: {kib:?}"
     );
 }
+
+/// A process writing back to back (a busy host) and another that wants one
+/// write now and then (a CLI emit), as two stores on one file: the second
+/// gets its turn after the first's transaction in flight. SQLite's own busy
+/// handler let the first commit dozens to thousands of transactions first,
+/// or time the second out. The median is asserted: a test thread descheduled
+/// between reading the count and asking for the lock is not the store's doing.
+#[test]
+fn a_busy_writer_lets_another_process_write_in_turn() {
+    use sighost::store::{DeliveryTarget, NewSignal};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::time::Duration;
+
+    let database = SqliteDatabase::fresh();
+    let (busy, other) = (database.open(), database.open());
+    busy.create_tenant("busy", serde_json::json!({}), at(0))
+        .expect("tenant");
+    // A transaction of some milliseconds, as a host's claims and
+    // completions are.
+    let batch: Vec<(NewSignal, Vec<DeliveryTarget>)> = (0..200)
+        .map(|i| {
+            let signal = NewSignal {
+                tenant: "busy".into(),
+                name: "busy.wrote".into(),
+                payload: serde_json::json!({ "i": i }),
+                ..NewSignal::default()
+            };
+            (signal, Vec::new())
+        })
+        .collect();
+    let (committed, stop) = (AtomicU64::new(0), AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                busy.emit(&batch, at(1)).expect("the busy writer's write");
+                committed.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        while committed.load(Ordering::SeqCst) < 10 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut passed = Vec::new();
+        for i in 0..21 {
+            let before = committed.load(Ordering::SeqCst);
+            other
+                .create_tenant(&format!("other_{i}"), serde_json::json!({}), at(0))
+                .expect("the other process's write");
+            passed.push(committed.load(Ordering::SeqCst) - before);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let mut sorted = passed.clone();
+        sorted.sort();
+        // The transaction in flight when the write asked, and at most one
+        // that began before it took its turn.
+        assert!(
+            sorted[sorted.len() / 2] <= 2,
+            "the busy writer's transactions committed while the other waited: {passed:?}"
+        );
+    });
+}

@@ -14,7 +14,8 @@
 //! connection behind a mutex and every write is a batch in one `BEGIN
 //! IMMEDIATE` transaction; reads use a second connection, which WAL lets run
 //! beside the writer. Other processes on the same file (a CLI `emit` while
-//! `run` works) wait on SQLite's busy timeout.
+//! `run` works) take turns with it at the write lock through a [`Turnstile`];
+//! SQLite alone would let a busy host starve them.
 //!
 //! Durability: `synchronous = NORMAL` by default, which WAL makes safe
 //! against a process crash (nothing committed is lost when sighost is
@@ -73,8 +74,62 @@ pub struct Sqlite {
     writer: Mutex<Connection>,
     /// Reads for listings and status, beside the writer thanks to WAL.
     reader: Mutex<Connection>,
+    turnstile: Turnstile,
     /// Copies the WAL back into the database off the commit path.
     _checkpointer: Checkpointer,
+}
+
+/// How long a write waits for the write lock before it fails with
+/// "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a waiting write tries the lock again.
+const BUSY_RETRY: Duration = Duration::from_millis(1);
+
+/// SQLite's own busy handler sleeps longer the longer it waits, up to
+/// 100 ms a try, so a process waiting for the write lock rarely tries in
+/// the gap between two of a busy host's transactions: a CLI emit waited
+/// 11 s (measured, against a process committing back to back). Every
+/// sighost connection tries every millisecond instead, and writes take a
+/// turn at the turnstile below.
+fn retry_every_millisecond(tries: i32) -> bool {
+    if tries as u128 * BUSY_RETRY.as_millis() >= BUSY_TIMEOUT.as_millis() {
+        return false;
+    }
+    std::thread::sleep(BUSY_RETRY);
+    true
+}
+
+/// A lock file beside the database (`<database>-turnstile`) that each
+/// sighost write holds while it begins its transaction: a process waiting
+/// for the write lock holds it, so the process that has the write lock
+/// cannot begin its next transaction until the waiter has begun its own.
+/// Writers take turns, each waiting at most one transaction of another's
+/// (and whatever a non-sighost client holds: it does not take the turnstile).
+#[derive(Debug)]
+struct Turnstile(std::fs::File);
+
+impl Turnstile {
+    fn open(database: &Path) -> StoreResult<Self> {
+        let mut path = database.as_os_str().to_owned();
+        path.push("-turnstile");
+        let path = PathBuf::from(path);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map(Self)
+            .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))
+    }
+
+    /// `BEGIN IMMEDIATE` on `connection`, in turn.
+    fn begin<'c>(&self, connection: &'c mut Connection) -> StoreResult<rusqlite::Transaction<'c>> {
+        let turn = |e: std::io::Error| StoreError::Database(format!("the write turnstile: {e}"));
+        self.0.lock().map_err(turn)?;
+        let begun = connection.transaction_with_behavior(TransactionBehavior::Immediate);
+        self.0.unlock().map_err(turn)?;
+        Ok(begun?)
+    }
 }
 
 /// How often the checkpointer runs. Often, because each checkpoint ends in
@@ -215,14 +270,14 @@ pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
 }
 
 fn open_connection(options: &SqliteOptions) -> StoreResult<Connection> {
-    let connection = Connection::open(&options.path).map_err(|e| {
+    let mut connection = Connection::open(&options.path).map_err(|e| {
         StoreError::Database(format!(
             "cannot open {}: {}",
             options.path.display(),
             why_not_writable(&options.path).unwrap_or_else(|| describe(&e))
         ))
     })?;
-    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.busy_handler(Some(retry_every_millisecond))?;
     // Pages that retention frees go back to the file system in steps
     // (`Store::reclaim_space`). Takes effect only on a new database, before
     // its first table; an older one is converted by `sighost prune --vacuum`.
@@ -275,8 +330,12 @@ fn why_not_writable(path: &Path) -> Option<String> {
     }
 }
 
-fn migrate(connection: &mut Connection, now: DateTime<Utc>) -> StoreResult<()> {
-    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn migrate(
+    connection: &mut Connection,
+    turnstile: &Turnstile,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let tx = turnstile.begin(connection)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
@@ -316,8 +375,9 @@ impl SqliteStore {
                 StoreError::Database(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
+        let turnstile = Turnstile::open(&options.path)?;
         let mut writer = open_connection(&options)?;
-        migrate(&mut writer, now)?;
+        migrate(&mut writer, &turnstile, now)?;
         let auto_vacuum: i64 = writer.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
         if auto_vacuum == 0 {
             tracing::info!(
@@ -329,6 +389,7 @@ impl SqliteStore {
         let reader = open_connection(&options)?;
         let checkpointer = Checkpointer::start(open_connection(&options)?)?;
         Ok(SqlStore::new(Sqlite {
+            turnstile,
             path: options.path,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
@@ -351,7 +412,7 @@ impl Dialect for Sqlite {
 
     fn write<T>(&self, f: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<T>) -> StoreResult<T> {
         let mut connection = lock(&self.writer);
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.turnstile.begin(&mut connection)?;
         let value = f(&mut SqliteConn(&tx))?;
         tx.commit()?;
         Ok(value)
