@@ -375,8 +375,10 @@ impl SqliteStore {
                 StoreError::Database(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let turnstile = Turnstile::open(&options.path)?;
+        // After the first connection, whose failure names an unwritable
+        // directory as such.
         let mut writer = open_connection(&options)?;
+        let turnstile = Turnstile::open(&options.path)?;
         migrate(&mut writer, &turnstile, now)?;
         let auto_vacuum: i64 = writer.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
         if auto_vacuum == 0 {
