@@ -18,7 +18,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use crate::store::{AttemptOutcome, EmitStatus};
+use crate::store::{AttemptOutcome, EmitStatus, FinishOutcome};
 
 /// A sample's labels, in the order they are written.
 pub type Labels = Vec<(&'static str, String)>;
@@ -70,7 +70,7 @@ pub struct AttemptMeasure<'a> {
     pub tenant: &'a str,
     /// How the handler's run ended (`ok`, `transient`, `trap`, …): what
     /// the attempt record keeps. What the store then makes of the delivery
-    /// (a lost lease, a conflict) is the queue gauges' to show.
+    /// (a lost lease, a conflict) is [`Metrics::delivery_finished`]'s.
     pub outcome: AttemptOutcome,
     pub duration: Duration,
     pub fuel: Option<u64>,
@@ -96,6 +96,7 @@ pub struct Metrics {
     tenant_labels: bool,
     registry: Registry,
     attempts: Family<Labels, Counter>,
+    deliveries_finished: Family<Labels, Counter>,
     attempt_duration: Histograms,
     attempt_fuel: Histograms,
     attempt_memory: Histograms,
@@ -132,6 +133,14 @@ impl Metrics {
                 "sighost_attempts",
                 "Delivery attempts this process ran, by handler and how the run ended (ok, \
                  transient, permanent, trap, timeout, memory_exceeded, fuel_exhausted, host_error)",
+            ),
+            deliveries_finished: counter(
+                &mut registry,
+                "sighost_deliveries_finished",
+                "Delivery attempts whose result this process recorded, by handler and what the \
+                 store made of the delivery (completed, retrying, discarded, conflict: discarded \
+                 for a directive key taken with another payload, lease_lost: its lease had \
+                 expired and the result was dropped)",
             ),
             attempt_duration: histogram(
                 &mut registry,
@@ -205,6 +214,27 @@ impl Metrics {
         self.attempt_memory
             .get_or_create(&handler)
             .observe(attempt.peak_memory_bytes as f64);
+    }
+
+    /// What the store made of a delivery after an attempt; a delivery put
+    /// back unrun (snoozed) had no attempt and is not counted.
+    pub fn delivery_finished(&self, handler: &str, tenant: &str, outcome: &FinishOutcome) {
+        let result = match outcome {
+            FinishOutcome::Completed { .. } => "completed",
+            FinishOutcome::Retrying => "retrying",
+            FinishOutcome::Discarded => "discarded",
+            FinishOutcome::Conflict { .. } => "conflict",
+            FinishOutcome::LeaseLost => "lease_lost",
+            FinishOutcome::Snoozed => return,
+        };
+        let labels = self.labels(
+            vec![
+                ("handler", handler.to_owned()),
+                ("result", result.to_owned()),
+            ],
+            tenant,
+        );
+        self.deliveries_finished.get_or_create(&labels).inc();
     }
 
     pub fn execution(&self, execution: &ExecutionMeasure<'_>) {
@@ -329,6 +359,27 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("FOO"), "{text}");
+    }
+
+    #[test]
+    fn counts_what_became_of_each_delivery_but_not_a_put_back() {
+        let metrics = Metrics::default();
+        let completed = FinishOutcome::Completed {
+            directives_created: 1,
+            duplicates: 0,
+        };
+        for outcome in [&completed, &completed, &FinishOutcome::LeaseLost] {
+            metrics.delivery_finished("h", "org_a", outcome);
+        }
+        metrics.delivery_finished("h", "org_a", &FinishOutcome::Snoozed);
+        let text = encoded(&metrics);
+        for series in [
+            "sighost_deliveries_finished_total{handler=\"h\",result=\"completed\"} 2",
+            "sighost_deliveries_finished_total{handler=\"h\",result=\"lease_lost\"} 1",
+        ] {
+            assert!(text.contains(series), "{text}");
+        }
+        assert!(!text.contains("snoozed"), "{text}");
     }
 
     #[test]

@@ -276,6 +276,8 @@ pub fn result(
     };
     DeliveryResult {
         delivery_id: claimed.delivery.id,
+        handler: claimed.delivery.handler.clone(),
+        tenant: claimed.delivery.tenant.clone(),
         attempt: claimed.delivery.attempt,
         worker: worker.to_owned(),
         decision,
@@ -1302,6 +1304,8 @@ pub fn completes_a_delivery_and_writes_its_directives_with_the_deliverys_tenant(
     let finished_at = at(2);
     let report = DeliveryResult {
         delivery_id: claimed.delivery.id,
+        handler: claimed.delivery.handler.clone(),
+        tenant: claimed.delivery.tenant.clone(),
         attempt: claimed.delivery.attempt,
         worker: "w".into(),
         decision: Decision::Complete(vec![plain.clone(), later.clone()]),

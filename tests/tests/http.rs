@@ -1643,6 +1643,20 @@ fn metrics_break_the_work_down_by_handler_directive_route_and_tenant() {
         Some(2.0)
     );
     assert_eq!(attempts("audit-trail", "org_acme", "transient"), None);
+    // What the store made of each delivery after its attempt.
+    let finished = |handler: &str, tenant: &str, result: &str| {
+        sample(
+            &text,
+            "sighost_deliveries_finished_total",
+            &[("handler", handler), ("tenant", tenant), ("result", result)],
+        )
+    };
+    assert_eq!(finished("audit-trail", "org_acme", "completed"), Some(3.0));
+    assert_eq!(
+        finished("permanent-failure", "org_beta", "discarded"),
+        Some(2.0)
+    );
+    assert_eq!(finished("audit-trail", "org_acme", "retrying"), None);
     // Each histogram counts every attempt, its buckets end at the count,
     // and what it measured is there.
     for family in [

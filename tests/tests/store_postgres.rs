@@ -67,6 +67,8 @@ fn completion(
 ) -> DeliveryResult {
     DeliveryResult {
         delivery_id: claimed.delivery.id,
+        handler: claimed.delivery.handler.clone(),
+        tenant: claimed.delivery.tenant.clone(),
         attempt: claimed.delivery.attempt,
         worker: "w".into(),
         directive_count: directives.len() as u32,

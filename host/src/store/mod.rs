@@ -456,6 +456,10 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryResult {
     pub delivery_id: i64,
+    /// The delivery's handler and tenant, for the host's own use (turns by
+    /// tenant, `/metrics`); the store goes by its own row.
+    pub handler: String,
+    pub tenant: String,
     /// The attempt number the claim gave; fences late results.
     pub attempt: u32,
     pub worker: String,

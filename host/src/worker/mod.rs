@@ -43,7 +43,8 @@ use crate::registry::HandlerRegistry;
 use crate::retry::RetryPolicy;
 use crate::sandbox::{DeliveryContext, Invocation, Outcome, Sandbox};
 use crate::store::{
-    AttemptDetails, AttemptOutcome, ClaimedDelivery, Decision, DeliveryResult, FinishOutcome, Store,
+    AttemptDetails, AttemptOutcome, ClaimedDelivery, Decision, DeliveryResult, FinishOutcome,
+    Store, StoreResult,
 };
 use crate::threads::ThreadGroup;
 use crate::wake::Wake;
@@ -135,7 +136,7 @@ impl Workers {
         let held: Arc<Held<i64>> = Arc::default();
         let costs: Arc<CostLedger> = Arc::default();
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(config.max_in_flight.max(1));
-        let (results_tx, results_rx) = unbounded::<Finished>();
+        let (results_tx, results_rx) = unbounded::<DeliveryResult>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("sighost-invoke")
@@ -315,12 +316,9 @@ struct Invoker {
 impl Invoker {
     /// Hands a result to the completer; the delivery's run is over, so the
     /// heartbeat stops keeping its lease alive.
-    fn finished(&self, tenant: &str, result: DeliveryResult, results: &Sender<Finished>) {
+    fn finished(&self, result: DeliveryResult, results: &Sender<DeliveryResult>) {
         self.held.remove(&result.delivery_id);
-        let _ = results.send(Finished {
-            tenant: tenant.to_owned(),
-            result,
-        });
+        let _ = results.send(result);
     }
 
     /// Puts a claimed delivery back unrun, refunding what its claim charged.
@@ -343,7 +341,7 @@ async fn dispatch(
     capacity: usize,
     stopping: &AtomicBool,
     mut jobs: tokio::sync::mpsc::Receiver<Job>,
-    results: Sender<Finished>,
+    results: Sender<DeliveryResult>,
 ) {
     let mut slots: Slots<Job> = Slots::new(capacity);
     let mut running: JoinSet<DeliveryResult> = JoinSet::new();
@@ -354,8 +352,7 @@ async fn dispatch(
         if stopping.load(Ordering::SeqCst) {
             let now = (invoker.deps.clock)();
             for job in slots.drain() {
-                let tenant = &job.claimed.delivery.tenant;
-                invoker.finished(tenant, invoker.release(&job.claimed, now), &results);
+                invoker.finished(invoker.release(&job.claimed, now), &results);
             }
         }
         while let Some((tenant, job)) = slots.next() {
@@ -385,7 +382,7 @@ async fn dispatch(
                 let Some((tenant, key)) = started.remove(&id) else { continue };
                 slots.release(&tenant);
                 let result = result.unwrap_or_else(|_| key.host_panicked(&invoker, &tenant));
-                invoker.finished(&tenant, result, &results);
+                invoker.finished(result, &results);
             }
         }
     }
@@ -394,6 +391,7 @@ async fn dispatch(
 /// What identifies a claimed delivery's attempt, kept apart from the job.
 struct ClaimedKey {
     delivery_id: i64,
+    handler: String,
     attempt: u32,
     max_attempts: u32,
     charged_ns: i64,
@@ -403,6 +401,7 @@ impl ClaimedKey {
     fn of(claimed: &ClaimedDelivery) -> Self {
         Self {
             delivery_id: claimed.delivery.id,
+            handler: claimed.delivery.handler.clone(),
             attempt: claimed.delivery.attempt,
             max_attempts: claimed.delivery.max_attempts,
             charged_ns: claimed.charged_ns,
@@ -422,6 +421,8 @@ impl ClaimedKey {
         let outcome = Outcome::HostError("the host panicked while running the handler".into());
         DeliveryResult {
             delivery_id: self.delivery_id,
+            handler: self.handler.clone(),
+            tenant: tenant.to_owned(),
             attempt: self.attempt,
             worker: invoker.name.clone(),
             error: Some(outcome.describe()),
@@ -467,6 +468,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(1);
 fn release(claimed: &ClaimedDelivery, worker: &str, at: DateTime<Utc>) -> DeliveryResult {
     DeliveryResult {
         delivery_id: claimed.delivery.id,
+        handler: claimed.delivery.handler.clone(),
+        tenant: claimed.delivery.tenant.clone(),
         attempt: claimed.delivery.attempt,
         worker: worker.to_owned(),
         decision: Decision::Snooze { at },
@@ -558,6 +561,8 @@ async fn run(invoker: &Invoker, job: Job) -> DeliveryResult {
     });
     DeliveryResult {
         delivery_id: delivery.id,
+        handler: handler.name.clone(),
+        tenant: tenant.clone(),
         attempt: delivery.attempt,
         worker: worker.to_owned(),
         decision,
@@ -613,18 +618,12 @@ pub fn decide(
 /// How long the completer waits to fill a batch of results.
 const COMPLETION_LINGER: Duration = Duration::from_millis(1);
 
-/// A result on its way to the completer, with its tenant.
-struct Finished {
-    tenant: String,
-    result: DeliveryResult,
-}
-
 fn complete(
     deps: &WorkerDeps,
     config: &WorkerConfig,
     stopping: &AtomicBool,
     room: &Room,
-    results: Receiver<Finished>,
+    results: Receiver<DeliveryResult>,
 ) {
     // Results waiting to be written, per tenant: a batch takes them in
     // turns, so a tenant with a few results waits for one write, not behind
@@ -640,15 +639,15 @@ fn complete(
                 Some(at) => results.recv_deadline(at),
             };
             match first {
-                Ok(finished) => {
-                    unwritten.push(&finished.tenant, finished.result);
+                Ok(result) => {
+                    unwritten.push(&result.tenant.clone(), result);
                     // Linger a moment for more results: one commit per batch
                     // is the store's biggest cost, and a millisecond is small
                     // beside a delivery.
                     let linger = Instant::now() + COMPLETION_LINGER;
                     while unwritten.len() < config.batch_size {
                         match results.recv_deadline(linger) {
-                            Ok(finished) => unwritten.push(&finished.tenant, finished.result),
+                            Ok(result) => unwritten.push(&result.tenant.clone(), result),
                             Err(_) => break,
                         }
                     }
@@ -666,8 +665,8 @@ fn complete(
             }
         }
         // Everything already waiting takes part, so the batch is fair.
-        while let Ok(finished) = results.try_recv() {
-            unwritten.push(&finished.tenant, finished.result);
+        while let Ok(result) = results.try_recv() {
+            unwritten.push(&result.tenant.clone(), result);
         }
         let batch: Vec<DeliveryResult> =
             std::iter::from_fn(|| unwritten.pop(|_| true).map(|(_, result)| result))
@@ -677,9 +676,7 @@ fn complete(
         let mut done = batch.len() - not_taken.len();
         refused.add(not_taken);
         done += refused.retry("recording delivery results", &deps.health, |result| {
-            let written = deps
-                .store
-                .finish_deliveries(std::slice::from_ref(result), (deps.clock)())?;
+            let written = finish(deps, std::slice::from_ref(result))?;
             outcomes.extend(written);
             Ok(())
         });
@@ -718,6 +715,16 @@ fn complete(
     }
 }
 
+/// Writes `results` in one transaction, and counts what became of each.
+fn finish(deps: &WorkerDeps, results: &[DeliveryResult]) -> StoreResult<Vec<FinishOutcome>> {
+    let outcomes = deps.store.finish_deliveries(results, (deps.clock)())?;
+    for (result, outcome) in results.iter().zip(&outcomes) {
+        deps.metrics
+            .delivery_finished(&result.handler, &result.tenant, outcome);
+    }
+    Ok(outcomes)
+}
+
 /// Writes a batch of results in one transaction. If the store refuses it,
 /// each result is tried once on its own, so that one the store will not
 /// take holds back none of the others. Returns the outcomes written and the
@@ -729,7 +736,7 @@ fn record(
     if batch.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    match deps.store.finish_deliveries(batch, (deps.clock)()) {
+    match finish(deps, batch) {
         Ok(outcomes) => {
             deps.health.recovered();
             return (outcomes, Vec::new());
@@ -742,10 +749,7 @@ fn record(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut not_taken = Vec::new();
     for result in batch {
-        match deps
-            .store
-            .finish_deliveries(std::slice::from_ref(result), (deps.clock)())
-        {
+        match finish(deps, std::slice::from_ref(result)) {
             Ok(written) => outcomes.extend(written),
             Err(error) => {
                 deps.health
