@@ -28,7 +28,7 @@ pub use queries::FromSqliteRow;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -89,10 +89,18 @@ const BUSY_RETRY: Duration = Duration::from_millis(1);
 /// 100 ms a try, so a process waiting for the write lock rarely tries in
 /// the gap between two of a busy host's transactions: a CLI emit waited
 /// 11 s (measured, against a process committing back to back). Every
-/// sighost connection tries every millisecond instead, and writes take a
-/// turn at the turnstile below.
+/// sighost connection tries every millisecond instead, for `BUSY_TIMEOUT`
+/// by the clock (a loaded machine oversleeps), and writes take a turn at
+/// the turnstile below. SQLite calls it with the tries so far, 0 first.
 fn retry_every_millisecond(tries: i32) -> bool {
-    if tries as u128 * BUSY_RETRY.as_millis() >= BUSY_TIMEOUT.as_millis() {
+    thread_local! {
+        static WAITING_SINCE: std::cell::Cell<Instant> = std::cell::Cell::new(Instant::now());
+    }
+    let now = Instant::now();
+    if tries == 0 {
+        WAITING_SINCE.set(now);
+    }
+    if now.duration_since(WAITING_SINCE.get()) >= BUSY_TIMEOUT {
         return false;
     }
     std::thread::sleep(BUSY_RETRY);
@@ -103,32 +111,71 @@ fn retry_every_millisecond(tries: i32) -> bool {
 /// sighost write holds while it begins its transaction: a process waiting
 /// for the write lock holds it, so the process that has the write lock
 /// cannot begin its next transaction until the waiter has begun its own.
-/// Writers take turns, each waiting at most one transaction of another's
-/// (and whatever a non-sighost client holds: it does not take the turnstile).
+/// Two processes take turns, each waiting at most one transaction of the
+/// other's; with more, the lock file is not a queue, and a waiter may lose
+/// the race for it to another. A client that is not sighost does not take
+/// it. Where the file cannot be opened or locked, writes go without turns,
+/// as SQLite alone would have them.
 #[derive(Debug)]
-struct Turnstile(std::fs::File);
+struct Turnstile(Option<std::fs::File>);
 
 impl Turnstile {
-    fn open(database: &Path) -> StoreResult<Self> {
+    fn open(database: &Path) -> Self {
         let mut path = database.as_os_str().to_owned();
         path.push("-turnstile");
         let path = PathBuf::from(path);
-        std::fs::OpenOptions::new()
+        // Read access is all a lock needs: another user may have created it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
             .create(true)
             .truncate(false)
-            .write(true)
             .open(&path)
-            .map(Self)
-            .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))
+            .or_else(|_| std::fs::File::open(&path));
+        match file {
+            Ok(file) => Self(Some(file)),
+            Err(error) => {
+                tracing::warn!(
+                    file = %path.display(), %error,
+                    "cannot open the write turnstile: this process's writes do not take turns \
+                     with other processes' (a busy one may keep them waiting)"
+                );
+                Self(None)
+            }
+        }
     }
 
     /// `BEGIN IMMEDIATE` on `connection`, in turn.
     fn begin<'c>(&self, connection: &'c mut Connection) -> StoreResult<rusqlite::Transaction<'c>> {
-        let turn = |e: std::io::Error| StoreError::Database(format!("the write turnstile: {e}"));
-        self.0.lock().map_err(turn)?;
-        let begun = connection.transaction_with_behavior(TransactionBehavior::Immediate);
-        self.0.unlock().map_err(turn)?;
-        Ok(begun?)
+        let _turn = self.take();
+        Ok(connection.transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+
+    /// The turnstile, held until the turn drops. A process that holds it
+    /// waits for the write lock, which is bounded; past `BUSY_TIMEOUT` (a
+    /// process stopped while holding it) or where the file system cannot
+    /// lock, the write goes without a turn.
+    fn take(&self) -> Option<Turn<'_>> {
+        let file = self.0.as_ref()?;
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Some(Turn(file)),
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(BUSY_RETRY)
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// A held turnstile, let go when dropped (a failed `BEGIN` too).
+struct Turn<'f>(&'f std::fs::File);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 
@@ -378,7 +425,7 @@ impl SqliteStore {
         // After the first connection, whose failure names an unwritable
         // directory as such.
         let mut writer = open_connection(&options)?;
-        let turnstile = Turnstile::open(&options.path)?;
+        let turnstile = Turnstile::open(&options.path);
         migrate(&mut writer, &turnstile, now)?;
         let auto_vacuum: i64 = writer.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
         if auto_vacuum == 0 {
