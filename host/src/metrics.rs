@@ -18,7 +18,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use crate::store::{AttemptOutcome, EmitStatus, FinishOutcome};
+use crate::store::{AttemptOutcome, Decision, DeliveryResult, EmitStatus, FinishOutcome};
 
 /// A sample's labels, in the order they are written.
 pub type Labels = Vec<(&'static str, String)>;
@@ -216,15 +216,21 @@ impl Metrics {
             .observe(attempt.peak_memory_bytes as f64);
     }
 
-    /// What the store made of a delivery after an attempt; a delivery put
-    /// back unrun (snoozed) had no attempt and is not counted.
-    pub fn delivery_finished(&self, handler: &str, tenant: &str, outcome: &FinishOutcome) {
+    /// What the store made of a delivery after an attempt. A delivery put
+    /// back unrun had no attempt and is not counted, whatever the store
+    /// made of it (a put-back past its lease is `LeaseLost`).
+    pub fn delivery_finished(&self, result: &DeliveryResult, outcome: &FinishOutcome) {
+        if matches!(result.decision, Decision::Snooze { .. }) {
+            return;
+        }
+        let (handler, tenant) = (&result.handler, &result.tenant);
         let result = match outcome {
             FinishOutcome::Completed { .. } => "completed",
             FinishOutcome::Retrying => "retrying",
             FinishOutcome::Discarded => "discarded",
             FinishOutcome::Conflict { .. } => "conflict",
             FinishOutcome::LeaseLost => "lease_lost",
+            // Only a put-back is snoozed.
             FinishOutcome::Snoozed => return,
         };
         let labels = self.labels(
@@ -361,17 +367,43 @@ mod tests {
         assert!(!text.contains("FOO"), "{text}");
     }
 
+    fn result(decision: Decision) -> DeliveryResult {
+        DeliveryResult {
+            delivery_id: 1,
+            handler: "h".into(),
+            tenant: "org_a".into(),
+            attempt: 1,
+            worker: "w".into(),
+            decision,
+            handler_digest: String::new(),
+            outcome: AttemptOutcome::Ok,
+            error: None,
+            started_at: chrono::DateTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            fuel: None,
+            directive_count: 0,
+            output: String::new(),
+            details: Default::default(),
+        }
+    }
+
     #[test]
     fn counts_what_became_of_each_delivery_but_not_a_put_back() {
         let metrics = Metrics::default();
         let completed = FinishOutcome::Completed {
-            directives_created: 1,
+            directives_created: 0,
             duplicates: 0,
         };
+        let ran = result(Decision::Complete(Vec::new()));
         for outcome in [&completed, &completed, &FinishOutcome::LeaseLost] {
-            metrics.delivery_finished("h", "org_a", outcome);
+            metrics.delivery_finished(&ran, outcome);
         }
-        metrics.delivery_finished("h", "org_a", &FinishOutcome::Snoozed);
+        // Put back unrun: in time, and past its lease.
+        let put_back = result(Decision::Snooze {
+            at: chrono::DateTime::UNIX_EPOCH,
+        });
+        metrics.delivery_finished(&put_back, &FinishOutcome::Snoozed);
+        metrics.delivery_finished(&put_back, &FinishOutcome::LeaseLost);
         let text = encoded(&metrics);
         for series in [
             "sighost_deliveries_finished_total{handler=\"h\",result=\"completed\"} 2",

@@ -719,8 +719,7 @@ fn complete(
 fn finish(deps: &WorkerDeps, results: &[DeliveryResult]) -> StoreResult<Vec<FinishOutcome>> {
     let outcomes = deps.store.finish_deliveries(results, (deps.clock)())?;
     for (result, outcome) in results.iter().zip(&outcomes) {
-        deps.metrics
-            .delivery_finished(&result.handler, &result.tenant, outcome);
+        deps.metrics.delivery_finished(result, outcome);
     }
     Ok(outcomes)
 }
