@@ -370,3 +370,38 @@ fn folds_the_counts_of_connections_gone_and_keeps_them_right() {
     assert_eq!(slots(&mut admin), [0], "folded into slot 0");
     assert_eq!(store.stats().expect("stats").deliveries, before);
 }
+
+/// The rescue commits on its own, before the claim's transaction: a claim
+/// that then fails still counts the leases it took back.
+#[test]
+fn counts_the_leases_a_rescue_took_back_when_its_claim_then_fails() {
+    let database = PostgresDatabase::fresh();
+    let store = database.open();
+    store
+        .create_tenant("acme", json!({}), at(0))
+        .expect("tenant");
+    store
+        .emit(&[(signal("acme"), vec![target("h")])], at(0))
+        .expect("emit");
+    let lease = Duration::from_secs(10);
+    let claimed = store
+        .claim_deliveries(&Claim::new("w1", 10, lease), at(1))
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    // The fair claim reads the schedule's clock row after the rescue.
+    admin_of(&database)
+        .batch_execute("DELETE FROM fair_clocks")
+        .expect("break the claim");
+    let failed = store.claim_deliveries(&Claim::new("w2", 10, lease), at(100));
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(store.leases_rescued().deliveries, 1);
+    let rescued = store
+        .deliveries(&Default::default())
+        .expect("deliveries")
+        .remove(0);
+    assert_eq!(
+        rescued.state,
+        sighost::store::DeliveryState::Retryable,
+        "the rescue committed: {rescued:?}"
+    );
+}

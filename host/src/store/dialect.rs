@@ -36,12 +36,13 @@ pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
     fn alone<T>(&self, f: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<T>) -> StoreResult<T>;
     /// A claim: `rescue` (expired leases), then `claim` in a transaction
     /// whose commit need not wait for the disk, since a lost claim only makes
-    /// its rows claimable again.
+    /// its rows claimable again. Returns the leases the rescue took back
+    /// for good (committed), whether or not the claim then worked.
     fn claim<T>(
         &self,
         rescue: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<u64>,
         claim: impl FnOnce(&mut Self::Conn<'_>) -> StoreResult<T>,
-    ) -> StoreResult<(u64, T)>;
+    ) -> (u64, StoreResult<T>);
     /// See [`Store::vacuum`]; nothing to do by default.
     fn vacuum(&self) -> StoreResult<bool> {
         Ok(false)
@@ -313,9 +314,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         let (rescued, claimed) = self.dialect.claim(
             |c| c.rescue_deliveries(now),
             |c| c.claim_deliveries(claim, now),
-        )?;
+        );
         self.rescued[0].fetch_add(rescued, Ordering::Relaxed);
-        Ok(claimed)
+        claimed
     }
 
     fn finish_deliveries(
@@ -376,9 +377,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         let (rescued, claimed) = self.dialect.claim(
             |c| c.rescue_directives(now),
             |c| c.claim_directives(claim, now),
-        )?;
+        );
         self.rescued[1].fetch_add(rescued, Ordering::Relaxed);
-        Ok(claimed)
+        claimed
     }
 
     fn finish_directive(

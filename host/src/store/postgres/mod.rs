@@ -415,10 +415,14 @@ impl Dialect for Postgres {
         &self,
         rescue: impl FnOnce(&mut Db<'_>) -> StoreResult<u64>,
         claim: impl FnOnce(&mut Db<'_>) -> StoreResult<T>,
-    ) -> StoreResult<(u64, T)> {
-        let rescued = self.read(rescue)?;
-        let claimed = self.transaction("BEGIN; SET LOCAL synchronous_commit TO OFF", claim)?;
-        Ok((rescued, claimed))
+    ) -> (u64, StoreResult<T>) {
+        // The rescue commits on its own: it counts even if the claim fails.
+        let rescued = match self.read(rescue) {
+            Ok(rescued) => rescued,
+            Err(error) => return (0, Err(error)),
+        };
+        let claimed = self.transaction("BEGIN; SET LOCAL synchronous_commit TO OFF", claim);
+        (rescued, claimed)
     }
 
     /// LISTENs on its own connection in a thread of its own (started by the

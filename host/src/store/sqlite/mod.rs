@@ -479,13 +479,17 @@ impl Dialect for Sqlite {
         Ok(true)
     }
 
-    /// Rescue and claim in one transaction: the writer is taken once.
+    /// Rescue and claim in one transaction: the writer is taken once, and
+    /// a failed claim undoes its rescue.
     fn claim<T>(
         &self,
         rescue: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<u64>,
         claim: impl FnOnce(&mut SqliteConn<'_>) -> StoreResult<T>,
-    ) -> StoreResult<(u64, T)> {
-        self.write(|c| Ok((rescue(c)?, claim(c)?)))
+    ) -> (u64, StoreResult<T>) {
+        match self.write(|c| Ok((rescue(c)?, claim(c)?))) {
+            Ok((rescued, claimed)) => (rescued, Ok(claimed)),
+            Err(error) => (0, Err(error)),
+        }
     }
 }
 
