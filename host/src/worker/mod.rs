@@ -640,14 +640,14 @@ fn complete(
             };
             match first {
                 Ok(result) => {
-                    unwritten.push(&result.tenant.clone(), result);
+                    unwritten.push_by(result, |r| &r.tenant);
                     // Linger a moment for more results: one commit per batch
                     // is the store's biggest cost, and a millisecond is small
                     // beside a delivery.
                     let linger = Instant::now() + COMPLETION_LINGER;
                     while unwritten.len() < config.batch_size {
                         match results.recv_deadline(linger) {
-                            Ok(result) => unwritten.push(&result.tenant.clone(), result),
+                            Ok(result) => unwritten.push_by(result, |r| &r.tenant),
                             Err(_) => break,
                         }
                     }
@@ -666,7 +666,7 @@ fn complete(
         }
         // Everything already waiting takes part, so the batch is fair.
         while let Ok(result) = results.try_recv() {
-            unwritten.push(&result.tenant.clone(), result);
+            unwritten.push_by(result, |r| &r.tenant);
         }
         let batch: Vec<DeliveryResult> =
             std::iter::from_fn(|| unwritten.pop(|_| true).map(|(_, result)| result))

@@ -27,13 +27,24 @@ impl<J> Turns<J> {
     pub fn push(&mut self, tenant: &str, item: J) {
         match self.waiting.get_mut(tenant) {
             Some(queue) => queue.push_back(item),
-            None => {
-                self.waiting
-                    .insert(tenant.to_owned(), VecDeque::from([item]));
-                self.order.push_back(tenant.to_owned());
-            }
+            None => self.add_tenant(tenant.to_owned(), item),
         }
         self.len += 1;
+    }
+
+    /// `push`, for an item that names its tenant: the name is copied only
+    /// for a tenant new to the queue, not for every item.
+    pub fn push_by(&mut self, item: J, tenant: impl Fn(&J) -> &str) {
+        match self.waiting.get_mut(tenant(&item)) {
+            Some(queue) => queue.push_back(item),
+            None => self.add_tenant(tenant(&item).to_owned(), item),
+        }
+        self.len += 1;
+    }
+
+    fn add_tenant(&mut self, tenant: String, item: J) {
+        self.order.push_back(tenant.clone());
+        self.waiting.insert(tenant, VecDeque::from([item]));
     }
 
     /// The next item of the first tenant in turn that `eligible` accepts, or
@@ -92,6 +103,18 @@ mod tests {
         let taken: Vec<(&str, i32)> = taken.iter().map(|(t, i)| (t.as_str(), *i)).collect();
         assert_eq!(taken, [("a", 0), ("b", 10), ("a", 1), ("a", 2)]);
         assert!(turns.is_empty());
+    }
+
+    #[test]
+    fn an_item_that_names_its_tenant_queues_as_if_named_beside_it() {
+        let mut turns = Turns::default();
+        for item in [("a", 0), ("a", 1), ("b", 10), ("a", 2)] {
+            turns.push_by(item, |(tenant, _)| tenant);
+        }
+        let taken: Vec<i32> =
+            std::iter::from_fn(|| turns.pop(|_| true).map(|(_, (_, i))| i)).collect();
+        assert_eq!(taken, [0, 10, 1, 2]);
+        assert_eq!(turns.len(), 0);
     }
 
     #[test]

@@ -131,7 +131,8 @@ impl Turnstile {
             .create(true)
             .truncate(false)
             .open(&path)
-            .or_else(|_| std::fs::File::open(&path));
+            // Keep the first error: the fallback's (not found) says less.
+            .or_else(|error| std::fs::File::open(&path).map_err(|_| error));
         match file {
             Ok(file) => Self(Some(file)),
             Err(error) => {
